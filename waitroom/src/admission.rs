@@ -136,7 +136,10 @@ impl RoomView {
         Self {
             state,
             event_id: eff.event.map_or(0, |e| e.id),
-            starts_at: eff.event.filter(|_| eff.phase == Phase::Prequeue).map(|e| e.starts_at),
+            starts_at: eff
+                .event
+                .filter(|_| eff.phase == Phase::Prequeue)
+                .map(|e| e.starts_at),
             method: eff.method,
             new_users_per_minute: eff.new_users_per_minute,
             total_active_users: eff.total_active_users,
@@ -150,6 +153,19 @@ impl RoomView {
             eta: eta.clone(),
             snapshot,
         }
+    }
+
+    /// Estimated wait for someone with `ahead` people in front, while the room admits.
+    pub fn eta_for(&self, ahead: u64) -> Option<EtaBand> {
+        matches!(
+            self.state,
+            RoomState::Idle | RoomState::Queueing | RoomState::Draining
+        )
+        .then(|| {
+            self.eta
+                .estimate(ahead, f64::from(self.new_users_per_minute))
+        })
+        .flatten()
     }
 
     /// The serving number.
@@ -173,7 +189,12 @@ impl RoomView {
     }
 
     /// Decides what to do with a request at `now`.
-    pub fn decide(&self, settings: &RoomSettings, cred: Credential<'_>, now: UnixMillis) -> Decision {
+    pub fn decide(
+        &self,
+        settings: &RoomSettings,
+        cred: Credential<'_>,
+        now: UnixMillis,
+    ) -> Decision {
         match cred {
             Credential::Pass(p) => self.allow(p, now),
             Credential::None => match self.state {
@@ -255,18 +276,22 @@ impl RoomView {
             // Before the start: the wait after the start, plus the time to the start.
             (Some(a), RoomState::Prequeue) => {
                 let to_start = self.starts_at.map_or(Duration::ZERO, |s| s.since(now));
-                EtaEstimator::new().estimate(a, configured).map(|b| EtaBand {
-                    mid: b.mid + to_start,
-                    low: b.low + to_start,
-                    high: b.high + to_start,
-                })
+                EtaEstimator::new()
+                    .estimate(a, configured)
+                    .map(|b| EtaBand {
+                        mid: b.mid + to_start,
+                        low: b.low + to_start,
+                        high: b.high + to_start,
+                    })
             }
             _ => None,
         };
         // Far back in a long line, poll less often: it spares the fleet and costs no accuracy.
         let base = settings.poll_interval;
         let poll_after = match eta {
-            Some(b) if flowing => (b.low / 10).clamp(base, (base * 4).min(settings.abandon_after / 3)),
+            Some(b) if flowing => {
+                (b.low / 10).clamp(base, (base * 4).min(settings.abandon_after / 3))
+            }
             _ => base,
         };
         let progress = position.map(|p| {
@@ -296,7 +321,13 @@ impl RoomView {
     }
 
     /// A new ticket for number `number`, issued at `now`.
-    pub fn new_ticket(&self, settings: &RoomSettings, number: u64, binding: u64, now: UnixMillis) -> Ticket {
+    pub fn new_ticket(
+        &self,
+        settings: &RoomSettings,
+        number: u64,
+        binding: u64,
+        now: UnixMillis,
+    ) -> Ticket {
         Ticket {
             room: settings.id.clone(),
             event: self.event_id,

@@ -29,7 +29,11 @@ use crate::store::{Store, StoreError};
 use crate::time::UnixMillis;
 
 /// Computes the next controller state, or `None` if this slice was already done.
-pub fn plan(settings: &RoomSettings, snap: &RoomSnapshot, now: UnixMillis) -> Option<ControllerState> {
+pub fn plan(
+    settings: &RoomSettings,
+    snap: &RoomSnapshot,
+    now: UnixMillis,
+) -> Option<ControllerState> {
     let tick_ms = (settings.tick.as_millis() as u64).max(1);
     let slice = UnixMillis(now.0 / tick_ms * tick_ms);
     let old = &snap.ctl;
@@ -72,11 +76,19 @@ pub fn plan(settings: &RoomSettings, snap: &RoomSnapshot, now: UnixMillis) -> Op
 
     // Free capacity.
     let active = snap.active_total(now.minute(), eff.session_minutes());
-    let pending: u64 = c.history.iter().map(|r| r.admitted.saturating_sub(r.claimed)).sum();
+    let pending: u64 = c
+        .history
+        .iter()
+        .map(|r| r.admitted.saturating_sub(r.claimed))
+        .sum();
     let free = u64::from(eff.total_active_users).saturating_sub(active + pending);
 
     // How far serving may go.
-    let lead = if eff.drain { 0 } else { per_slice_milli.div_ceil(1000).max(1) };
+    let lead = if eff.drain {
+        0
+    } else {
+        per_slice_milli.div_ceil(1000).max(1)
+    };
     let mut target = snap.issued + lead;
     if eff.method == QueueingMethod::Random && snap.issued > c.serving {
         let open = c.ranges.iter().find(|r| r.hi > c.serving).copied();
@@ -114,7 +126,12 @@ pub fn plan(settings: &RoomSettings, snap: &RoomSnapshot, now: UnixMillis) -> Op
 }
 
 /// Drops advances whose claim window has passed, learning the no-show share from them.
-fn expire_history(settings: &RoomSettings, snap: &RoomSnapshot, c: &mut ControllerState, now: UnixMillis) {
+fn expire_history(
+    settings: &RoomSettings,
+    snap: &RoomSnapshot,
+    c: &mut ControllerState,
+    now: UnixMillis,
+) {
     let window = settings.claim_window;
     let mut kept = Vec::with_capacity(c.history.len() + 1);
     for r in c.history.drain(..) {
@@ -139,7 +156,12 @@ fn expire_history(settings: &RoomSettings, snap: &RoomSnapshot, c: &mut Controll
 }
 
 /// Pre-queue bookkeeping and the start-of-event shuffle.
-fn apply_phase(settings: &RoomSettings, snap: &RoomSnapshot, eff: &Effective<'_>, c: &mut ControllerState) {
+fn apply_phase(
+    settings: &RoomSettings,
+    snap: &RoomSnapshot,
+    eff: &Effective<'_>,
+    c: &mut ControllerState,
+) {
     let Some(event) = eff.event else { return };
     match eff.phase {
         Phase::Normal => {}

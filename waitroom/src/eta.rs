@@ -44,18 +44,29 @@ impl EtaEstimator {
             }
         }
         self.samples.push_back((t, admitted_total as f64));
-        while self.samples.front().is_some_and(|&(t0, _)| t - t0 > WINDOW_SECS) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t0, _)| t - t0 > WINDOW_SECS)
+        {
             self.samples.pop_front();
         }
     }
 
     fn slope(&self, since: f64) -> Option<f64> {
-        let pts: Vec<(f64, f64)> = self.samples.iter().copied().filter(|p| p.0 >= since).collect();
+        let pts: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .copied()
+            .filter(|p| p.0 >= since)
+            .collect();
         let n = pts.len() as f64;
         if pts.len() < 3 {
             return None;
         }
-        let (mx, my) = pts.iter().fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
+        let (mx, my) = pts
+            .iter()
+            .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
         let (sxy, sxx) = pts.iter().fold((0.0, 0.0), |(a, b), p| {
             (a + (p.0 - mx) * (p.1 - my), b + (p.0 - mx) * (p.0 - mx))
         });

@@ -25,7 +25,8 @@ pub enum QueueingMethod {
 }
 
 impl QueueingMethod {
-    pub const ALL: [QueueingMethod; 4] = [Self::Fifo, Self::Random, Self::Passthrough, Self::Reject];
+    pub const ALL: [QueueingMethod; 4] =
+        [Self::Fifo, Self::Random, Self::Passthrough, Self::Reject];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -254,7 +255,10 @@ impl RoomSettings {
                 }
             }
             if e.shuffle && e.prequeue_at.is_none() {
-                return Err(err(f("shuffle"), "needs prequeue_at: only a pre-queue is shuffled"));
+                return Err(err(
+                    f("shuffle"),
+                    "needs prequeue_at: only a pre-queue is shuffled",
+                ));
             }
             if let Some(d) = e.session_duration {
                 session(&f("session_duration"), d)?;
@@ -324,7 +328,10 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(RoomSettings::new("drop", nz(60), nz(500)).validate(), Ok(()));
+        assert_eq!(
+            RoomSettings::new("drop", nz(60), nz(500)).validate(),
+            Ok(())
+        );
     }
 
     /// One bad value per rule, each with its field path.
@@ -334,18 +341,45 @@ mod tests {
         type Mutation = Box<dyn Fn(&mut RoomSettings)>;
         let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.id = "Drop!".into()), "id"),
-            (Box::new(|s| s.session_duration = Duration::from_secs(5)), "session_duration"),
-            (Box::new(|s| s.poll_interval = Duration::ZERO), "poll_interval"),
-            (Box::new(|s| s.abandon_after = Duration::from_secs(6)), "abandon_after"),
-            (Box::new(|s| s.claim_window = Duration::from_secs(6)), "claim_window"),
+            (
+                Box::new(|s| s.session_duration = Duration::from_secs(5)),
+                "session_duration",
+            ),
+            (
+                Box::new(|s| s.poll_interval = Duration::ZERO),
+                "poll_interval",
+            ),
+            (
+                Box::new(|s| s.abandon_after = Duration::from_secs(6)),
+                "abandon_after",
+            ),
+            (
+                Box::new(|s| s.claim_window = Duration::from_secs(6)),
+                "claim_window",
+            ),
             (Box::new(|s| s.tick = Duration::from_secs(60)), "tick"),
-            (Box::new(|s| s.token_leeway = Duration::from_secs(600)), "token_leeway"),
+            (
+                Box::new(|s| s.token_leeway = Duration::from_secs(600)),
+                "token_leeway",
+            ),
             (Box::new(|s| s.max_noshow = 1.5), "max_noshow"),
-            (Box::new(|s| s.new_users_per_minute = nz(501)), "new_users_per_minute"),
+            (
+                Box::new(|s| s.new_users_per_minute = nz(501)),
+                "new_users_per_minute",
+            ),
             (Box::new(|s| s.message = Some("x".repeat(2000))), "message"),
-            (Box::new(|s| s.events = vec![event("", None, 10, 20)]), "events[0].name"),
-            (Box::new(|s| s.events = vec![event("a", None, 20, 20)]), "events[0].ends_at"),
-            (Box::new(|s| s.events = vec![event("a", Some(30), 20, 40)]), "events[0].prequeue_at"),
+            (
+                Box::new(|s| s.events = vec![event("", None, 10, 20)]),
+                "events[0].name",
+            ),
+            (
+                Box::new(|s| s.events = vec![event("a", None, 20, 20)]),
+                "events[0].ends_at",
+            ),
+            (
+                Box::new(|s| s.events = vec![event("a", Some(30), 20, 40)]),
+                "events[0].prequeue_at",
+            ),
             (
                 Box::new(|s| {
                     let mut e = event("a", None, 20, 40);
@@ -359,7 +393,9 @@ mod tests {
                 "events[1].name",
             ),
             (
-                Box::new(|s| s.events = vec![event("a", None, 10, 40), event("b", Some(30), 50, 60)]),
+                Box::new(|s| {
+                    s.events = vec![event("a", None, 10, 40), event("b", Some(30), 50, 60)]
+                }),
                 "events[1].starts_at",
             ),
         ];
@@ -384,8 +420,16 @@ mod tests {
         let mut s = RoomSettings::new("drop", nz(60), nz(500));
         s.events = vec![event("a", Some(100), 200, 300), event("b", None, 400, 500)];
         assert_eq!(s.event_at(UnixMillis::from_secs(99)), None);
-        assert_eq!(s.event_at(UnixMillis::from_secs(100)).map(|e| e.name.as_str()), Some("a"));
+        assert_eq!(
+            s.event_at(UnixMillis::from_secs(100))
+                .map(|e| e.name.as_str()),
+            Some("a")
+        );
         assert_eq!(s.event_at(UnixMillis::from_secs(300)), None);
-        assert_eq!(s.next_event(UnixMillis::from_secs(300)).map(|e| e.name.as_str()), Some("b"));
+        assert_eq!(
+            s.next_event(UnixMillis::from_secs(300))
+                .map(|e| e.name.as_str()),
+            Some("b")
+        );
     }
 }

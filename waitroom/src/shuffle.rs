@@ -32,7 +32,9 @@ pub struct Permutation {
 
 impl std::fmt::Debug for Permutation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permutation").field("count", &self.count).finish()
+        f.debug_struct("Permutation")
+            .field("count", &self.count)
+            .finish()
     }
 }
 
@@ -165,7 +167,13 @@ mod tests {
             assert_eq!(p.position(*idx), k as u64);
         }
         // Not the identity: a shuffle that moved nobody would be a bug.
-        assert!(a.iter().enumerate().filter(|(k, v)| *k as u64 == **v).count() < 20);
+        assert!(
+            a.iter()
+                .enumerate()
+                .filter(|(k, v)| *k as u64 == **v)
+                .count()
+                < 20
+        );
     }
 
     #[test]

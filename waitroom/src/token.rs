@@ -287,7 +287,13 @@ pub struct Expect<'a> {
 }
 
 impl Expect<'_> {
-    fn check(&self, room: &str, binding: u64, dated: u64, expires_at: u64) -> Result<(), TokenError> {
+    fn check(
+        &self,
+        room: &str,
+        binding: u64,
+        dated: u64,
+        expires_at: u64,
+    ) -> Result<(), TokenError> {
         if !self.room.is_empty() && room != self.room {
             return Err(TokenError::WrongRoom);
         }
@@ -504,8 +510,14 @@ mod tests {
         let tok = r.sign_ticket(&ticket());
         assert!(tok.len() < 130, "ticket is compact: {}", tok.len());
         assert_eq!(r.verify_ticket(&tok, &expect(1_312)), Ok(ticket()));
-        assert_eq!(r.verify_ticket(&tok, &expect(1_313)), Err(TokenError::Expired));
-        assert_eq!(r.verify_ticket(&tok, &expect(1_007)), Err(TokenError::FromTheFuture));
+        assert_eq!(
+            r.verify_ticket(&tok, &expect(1_313)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            r.verify_ticket(&tok, &expect(1_007)),
+            Err(TokenError::FromTheFuture)
+        );
     }
 
     #[test]
@@ -538,7 +550,10 @@ mod tests {
         // The new ring still lists key 1: old tokens verify.
         assert!(ring().verify_ticket(&tok, &expect(1_100)).is_ok());
         let other = KeyRing::new(&[(3, &[7u8; 32])], 3).expect("valid ring");
-        assert_eq!(other.verify_ticket(&tok, &expect(1_100)), Err(TokenError::UnknownKey(1)));
+        assert_eq!(
+            other.verify_ticket(&tok, &expect(1_100)),
+            Err(TokenError::UnknownKey(1))
+        );
         let mut e = expect(1_100);
         e.room = "checkout";
         assert_eq!(ring().verify_ticket(&tok, &e), Err(TokenError::WrongRoom));
@@ -547,13 +562,22 @@ mod tests {
     #[test]
     fn key_ring_validation() {
         assert_eq!(KeyRing::new(&[], 1).err(), Some(KeyError::Empty));
-        assert_eq!(KeyRing::new(&[(1, &[0u8; 31])], 1).err(), Some(KeyError::TooShort(1)));
+        assert_eq!(
+            KeyRing::new(&[(1, &[0u8; 31])], 1).err(),
+            Some(KeyError::TooShort(1))
+        );
         assert_eq!(
             KeyRing::new(&[(1, &[0u8; 32]), (1, &[1u8; 32])], 1).err(),
             Some(KeyError::Duplicate(1))
         );
-        assert_eq!(KeyRing::new(&[(1, &[0u8; 32])], 2).err(), Some(KeyError::NoActive(2)));
-        assert!(!format!("{:?}", ring()).contains("7, 7"), "debug output leaks no key");
+        assert_eq!(
+            KeyRing::new(&[(1, &[0u8; 32])], 2).err(),
+            Some(KeyError::NoActive(2))
+        );
+        assert!(
+            !format!("{:?}", ring()).contains("7, 7"),
+            "debug output leaks no key"
+        );
     }
 
     #[test]
@@ -564,7 +588,10 @@ mod tests {
         assert_eq!(b.value(b"", Some(ip4)), b.value(b"", Some(ip4b)));
         let b32 = Binding::IpPrefix { v4: 32, v6: 128 };
         assert_ne!(b32.value(b"", Some(ip4)), b32.value(b"", Some(ip4b)));
-        assert_ne!(Binding::UserAgent.value(b"a", None), Binding::UserAgent.value(b"b", None));
+        assert_ne!(
+            Binding::UserAgent.value(b"a", None),
+            Binding::UserAgent.value(b"b", None)
+        );
         assert_eq!(Binding::None.value(b"a", Some(ip4)), Binding::NONE);
     }
 
@@ -572,7 +599,10 @@ mod tests {
     fn oversized_and_garbage() {
         let r = ring();
         let long = "A".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(r.verify_ticket(&long, &expect(0)), Err(TokenError::Encoding));
+        assert_eq!(
+            r.verify_ticket(&long, &expect(0)),
+            Err(TokenError::Encoding)
+        );
         assert_eq!(r.verify_ticket("!!", &expect(0)), Err(TokenError::Encoding));
         assert_eq!(r.verify_ticket("", &expect(0)), Err(TokenError::Malformed));
     }

@@ -167,7 +167,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed<'_>, ParseError> {
     let head = &buf[start..head_len];
     let mut lines = HeadLines { rest: head };
 
-    let request_line = lines.next().ok_or(ParseError::BadRequest("empty request"))??;
+    let request_line = lines
+        .next()
+        .ok_or(ParseError::BadRequest("empty request"))??;
     let (method, target, path, query, version) = parse_request_line(request_line)?;
 
     let mut framing = Framing::default();
@@ -361,7 +363,8 @@ fn parse_header_line(line: &[u8]) -> Result<Header<'_>, ParseError> {
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(ParseError::BadRequest("control character in header value"));
     }
-    let name = std::str::from_utf8(name).map_err(|_| ParseError::BadRequest("invalid header name"))?;
+    let name =
+        std::str::from_utf8(name).map_err(|_| ParseError::BadRequest("invalid header name"))?;
     Ok(Header { name, value })
 }
 
@@ -504,7 +507,11 @@ impl Response {
         self
     }
 
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn header(
+        mut self,
+        name: &'static str,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -512,7 +519,13 @@ impl Response {
     /// Appends the serialised response to `out`. `head_only` omits the body
     /// (but keeps its `Content-Length`, as HEAD requires); `keep_alive` says
     /// whether the connection stays open afterwards.
-    pub(crate) fn write_to(&self, out: &mut Vec<u8>, version: Version, head_only: bool, keep_alive: bool) {
+    pub(crate) fn write_to(
+        &self,
+        out: &mut Vec<u8>,
+        version: Version,
+        head_only: bool,
+        keep_alive: bool,
+    ) {
         use std::io::Write as _;
         let reason = self.status.canonical_reason().unwrap_or("");
         // Writing into a Vec cannot fail, so the io::Results are ignored.
@@ -665,7 +678,10 @@ mod tests {
 
     #[test]
     fn absolute_form_is_reduced_to_origin_form() {
-        assert_eq!(complete(b"GET http://shop/a?b HTTP/1.1\r\n\r\n").0.path, "/a");
+        assert_eq!(
+            complete(b"GET http://shop/a?b HTTP/1.1\r\n\r\n").0.path,
+            "/a"
+        );
         assert_eq!(complete(b"GET HTTP://shop HTTP/1.1\r\n\r\n").0.path, "/");
     }
 
@@ -704,11 +720,20 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
             (b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n", 413),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
         ];
         for (raw, status) in cases {
             match parse(raw) {
@@ -725,7 +750,8 @@ mod tests {
 
     #[test]
     fn agreeing_duplicate_content_lengths_are_accepted() {
-        let (req, _) = complete(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok");
+        let (req, _) =
+            complete(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok");
         assert_eq!(req.body, b"ok");
     }
 
@@ -791,7 +817,9 @@ mod tests {
         );
         out.clear();
         Response::text(StatusCode::OK, "ok").write_to(&mut out, Version::Http11, true, false);
-        assert!(out.ends_with(b"Content-Length: 2\r\nCache-Control: private, no-store\r\nConnection: close\r\n\r\n"));
+        assert!(out.ends_with(
+            b"Content-Length: 2\r\nCache-Control: private, no-store\r\nConnection: close\r\n\r\n"
+        ));
     }
 
     #[test]
@@ -801,6 +829,9 @@ mod tests {
         assert_eq!(form_value(form, "qty").as_deref(), Some("2"));
         assert_eq!(form_value(form, "note").as_deref(), Some("a b!%zz"));
         assert_eq!(form_value(form, "missing"), None);
-        assert!(contains_ignore_ascii_case(b"text/html, Application/JSON", b"application/json"));
+        assert!(contains_ignore_ascii_case(
+            b"text/html, Application/JSON",
+            b"application/json"
+        ));
     }
 }

@@ -8,8 +8,8 @@
 //! steers the waiting room (`sold-out` when the last unit sells, `revoke`
 //! when a shopper is done).
 //!
-//! The HTTP/1.1 server is hand-written on top of `tokio::net` (see
-//! [`http`]) because the proxy crate deliberately has no general-purpose
+//! The HTTP/1.1 server is hand-written on top of `tokio::net` (module
+//! `http`) because the proxy crate deliberately has no general-purpose
 //! HTTP server dependency; it supports keep-alive and pipelining and never
 //! panics on bad input, which matters because tests throw bad input at it.
 //!
@@ -93,7 +93,12 @@ impl ShopConfig {
         ShopConfig {
             name: "Aurora Beauty".to_owned(),
             products: vec![
-                product("AURORA-LIP-KIT", "Aurora Lip Kit — Limited Edition", 3_200, 500),
+                product(
+                    "AURORA-LIP-KIT",
+                    "Aurora Lip Kit — Limited Edition",
+                    3_200,
+                    500,
+                ),
                 product("NOVA-HIGHLIGHTER", "Nova Glow Highlighter", 2_800, 2_000),
                 product("ECLIPSE-PALETTE", "Eclipse Eyeshadow Palette", 5_400, 1_500),
                 product("DEW-SETTING-SPRAY", "Dew Setting Spray", 2_200, 5_000),

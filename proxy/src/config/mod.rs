@@ -1,0 +1,808 @@
+//! Configuration: the TOML file ([`file`]) converted into validated settings ([`Config`]).
+//!
+//! Every error names the file and the dotted key: `config/sale.toml: rooms[0].paths[1]: must
+//! start with '/'`. `flashgate check` and reload use the same path, so a file that passes
+//! `check` loads, and a reload of a bad file is refused with the same message while the old
+//! config stays in force.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use waitroom::settings::{valid_room_id, EventSettings, QueueingMethod, RoomSettings, SessionMode};
+use waitroom::{Binding, KeyRing, UnixMillis};
+
+use file::{EventSection, FileConfig, RoomSection};
+
+/// A config problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How a route's traffic is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Default,
+    /// Cacheable catalog pages.
+    Catalog,
+    /// Never gated by a room (static assets, health checks).
+    Bypass,
+    /// Kept alive under origin stress (checkout, payment).
+    Essential,
+    /// Shed first under origin stress (reviews, wishlists).
+    Optional,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path: String,
+    pub upstream: String,
+    pub kind: RouteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    Http { path: String, interval: Duration },
+    Tcp { interval: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub host: Option<String>,
+    pub health: Option<HealthCheck>,
+}
+
+/// What new arrivals get while the store is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    Queue,
+    AdmitAtFloorRate,
+}
+
+/// Page branding (already validated: colours are hex, URLs relative or https).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    pub title: String,
+    pub logo_url: String,
+    pub brand_color: String,
+    pub background_color: String,
+}
+
+/// A room: its core settings plus what the proxy needs to match and present it.
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub settings: RoomSettings,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+    pub status_code: u16,
+    pub binding: Binding,
+    pub on_store_error: OnStoreError,
+    pub branding: Branding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis { url: String, cluster: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub log_json: bool,
+    pub grace_period: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: Server,
+    pub keys: KeyRing,
+    pub store: StoreKind,
+    pub snapshot_interval: Duration,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub routes: Vec<Route>,
+    pub rooms: Vec<Room>,
+}
+
+/// Collects the context for error messages.
+struct Ctx<'a> {
+    file: &'a str,
+    now: UnixMillis,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, s: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(s).map_err(|e| {
+            self.err(
+                key,
+                format!("not a duration ({e}); write e.g. \"30s\", \"10m\""),
+            )
+        })
+    }
+
+    fn time(&self, key: &str, s: &str) -> Result<UnixMillis, ConfigError> {
+        if let Some(rel) = s.strip_prefix('+') {
+            return Ok(self.now.plus(self.duration(key, rel)?));
+        }
+        let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+            self.err(
+                key,
+                "not a time; write RFC 3339 (\"2026-11-27T18:00:00Z\") or \"+90s\"",
+            )
+        })?;
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| self.err(key, "must be after 1970"))?
+            .as_millis() as u64;
+        Ok(UnixMillis(ms))
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. `now` anchors relative event times (`+90s`).
+    pub fn load(path: &Path, now: UnixMillis) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&name, &text, now)
+    }
+
+    /// Parses and validates config text; `name` is used in error messages.
+    pub fn parse(name: &str, text: &str, now: UnixMillis) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file: name, now };
+        let de = toml::Deserializer::parse(text).map_err(|e| ctx.err("", syntax_message(&e)))?;
+        let raw: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            ctx.err(key, strip_toml_noise(&e.inner().to_string()))
+        })?;
+        build(&ctx, raw).map(|mut c| {
+            c.source = PathBuf::from(name);
+            c
+        })
+    }
+}
+
+fn syntax_message(e: &toml::de::Error) -> String {
+    strip_toml_noise(&e.to_string())
+}
+
+/// toml's messages span several lines with a source excerpt: keep the message and the
+/// position, as `reason (line 3, column 1)`.
+fn strip_toml_noise(msg: &str) -> String {
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let pos = lines
+        .first()
+        .and_then(|l| l.strip_prefix("TOML parse error at "))
+        .map(str::to_owned);
+    let reason = lines
+        .iter()
+        .rev()
+        .find(|l| !l.contains('|') && !l.starts_with('^') && !l.starts_with("TOML parse error"))
+        .copied()
+        .unwrap_or("invalid TOML");
+    match pos {
+        Some(p) => format!("{reason} ({p})"),
+        None => reason.to_owned(),
+    }
+}
+
+fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
+    let server = build_server(ctx, &raw.server)?;
+    let keys = build_keys(ctx, &raw.keys)?;
+    let (store, snapshot_interval) = build_store(ctx, &raw.store)?;
+
+    if raw.upstreams.is_empty() {
+        return Err(ctx.err("upstreams", "at least one upstream is needed"));
+    }
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &raw.upstreams {
+        let key = format!("upstreams.{name}");
+        upstreams.insert(name.clone(), build_upstream(ctx, &key, name, u)?);
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let key = |f: &str| format!("routes[{i}].{f}");
+        check_path(ctx, &key("path"), &r.path)?;
+        if !upstreams.contains_key(&r.upstream) {
+            return Err(ctx.err(
+                key("upstream"),
+                format!("no upstream named {:?}", r.upstream),
+            ));
+        }
+        let kind = match r.kind.as_str() {
+            "default" => RouteKind::Default,
+            "catalog" => RouteKind::Catalog,
+            "bypass" => RouteKind::Bypass,
+            "essential" => RouteKind::Essential,
+            "optional" => RouteKind::Optional,
+            _ => {
+                return Err(ctx.err(
+                    key("kind"),
+                    "must be one of default, catalog, bypass, essential, optional",
+                ))
+            }
+        };
+        routes.push(Route {
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path: r.path.clone(),
+            upstream: r.upstream.clone(),
+            kind,
+        });
+    }
+    if routes.is_empty() {
+        if upstreams.len() == 1 {
+            let only = upstreams.keys().next().cloned().unwrap_or_default();
+            routes.push(Route {
+                host: None,
+                path: "/".into(),
+                upstream: only,
+                kind: RouteKind::Default,
+            });
+        } else {
+            return Err(ctx.err(
+                "routes",
+                "with several upstreams, routes must say which serves what",
+            ));
+        }
+    }
+
+    let seed_secret = keys.derive(b"flashgate shuffle seed secret v1");
+    let mut rooms: Vec<Room> = Vec::new();
+    for (i, r) in raw.rooms.iter().enumerate() {
+        let room = build_room(ctx, i, r, seed_secret)?;
+        if rooms.iter().any(|o| o.settings.id == room.settings.id) {
+            return Err(ctx.err(format!("rooms[{i}].id"), "must be unique"));
+        }
+        for (j, p) in room.paths.iter().enumerate() {
+            let other = rooms.iter().position(|o| {
+                o.paths.contains(p)
+                    && (o.hosts.is_empty()
+                        || room.hosts.is_empty()
+                        || o.hosts.iter().any(|h| room.hosts.contains(h)))
+                    && (o.methods.is_empty()
+                        || room.methods.is_empty()
+                        || o.methods.iter().any(|m| room.methods.contains(m)))
+            });
+            if let Some(o) = other {
+                return Err(ctx.err(
+                    format!("rooms[{i}].paths[{j}]"),
+                    format!(
+                        "{p:?} is already protected by rooms[{o}] for the same hosts and methods"
+                    ),
+                ));
+            }
+            let covered = routes
+                .iter()
+                .any(|rt| prefix_matches(&rt.path, p) && rt.kind != RouteKind::Bypass);
+            if !covered {
+                return Err(ctx.err(
+                    format!("rooms[{i}].paths[{j}]"),
+                    format!("no route forwards {p:?} to an upstream"),
+                ));
+            }
+        }
+        rooms.push(room);
+    }
+
+    Ok(Config {
+        source: PathBuf::new(),
+        server,
+        keys,
+        store,
+        snapshot_interval,
+        upstreams,
+        routes,
+        rooms,
+    })
+}
+
+fn check_path(ctx: &Ctx<'_>, key: &str, p: &str) -> Result<(), ConfigError> {
+    if !p.starts_with('/') {
+        return Err(ctx.err(key, "must start with '/'"));
+    }
+    if p.starts_with("/.flashgate") {
+        return Err(ctx.err(key, "paths under /.flashgate/ are reserved"));
+    }
+    if p.contains(['?', '#', '*', ' ']) {
+        return Err(ctx.err(
+            key,
+            "a plain path prefix: no query, fragment, wildcard or space",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the prefix `prefix` covers `path` on whole segments.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    let prefix = prefix.trim_end_matches('/');
+    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+fn socket(ctx: &Ctx<'_>, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // Resolved once here; never per request (Pingora's peer resolution blocks and panics).
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| {
+            ctx.err(
+                key,
+                format!("{s:?} is not an address (ip:port) or resolvable host:port"),
+            )
+        })
+}
+
+fn build_server(ctx: &Ctx<'_>, s: &file::ServerSection) -> Result<Server, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(ctx.err("server.listen", "at least one address is needed"));
+    }
+    let listen = s
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| socket(ctx, &format!("server.listen[{i}]"), a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.threads == 0 || s.threads > 256 {
+        return Err(ctx.err("server.threads", "must be between 1 and 256"));
+    }
+    let mut trusted = Vec::new();
+    for (i, t) in s.trusted_proxies.iter().enumerate() {
+        let net = t
+            .parse::<IpNet>()
+            .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ctx.err(
+                    format!("server.trusted_proxies[{i}]"),
+                    "not an IP address or CIDR",
+                )
+            })?;
+        trusted.push(net);
+    }
+    let admin_listen = socket(ctx, "server.admin_listen", &s.admin_listen)?;
+    let admin_token = match (&s.admin_token_env, &s.admin_token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(
+                "server.admin_token_env",
+                "set admin_token_env or admin_token_file, not both",
+            ))
+        }
+        (Some(var), None) => Some(std::env::var(var).map_err(|_| {
+            ctx.err(
+                "server.admin_token_env",
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ctx.err(
+                        "server.admin_token_file",
+                        format!("cannot read {path}: {e}"),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(ctx.err(
+            "server.admin_token_env",
+            "the admin token must have at least 16 characters",
+        ));
+    }
+    if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+        return Err(ctx.err(
+            "server.admin_listen",
+            "a non-loopback admin listener needs admin_token_env or admin_token_file",
+        ));
+    }
+    let log_json = match s.log_format.as_str() {
+        "text" => false,
+        "json" => true,
+        _ => return Err(ctx.err("server.log_format", "must be \"text\" or \"json\"")),
+    };
+    Ok(Server {
+        listen,
+        threads: s.threads,
+        trusted_proxies: trusted,
+        admin_listen,
+        admin_token,
+        log_json,
+        grace_period: ctx.duration("server.grace_period", &s.grace_period)?,
+    })
+}
+
+fn build_keys(ctx: &Ctx<'_>, k: &file::KeysSection) -> Result<KeyRing, ConfigError> {
+    if k.keys.is_empty() {
+        return Err(ctx.err(
+            "keys.key",
+            "at least one key is needed (see `flashgate keygen`)",
+        ));
+    }
+    let mut secrets: Vec<(u8, Vec<u8>)> = Vec::new();
+    for (i, key) in k.keys.iter().enumerate() {
+        let f = |name: &str| format!("keys.key[{i}].{name}");
+        let secret = match (&key.secret_env, &key.secret_file, &key.secret) {
+            (Some(var), None, None) => std::env::var(var).map_err(|_| {
+                ctx.err(
+                    f("secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            (None, Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| ctx.err(f("secret_file"), format!("cannot read {path}: {e}")))?
+                .trim()
+                .to_owned(),
+            (None, None, Some(s)) => s.clone(),
+            _ => {
+                return Err(ctx.err(
+                    format!("keys.key[{i}]"),
+                    "set exactly one of secret_env, secret_file or secret",
+                ))
+            }
+        };
+        if secret.len() < 32 {
+            return Err(ctx.err(
+                f("secret"),
+                "must have at least 32 characters (`flashgate keygen` makes one)",
+            ));
+        }
+        if secrets.iter().any(|(id, _)| *id == key.id) {
+            return Err(ctx.err(f("id"), "must be unique"));
+        }
+        secrets.push((key.id, secret.into_bytes()));
+    }
+    let refs: Vec<(u8, &[u8])> = secrets.iter().map(|(id, s)| (*id, s.as_slice())).collect();
+    KeyRing::new(&refs, k.active).map_err(|e| ctx.err("keys.active", e.to_string()))
+}
+
+fn build_store(
+    ctx: &Ctx<'_>,
+    s: &file::StoreSection,
+) -> Result<(StoreKind, Duration), ConfigError> {
+    let kind = match (s.kind.as_str(), &s.url) {
+        ("memory", None) => StoreKind::Memory,
+        ("memory", Some(_)) => return Err(ctx.err("store.url", "only used with kind = \"redis\"")),
+        ("redis", Some(url)) => {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err(ctx.err(
+                    "store.url",
+                    "must start with redis://, rediss:// or unix://",
+                ));
+            }
+            StoreKind::Redis {
+                url: url.clone(),
+                cluster: s.cluster,
+            }
+        }
+        ("redis", None) => return Err(ctx.err("store.url", "kind = \"redis\" needs a url")),
+        _ => return Err(ctx.err("store.kind", "must be \"memory\" or \"redis\"")),
+    };
+    let every = ctx.duration("store.snapshot_interval", &s.snapshot_interval)?;
+    if every < Duration::from_millis(20) || every > Duration::from_secs(5) {
+        return Err(ctx.err("store.snapshot_interval", "must be between 20ms and 5s"));
+    }
+    Ok((kind, every))
+}
+
+fn build_upstream(
+    ctx: &Ctx<'_>,
+    key: &str,
+    name: &str,
+    u: &file::UpstreamSection,
+) -> Result<Upstream, ConfigError> {
+    if u.servers.is_empty() {
+        return Err(ctx.err(format!("{key}.servers"), "at least one server is needed"));
+    }
+    let servers = u
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| socket(ctx, &format!("{key}.servers[{i}]"), s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let health = match &u.health_check {
+        None => None,
+        Some(h) => {
+            let interval = ctx.duration(&format!("{key}.health_check.interval"), &h.interval)?;
+            if interval < Duration::from_millis(100) {
+                return Err(ctx.err(
+                    format!("{key}.health_check.interval"),
+                    "must be at least 100ms",
+                ));
+            }
+            match h.kind.as_str() {
+                "http" => {
+                    if !h.path.starts_with('/') {
+                        return Err(
+                            ctx.err(format!("{key}.health_check.path"), "must start with '/'")
+                        );
+                    }
+                    Some(HealthCheck::Http {
+                        path: h.path.clone(),
+                        interval,
+                    })
+                }
+                "tcp" => Some(HealthCheck::Tcp { interval }),
+                _ => {
+                    return Err(ctx.err(
+                        format!("{key}.health_check.kind"),
+                        "must be \"http\" or \"tcp\"",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Upstream {
+        name: name.to_owned(),
+        servers,
+        connect_timeout: ctx.duration(&format!("{key}.connect_timeout"), &u.connect_timeout)?,
+        read_timeout: ctx.duration(&format!("{key}.read_timeout"), &u.read_timeout)?,
+        host: u.host.clone(),
+        health,
+    })
+}
+
+fn nz(ctx: &Ctx<'_>, key: &str, n: u32) -> Result<NonZeroU32, ConfigError> {
+    NonZeroU32::new(n).ok_or_else(|| ctx.err(key, "must be > 0"))
+}
+
+fn method(ctx: &Ctx<'_>, key: &str, s: &str) -> Result<QueueingMethod, ConfigError> {
+    QueueingMethod::parse(s)
+        .ok_or_else(|| ctx.err(key, "must be one of fifo, random, passthrough, reject"))
+}
+
+fn renewal(ctx: &Ctx<'_>, key: &str, s: &str) -> Result<SessionMode, ConfigError> {
+    match s {
+        "sliding" => Ok(SessionMode::Sliding),
+        "fixed" => Ok(SessionMode::Fixed),
+        _ => Err(ctx.err(key, "must be \"sliding\" or \"fixed\"")),
+    }
+}
+
+fn color(
+    ctx: &Ctx<'_>,
+    key: &str,
+    v: &Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let Some(c) = v else {
+        return Ok(default.to_owned());
+    };
+    let hex = c.strip_prefix('#').unwrap_or("");
+    if (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(c.to_ascii_lowercase())
+    } else {
+        Err(ctx.err(key, "must be a hex colour like \"#1a2b3c\""))
+    }
+}
+
+fn build_room(
+    ctx: &Ctx<'_>,
+    i: usize,
+    r: &RoomSection,
+    seed_secret: [u8; 32],
+) -> Result<Room, ConfigError> {
+    let key = |f: &str| format!("rooms[{i}].{f}");
+    if !valid_room_id(&r.id) {
+        return Err(ctx.err(key("id"), "must be 1-32 characters of a-z, 0-9, '-' or '_'"));
+    }
+    if r.paths.is_empty() {
+        return Err(ctx.err(key("paths"), "at least one path prefix is needed"));
+    }
+    for (j, p) in r.paths.iter().enumerate() {
+        check_path(ctx, &key(&format!("paths[{j}]")), p)?;
+    }
+    let mut methods = Vec::new();
+    for (j, m) in r.methods.iter().enumerate() {
+        let up = m.to_ascii_uppercase();
+        if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&up.as_str()) {
+            return Err(ctx.err(key(&format!("methods[{j}]")), "not an HTTP method"));
+        }
+        methods.push(up);
+    }
+    let mut s = RoomSettings::new(
+        &r.id,
+        nz(ctx, &key("new_users_per_minute"), r.new_users_per_minute)?,
+        nz(ctx, &key("total_active_users"), r.total_active_users)?,
+    );
+    s.session_duration = ctx.duration(&key("session_duration"), &r.session_duration)?;
+    s.session_mode = renewal(ctx, &key("session_renewal"), &r.session_renewal)?;
+    s.method = method(ctx, &key("queueing_method"), &r.queueing_method)?;
+    s.abandon_after = ctx.duration(&key("abandon_after"), &r.abandon_after)?;
+    s.claim_window = ctx.duration(&key("claim_window"), &r.claim_window)?;
+    s.poll_interval = ctx.duration(&key("poll_interval"), &r.poll_interval)?;
+    s.tick = ctx.duration(&key("tick"), &r.tick)?;
+    s.token_leeway = ctx.duration(&key("token_leeway"), &r.token_leeway)?;
+    s.max_noshow = r.max_noshow_compensation;
+    s.message = r.message.clone();
+    s.seed_secret = seed_secret;
+    for (j, e) in r.events.iter().enumerate() {
+        s.events
+            .push(build_event(ctx, &key(&format!("events[{j}]")), e)?);
+    }
+    // The core's own rules; its field names are relative to the room.
+    s.validate().map_err(|e| {
+        let field = match e.field.as_str() {
+            "max_noshow" => "max_noshow_compensation".to_owned(),
+            "session_mode" => "session_renewal".to_owned(),
+            "method" => "queueing_method".to_owned(),
+            other => other.to_owned(),
+        };
+        ctx.err(key(&field), e.reason)
+    })?;
+    if ![200, 202, 429].contains(&r.queueing_status_code) {
+        return Err(ctx.err(key("queueing_status_code"), "must be 200, 202 or 429"));
+    }
+    let binding = match r.binding.as_str() {
+        "none" => Binding::None,
+        "user_agent" => Binding::UserAgent,
+        "ip_prefix" => {
+            if r.ip_prefix_v4 == 0 || r.ip_prefix_v4 > 32 {
+                return Err(ctx.err(key("ip_prefix_v4"), "must be between 1 and 32"));
+            }
+            if r.ip_prefix_v6 == 0 || r.ip_prefix_v6 > 128 {
+                return Err(ctx.err(key("ip_prefix_v6"), "must be between 1 and 128"));
+            }
+            Binding::IpPrefix {
+                v4: r.ip_prefix_v4,
+                v6: r.ip_prefix_v6,
+            }
+        }
+        _ => return Err(ctx.err(key("binding"), "must be one of none, user_agent, ip_prefix")),
+    };
+    let on_store_error = match r.on_store_error.as_str() {
+        "queue" => OnStoreError::Queue,
+        "admit_at_floor_rate" => OnStoreError::AdmitAtFloorRate,
+        _ => {
+            return Err(ctx.err(
+                key("on_store_error"),
+                "must be \"queue\" or \"admit_at_floor_rate\"",
+            ))
+        }
+    };
+    let title = r
+        .page
+        .title
+        .clone()
+        .unwrap_or_else(|| "You're in line".to_owned());
+    if title.len() > 200 {
+        return Err(ctx.err(key("page.title"), "must be at most 200 bytes"));
+    }
+    let logo_url = r.page.logo_url.clone().unwrap_or_default();
+    if !(logo_url.is_empty()
+        || (logo_url.starts_with('/') && !logo_url.starts_with("//"))
+        || logo_url.starts_with("https://"))
+    {
+        return Err(ctx.err(
+            key("page.logo_url"),
+            "must be a path on this site (\"/img/logo.svg\") or an https:// URL",
+        ));
+    }
+    Ok(Room {
+        settings: s,
+        hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        paths: r.paths.clone(),
+        methods,
+        status_code: r.queueing_status_code,
+        binding,
+        on_store_error,
+        branding: Branding {
+            title,
+            logo_url,
+            brand_color: color(
+                ctx,
+                &key("page.brand_color"),
+                &r.page.brand_color,
+                "#5b2a86",
+            )?,
+            background_color: color(
+                ctx,
+                &key("page.background_color"),
+                &r.page.background_color,
+                "#faf7fc",
+            )?,
+        },
+    })
+}
+
+fn build_event(ctx: &Ctx<'_>, key: &str, e: &EventSection) -> Result<EventSettings, ConfigError> {
+    let f = |name: &str| format!("{key}.{name}");
+    Ok(EventSettings {
+        name: e.name.clone(),
+        id: EventSettings::id_for(&e.name),
+        prequeue_at: e
+            .prequeue_at
+            .as_ref()
+            .map(|p| ctx.time(&f("prequeue_at"), p))
+            .transpose()?,
+        starts_at: ctx.time(&f("starts_at"), &e.starts_at)?,
+        ends_at: ctx.time(&f("ends_at"), &e.ends_at)?,
+        shuffle: e.shuffle,
+        new_users_per_minute: e
+            .new_users_per_minute
+            .map(|n| nz(ctx, &f("new_users_per_minute"), n))
+            .transpose()?,
+        total_active_users: e
+            .total_active_users
+            .map(|n| nz(ctx, &f("total_active_users"), n))
+            .transpose()?,
+        session_duration: e
+            .session_duration
+            .as_ref()
+            .map(|d| ctx.duration(&f("session_duration"), d))
+            .transpose()?,
+        session_mode: e
+            .session_renewal
+            .as_ref()
+            .map(|m| renewal(ctx, &f("session_renewal"), m))
+            .transpose()?,
+        method: e
+            .queueing_method
+            .as_ref()
+            .map(|m| method(ctx, &f("queueing_method"), m))
+            .transpose()?,
+        message: e.message.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

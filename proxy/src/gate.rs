@@ -1,0 +1,1013 @@
+//! The gate: Flashgate's `ProxyHttp` implementation, a thin adapter between Pingora and the
+//! `waitroom` core.
+//!
+//! Per request: find the route and the room, read the shopper's tokens, ask
+//! [`RoomView::decide`](waitroom::RoomView::decide), and carry the decision out — forward,
+//! answer with the waiting page or JSON, or the closed page. The origin is never touched by a
+//! shopper without a valid pass on a protected route. A valid pass costs one HMAC and no store
+//! call; the at-most-once-a-minute check-in it may cause runs in a spawned task.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::Backend;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use waitroom::store::ClaimOutcome;
+use waitroom::token::Expect;
+use waitroom::{
+    Credential, Decision, KeyRing, Pass, RejectReason, RoomView, Ticket, UnixMillis, WaitInfo,
+};
+
+use crate::clock;
+use crate::config::{Branding, OnStoreError, Route, RouteKind};
+use crate::http_util::{
+    clear_cookie, client_ip, cookie, percent_encode, query_param, safe_return_path, set_cookie,
+    strip_own_cookies, wants_json, CookieAttrs,
+};
+use crate::metrics::{Metrics, Outcome};
+use crate::pages::{Pages, Status, WaitingPage, WAITING_CSS, WAITING_JS};
+use crate::rooms::{RoomRuntime, Rooms};
+use crate::upstream::Pools;
+
+/// Header carrying a ticket or pass for apps that keep no cookies (both directions).
+pub const TOKEN_HEADER: &str = "x-flashgate-token";
+/// Response header through which the origin gives commands (stripped before the shopper).
+pub const COMMAND_HEADER: &str = "x-flashgate-command";
+
+/// How long one server-sent-events response lasts before the browser reconnects (which also
+/// renews the ticket cookie, so the shopper keeps the place while watching the stream).
+const SSE_LIFETIME: Duration = Duration::from_secs(50);
+
+/// The proxy service.
+#[derive(Debug)]
+pub struct Gate {
+    pub rooms: Arc<Rooms>,
+    pub keys: KeyRing,
+    pub routes: Vec<Route>,
+    pub pools: Pools,
+    pub trusted: Vec<IpNet>,
+    pub pages: Pages,
+    pub metrics: Arc<Metrics>,
+    /// Whether shoppers reach us over TLS (cookies get `Secure`).
+    pub secure_cookies: bool,
+    pub default_branding: Branding,
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct Ctx {
+    request_id: String,
+    client: Option<IpAddr>,
+    route: Option<usize>,
+    room: Option<Arc<RoomRuntime>>,
+    /// The pass this request was let in with (revoke needs it).
+    pass: Option<Pass>,
+    set_cookies: Vec<String>,
+    /// Token to echo in `X-Flashgate-Token` (apps without cookies).
+    token_out: Option<String>,
+    tried: Vec<Backend>,
+    outcome: Outcome,
+    upstream_started: Option<Instant>,
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 12];
+    // A failing OS RNG leaves zeros: an unhelpful id, not a failed request.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    waitroom::shuffle::hex(&b)
+}
+
+fn host_of(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    let host = match raw.rsplit_once(':') {
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
+                || raw.starts_with('[') && raw.contains("]:") =>
+        {
+            h
+        }
+        _ => raw,
+    };
+    host.to_ascii_lowercase()
+}
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A response written by the gate itself: always with Content-Length, so keep-alive survives.
+async fn respond(
+    s: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, String)],
+) -> Result<()> {
+    let body: Bytes = body.into();
+    let mut h = ResponseHeader::build(status, Some(6 + headers.len()))?;
+    h.insert_header("content-type", content_type)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    for (k, v) in headers {
+        h.append_header(k.to_string(), v.as_str())?;
+    }
+    let head_only = s.req_header().method == http::Method::HEAD;
+    s.write_response_header(Box::new(h), head_only).await?;
+    if !head_only {
+        s.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn pass_cookie_name(room: &str) -> String {
+    format!("fg_p_{room}")
+}
+
+fn ticket_cookie_name(room: &str) -> String {
+    format!("fg_t_{room}")
+}
+
+impl Gate {
+    fn attrs(&self, max_age: Duration) -> CookieAttrs {
+        CookieAttrs {
+            secure: self.secure_cookies,
+            max_age: Some(max_age.as_secs().max(1)),
+        }
+    }
+
+    /// The tokens a request carries for `room`: (pass, ticket) strings, unverified.
+    fn tokens<'a>(&self, req: &'a RequestHeader, room: &str) -> (Option<&'a str>, Option<&'a str>) {
+        let cookies = || req.headers.get_all("cookie").iter().map(|v| v.as_bytes());
+        let pass = cookie(cookies(), &pass_cookie_name(room));
+        let ticket = cookie(cookies(), &ticket_cookie_name(room));
+        let header = header(req, TOKEN_HEADER);
+        // The header may hold either kind; verification tells which.
+        (pass.or(header), ticket.or(header))
+    }
+
+    fn expect<'a>(
+        &self,
+        room: &'a RoomRuntime,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        now: UnixMillis,
+    ) -> Expect<'a> {
+        let ua = header(req, "user-agent").unwrap_or("");
+        Expect {
+            room: room.id(),
+            binding: room.cfg.binding.value(ua.as_bytes(), ctx.client),
+            now,
+            leeway: room.cfg.settings.token_leeway,
+        }
+    }
+
+    fn route_for(&self, host: &str, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.host.as_deref().is_some_and(|h| h != host) {
+                continue;
+            }
+            if crate::config::prefix_matches(&r.path, path) {
+                // Longest prefix wins; a host-specific route beats a wildcard of equal length.
+                let score = r.path.len() * 2 + usize::from(r.host.is_some());
+                if best.is_none_or(|(_, s)| score > s) {
+                    best = Some((i, score));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn sign_pass_cookie(&self, ctx: &mut Ctx, room: &RoomRuntime, p: &Pass, now: UnixMillis) {
+        let tok = self.keys.sign_pass(p);
+        let left = Duration::from_secs(p.expires_at.saturating_sub(now.secs()));
+        ctx.set_cookies.push(set_cookie(
+            &pass_cookie_name(room.id()),
+            &tok,
+            self.attrs(left),
+        ));
+        ctx.token_out = Some(tok);
+    }
+
+    fn ticket_cookie(&self, room: &RoomRuntime, t: &Ticket) -> (String, String) {
+        let tok = self.keys.sign_ticket(t);
+        let c = set_cookie(
+            &ticket_cookie_name(room.id()),
+            &tok,
+            self.attrs(room.cfg.settings.abandon_after),
+        );
+        (c, tok)
+    }
+
+    /// The room gate. Returns `true` when a response was written (the origin is not contacted).
+    async fn gate(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &Arc<RoomRuntime>,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let view = room.view();
+        let settings = &room.cfg.settings;
+        let expect = self.expect(room, s.req_header(), ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
+
+        // 1. A valid pass: forward, with no store round trip.
+        let pass = pass_tok
+            .and_then(|t| self.keys.verify_pass(t, &expect).ok())
+            .filter(|p| !room.is_ended(p.ticket));
+        if let Some(p) = pass {
+            if let Decision::Allow { renewed, check_in } =
+                view.decide(settings, Credential::Pass(&p), now)
+            {
+                if let Some((from, to)) = check_in {
+                    self.spawn_check_in(room.clone(), p.ticket, from, to);
+                }
+                match renewed {
+                    Some(r) => {
+                        self.sign_pass_cookie(ctx, room, &r, now);
+                        ctx.pass = Some(r);
+                    }
+                    None => ctx.pass = Some(p),
+                }
+                ctx.outcome = Outcome::Forwarded;
+                return Ok(false);
+            }
+        }
+
+        // 2. A ticket, or none: a bad token is treated as none (re-queued, never an error).
+        let mut ticket = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok());
+        let mut issued_now = false;
+        for _ in 0..3 {
+            let decision = match &ticket {
+                Some(t) => view.decide(settings, Credential::Ticket(t), now),
+                None => view.decide(settings, Credential::None, now),
+            };
+            match decision {
+                Decision::NeedTicket => {
+                    if issued_now {
+                        break;
+                    }
+                    let number = match self.rooms.store.issue(room.id(), 1).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            return self
+                                .store_failed(s, ctx, room, &view, "issue", &e.to_string())
+                                .await
+                        }
+                    };
+                    self.metrics.tickets.with_label_values(&[room.id()]).inc();
+                    issued_now = true;
+                    ticket = Some(view.new_ticket(settings, number, expect.binding, now));
+                }
+                Decision::Admit(req) => {
+                    let Some(t) = ticket.clone() else { break };
+                    let outcome = match self.rooms.store.claim(room.id(), &req).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            return self
+                                .store_failed(s, ctx, room, &view, "claim", &e.to_string())
+                                .await
+                        }
+                    };
+                    match outcome {
+                        ClaimOutcome::Entered => {
+                            let p = view.new_pass(settings, &t, now);
+                            self.sign_pass_cookie(ctx, room, &p, now);
+                            ctx.set_cookies.push(clear_cookie(
+                                &ticket_cookie_name(room.id()),
+                                self.secure_cookies,
+                            ));
+                            ctx.pass = Some(p);
+                            ctx.outcome = Outcome::Admitted;
+                            self.metrics
+                                .admissions
+                                .with_label_values(&[room.id()])
+                                .inc();
+                            return Ok(false);
+                        }
+                        // This ticket was used up (entered before, or given up): a new place.
+                        ClaimOutcome::AlreadyEntered | ClaimOutcome::Ended => ticket = None,
+                        // Your turn, but the room is momentarily full: you are next.
+                        ClaimOutcome::NotYet | ClaimOutcome::Full | ClaimOutcome::MinuteFull => {
+                            let mut w = view.wait_info(settings, &t, Some(view.serving() + 1), now);
+                            w.position = Some(1);
+                            w.ahead = Some(0);
+                            return self.respond_wait(s, ctx, room, &w).await;
+                        }
+                    }
+                }
+                Decision::Wait(w) => return self.respond_wait(s, ctx, room, &w).await,
+                Decision::Reject(r) => return self.respond_reject(s, ctx, room, r).await,
+                Decision::Allow { .. } => {
+                    ctx.outcome = Outcome::Forwarded;
+                    return Ok(false);
+                }
+            }
+        }
+        // Only reachable if the store keeps handing back used tickets: say so, don't loop.
+        self.store_failed(s, ctx, room, &view, "claim", "ticket could not be placed")
+            .await
+    }
+
+    fn spawn_check_in(&self, room: Arc<RoomRuntime>, ticket: u64, from: u32, to: u32) {
+        let store = self.rooms.store.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match store.check_in(room.id(), ticket, from, to).await {
+                Ok(waitroom::CheckIn::Moved) => {}
+                Ok(waitroom::CheckIn::Ended) => room.mark_ended(ticket),
+                Err(_) => metrics.store_errors.with_label_values(&["check_in"]).inc(),
+            }
+        });
+    }
+
+    async fn store_failed(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        view: &RoomView,
+        op: &str,
+        err: &str,
+    ) -> Result<bool> {
+        self.metrics.store_errors.with_label_values(&[op]).inc();
+        tracing::warn!(
+            room = room.id(),
+            op,
+            error = err,
+            "store error; policy {:?}",
+            room.cfg.on_store_error
+        );
+        ctx.outcome = Outcome::StoreError;
+        // Both policies answer "please wait" here; `admit_at_floor_rate` is honoured by the
+        // Redis store's degraded mode, which admits from a local bucket before failing.
+        let _ = OnStoreError::Queue;
+        let retry = room.cfg.settings.poll_interval.as_secs().max(1);
+        let wants_json = wants_json(header(s.req_header(), "accept"));
+        let msg = "We're handling a lot of shoppers right now. Please stay on this page.";
+        if wants_json {
+            let mut st = Status::bare(
+                room.id(),
+                view.state,
+                room.cfg.settings.poll_interval,
+                Some(msg.into()),
+            );
+            st.poll_after_ms = retry * 1000;
+            respond(
+                s,
+                503,
+                "application/json",
+                st.to_json(),
+                &[("retry-after", retry.to_string())],
+            )
+            .await?;
+        } else {
+            let html = self
+                .pages
+                .render_error(&room.cfg.branding, "Just a moment", msg, retry);
+            respond(
+                s,
+                503,
+                "text/html; charset=utf-8",
+                html,
+                &[("retry-after", retry.to_string())],
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+
+    async fn respond_wait(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        w: &WaitInfo,
+    ) -> Result<bool> {
+        ctx.outcome = Outcome::Queued;
+        let (cookie, tok) = self.ticket_cookie(room, &w.renewed);
+        let status = Status::waiting(room.id(), w);
+        let retry = w.poll_after.as_secs().max(1).to_string();
+        let headers = [
+            ("set-cookie", cookie),
+            ("retry-after", retry),
+            (TOKEN_HEADER, tok),
+        ];
+        let code = room.cfg.status_code;
+        if wants_json(header(s.req_header(), "accept")) {
+            respond(s, code, "application/json", status.to_json(), &headers).await?;
+        } else {
+            let uri = &s.req_header().uri;
+            let return_to = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+            let html = self.pages.render_waiting(&WaitingPage {
+                room: room.id(),
+                branding: &room.cfg.branding,
+                status: &status,
+                return_to: &return_to,
+            });
+            respond(s, code, "text/html; charset=utf-8", html, &headers).await?;
+        }
+        Ok(true)
+    }
+
+    async fn respond_reject(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        r: RejectReason,
+    ) -> Result<bool> {
+        ctx.outcome = Outcome::Rejected;
+        let (code, headline, default_msg) = match r {
+            RejectReason::SoldOut => (
+                410,
+                "Sold out",
+                "Everything in this sale has sold out. Thank you for waiting.",
+            ),
+            RejectReason::Closed => (
+                503,
+                "The sale has closed",
+                "This sale is not running right now.",
+            ),
+            RejectReason::Draining => (
+                503,
+                "The sale is ending",
+                "The line is closed to new shoppers.",
+            ),
+        };
+        let view = room.view();
+        let message = view
+            .message
+            .clone()
+            .unwrap_or_else(|| default_msg.to_owned());
+        if wants_json(header(s.req_header(), "accept")) {
+            let st = Status::bare(
+                room.id(),
+                view.state,
+                room.cfg.settings.poll_interval,
+                Some(message),
+            );
+            respond(s, code, "application/json", st.to_json(), &[]).await?;
+        } else {
+            let html = self
+                .pages
+                .render_closed(&room.cfg.branding, headline, &message);
+            respond(s, code, "text/html; charset=utf-8", html, &[]).await?;
+        }
+        Ok(true)
+    }
+
+    /// `/.flashgate/*`: assets, status, events, leave.
+    async fn reserved(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        rest: &str,
+        now: UnixMillis,
+    ) -> Result<()> {
+        ctx.outcome = Outcome::Reserved;
+        match rest {
+            "assets/waiting.css" => {
+                return self.asset(s, "text/css; charset=utf-8", WAITING_CSS).await
+            }
+            "assets/waiting.js" => {
+                return self
+                    .asset(s, "text/javascript; charset=utf-8", WAITING_JS)
+                    .await
+            }
+            "status" | "events" | "leave" => {}
+            _ => return respond(s, 404, "text/plain", "not found\n", &[]).await,
+        }
+        let query = s.req_header().uri.query();
+        let room = query_param(query, "room").and_then(|id| self.rooms.by_id(&id).cloned());
+        let Some(room) = room else {
+            return respond(
+                s,
+                404,
+                "application/json",
+                r#"{"error":"unknown room"}"#,
+                &[],
+            )
+            .await;
+        };
+        match rest {
+            "status" => self.status(s, ctx, &room, now).await,
+            "events" => self.events(s, ctx, &room).await,
+            _ => self.leave(s, ctx, &room, now).await,
+        }
+    }
+
+    async fn asset(&self, s: &mut Session, ctype: &str, body: &'static str) -> Result<()> {
+        let body = Bytes::from_static(body.as_bytes());
+        let mut h = ResponseHeader::build(200, Some(3))?;
+        h.insert_header("content-type", ctype)?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h.insert_header("cache-control", "public, max-age=300")?;
+        s.write_response_header(Box::new(h), false).await?;
+        s.write_response_body(Some(body), true).await
+    }
+
+    /// The status of the request's ticket, from the node's view (no store call), plus the
+    /// renewed ticket.
+    fn status_of(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        room: &RoomRuntime,
+        now: UnixMillis,
+    ) -> (Status, Option<(String, String)>) {
+        let view = room.view();
+        let settings = &room.cfg.settings;
+        let expect = self.expect(room, req, ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(req, room.id());
+        let return_to = query_param(req.uri.query(), "return")
+            .filter(|r| safe_return_path(r))
+            .map(|r| r.into_owned());
+        let mut bare = Status::bare(
+            room.id(),
+            view.state,
+            settings.poll_interval,
+            view.message.clone(),
+        );
+        if pass_tok
+            .and_then(|t| self.keys.verify_pass(t, &expect).ok())
+            .is_some_and(|p| !room.is_ended(p.ticket))
+        {
+            bare.admitted = true;
+            bare.redirect = return_to;
+            return (bare, None);
+        }
+        let Some(t) = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok()) else {
+            return (bare, None);
+        };
+        match view.decide(settings, Credential::Ticket(&t), now) {
+            Decision::Wait(w) => {
+                let st = Status::waiting(room.id(), &w);
+                (st, Some(self.ticket_cookie(room, &w.renewed)))
+            }
+            Decision::Admit(_) => {
+                // Your turn: the claim happens on the next page request, which carries the ticket.
+                bare.ticket = Some(t.number);
+                bare.position = Some(0);
+                bare.ahead = Some(0);
+                bare.admitted = true;
+                bare.redirect = return_to;
+                let mut renewed = t.clone();
+                renewed.last_seen = now.secs();
+                renewed.expires_at = now.plus(settings.abandon_after).secs();
+                (bare, Some(self.ticket_cookie(room, &renewed)))
+            }
+            Decision::Reject(_) | Decision::NeedTicket | Decision::Allow { .. } => (bare, None),
+        }
+    }
+
+    async fn status(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let (st, renewed) = self.status_of(s.req_header(), ctx, room, now);
+        let mut headers = vec![("retry-after", (st.poll_after_ms / 1000).max(1).to_string())];
+        if let Some((cookie, tok)) = renewed {
+            headers.push(("set-cookie", cookie));
+            headers.push((TOKEN_HEADER, tok));
+        }
+        respond(s, 200, "application/json", st.to_json(), &headers).await
+    }
+
+    /// Server-sent events: the status pushed whenever it changes (checked every second), for
+    /// [`SSE_LIFETIME`]; the browser then reconnects, which renews the ticket cookie.
+    async fn events(&self, s: &mut Session, ctx: &mut Ctx, room: &RoomRuntime) -> Result<()> {
+        let now = clock::now();
+        let (first, renewed) = self.status_of(s.req_header(), ctx, room, now);
+        let mut h = ResponseHeader::build(200, Some(5))?;
+        h.insert_header("content-type", "text/event-stream")?;
+        h.insert_header("cache-control", "no-store")?;
+        h.insert_header("x-accel-buffering", "no")?;
+        if let Some((cookie, tok)) = renewed {
+            h.append_header("set-cookie", cookie)?;
+            h.insert_header(TOKEN_HEADER, tok)?;
+        }
+        s.write_response_header(Box::new(h), false).await?;
+        let mut last = first.to_json();
+        s.write_response_body(
+            Some(Bytes::from(format!("retry: 2000\ndata: {last}\n\n"))),
+            false,
+        )
+        .await?;
+        let started = Instant::now();
+        let mut done = first.admitted;
+        while !done && started.elapsed() < SSE_LIFETIME {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (st, _) = self.status_of(s.req_header(), ctx, room, clock::now());
+            let json = st.to_json();
+            done = st.admitted || matches!(st.state, "sold_out" | "closed");
+            if json != last {
+                s.write_response_body(Some(Bytes::from(format!("data: {json}\n\n"))), false)
+                    .await?;
+                last = json;
+            } else {
+                // A comment line keeps intermediaries from timing the stream out.
+                s.write_response_body(Some(Bytes::from_static(b": keep-alive\n\n")), false)
+                    .await?;
+            }
+        }
+        s.write_response_body(None, true).await
+    }
+
+    /// Gives up a place or ends a session, freeing capacity at once.
+    async fn leave(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        now: UnixMillis,
+    ) -> Result<()> {
+        if s.req_header().method != http::Method::POST {
+            return respond(
+                s,
+                405,
+                "text/plain",
+                "use POST\n",
+                &[("allow", "POST".into())],
+            )
+            .await;
+        }
+        let expect = self.expect(room, s.req_header(), ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
+        let store = &self.rooms.store;
+        let mut left = false;
+        if let Some(p) = pass_tok.and_then(|t| self.keys.verify_pass(t, &expect).ok()) {
+            room.mark_ended(p.ticket);
+            left |= store
+                .release(room.id(), p.ticket, Some(p.checkin_minute))
+                .await
+                .is_ok();
+            self.metrics
+                .sessions_ended
+                .with_label_values(&[room.id(), "leave"])
+                .inc();
+        }
+        if let Some(t) = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok()) {
+            left |= store.release(room.id(), t.number, None).await.is_ok();
+            self.metrics
+                .sessions_ended
+                .with_label_values(&[room.id(), "leave_queue"])
+                .inc();
+        }
+        let clear = [
+            (
+                "set-cookie",
+                clear_cookie(&pass_cookie_name(room.id()), self.secure_cookies),
+            ),
+            (
+                "set-cookie",
+                clear_cookie(&ticket_cookie_name(room.id()), self.secure_cookies),
+            ),
+        ];
+        if wants_json(header(s.req_header(), "accept")) {
+            respond(
+                s,
+                200,
+                "application/json",
+                format!("{{\"left\":{left}}}"),
+                &clear,
+            )
+            .await
+        } else {
+            let mut headers = clear.to_vec();
+            headers.push(("location", "/".into()));
+            respond(s, 303, "text/plain", "You left the line.\n", &headers).await
+        }
+    }
+
+    /// Carries out `X-Flashgate-Command` from the origin.
+    fn origin_command(&self, cmd: &str, ctx: &mut Ctx) {
+        let Some(room) = ctx.room.clone() else { return };
+        for c in cmd.split(',').map(str::trim) {
+            match c {
+                "revoke" => {
+                    let Some(p) = ctx.pass.take() else { continue };
+                    room.mark_ended(p.ticket);
+                    // The new pass cookie (if any) must not go out; clear the old one instead.
+                    ctx.set_cookies.retain(|c| !c.starts_with("fg_p_"));
+                    ctx.set_cookies.push(clear_cookie(
+                        &pass_cookie_name(room.id()),
+                        self.secure_cookies,
+                    ));
+                    ctx.token_out = None;
+                    self.metrics
+                        .sessions_ended
+                        .with_label_values(&[room.id(), "revoke"])
+                        .inc();
+                    let store = self.rooms.store.clone();
+                    let metrics = self.metrics.clone();
+                    tokio::spawn(async move {
+                        if store
+                            .release(room.id(), p.ticket, Some(p.checkin_minute))
+                            .await
+                            .is_err()
+                        {
+                            metrics.store_errors.with_label_values(&["release"]).inc();
+                        }
+                    });
+                    return;
+                }
+                "sold-out" => {
+                    let mut o = room.view().snapshot.overrides.clone();
+                    if o.sold_out {
+                        continue;
+                    }
+                    o.sold_out = true;
+                    tracing::info!(room = room.id(), "origin declared the sale sold out");
+                    let store = self.rooms.store.clone();
+                    let metrics = self.metrics.clone();
+                    let id = room.id().to_owned();
+                    tokio::spawn(async move {
+                        if store.set_overrides(&id, &o).await.is_err() {
+                            metrics
+                                .store_errors
+                                .with_label_values(&["set_overrides"])
+                                .inc();
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn branding_for(&self, ctx: &Ctx) -> Branding {
+        ctx.room
+            .as_ref()
+            .map_or_else(|| self.default_branding.clone(), |r| r.cfg.branding.clone())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gate {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            client: None,
+            route: None,
+            room: None,
+            pass: None,
+            set_cookies: Vec::new(),
+            token_out: None,
+            tried: Vec::new(),
+            outcome: Outcome::Forwarded,
+            upstream_started: None,
+        }
+    }
+
+    async fn early_request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.request_id = request_id();
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client = client_ip(
+            peer,
+            header(s.req_header(), "x-forwarded-for"),
+            &self.trusted,
+        );
+        Ok(())
+    }
+
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let now = clock::now();
+        let path = s.req_header().uri.path().to_owned();
+        if let Some(rest) = path.strip_prefix("/.flashgate/") {
+            self.reserved(s, ctx, rest, now).await?;
+            return Ok(true);
+        }
+        let host = host_of(s.req_header());
+        ctx.route = self.route_for(&host, &path);
+        let Some(route) = ctx.route.map(|i| &self.routes[i]) else {
+            ctx.outcome = Outcome::NotFound;
+            respond(s, 404, "text/plain", "no route for this path\n", &[]).await?;
+            return Ok(true);
+        };
+        if route.kind == RouteKind::Bypass {
+            return Ok(false);
+        }
+        let method = s.req_header().method.as_str().to_owned();
+        let Some(room) = self.rooms.find(&host, &path, &method).cloned() else {
+            return Ok(false);
+        };
+        ctx.room = Some(room.clone());
+        self.gate(s, ctx, &room, now).await
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .map(|i| &self.routes[i])
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let pool = self.pools.get(&route.upstream).ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "route names an unknown pool")
+        })?;
+        let tried = &ctx.tried;
+        let backend = pool
+            .lb
+            .select_with(b"", 256, |b, healthy| healthy && !tried.contains(b))
+            .ok_or_else(|| {
+                Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
+            })?;
+        let mut peer = HttpPeer::new(&backend, false, String::new());
+        peer.options.connection_timeout = Some(pool.cfg.connect_timeout);
+        peer.options.read_timeout = Some(pool.cfg.read_timeout);
+        peer.options.write_timeout = Some(pool.cfg.read_timeout);
+        ctx.tried.push(backend);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the origin: safe to try another server of the pool, once each.
+        let servers = ctx
+            .route
+            .and_then(|i| self.pools.get(&self.routes[i].upstream))
+            .map_or(0, |p| p.cfg.servers.len());
+        if ctx.tried.len() < servers {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        s: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // The origin never sees queue tokens.
+        let cookies: Vec<String> = up
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(strip_own_cookies)
+            .collect();
+        up.remove_header("cookie");
+        if !cookies.is_empty() {
+            up.insert_header("cookie", cookies.join("; "))?;
+        }
+        up.remove_header(TOKEN_HEADER);
+        // X-Forwarded-For: extend a trusted chain, replace an untrusted one.
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer_trusted = peer.is_some_and(|p| self.trusted.iter().any(|n| n.contains(&p)));
+        let xff = match (
+            peer_trusted,
+            header(s.req_header(), "x-forwarded-for"),
+            peer,
+        ) {
+            (true, Some(chain), Some(p)) => format!("{chain}, {p}"),
+            (_, _, Some(p)) => p.to_string(),
+            (_, _, None) => String::new(),
+        };
+        if !xff.is_empty() {
+            up.insert_header("x-forwarded-for", xff)?;
+        }
+        up.insert_header(
+            "x-forwarded-proto",
+            if self.secure_cookies { "https" } else { "http" },
+        )?;
+        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(host) = ctx
+            .route
+            .and_then(|i| self.pools.get(&self.routes[i].upstream))
+            .and_then(|p| p.cfg.host.clone())
+        {
+            up.insert_header("host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(t), Some(i)) = (ctx.upstream_started, ctx.route) {
+            let class = match resp.status.as_u16() {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            };
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[self.routes[i].upstream.as_str(), class])
+                .observe(t.elapsed().as_secs_f64());
+        }
+        if let Some(cmd) = resp
+            .headers
+            .get(COMMAND_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        {
+            resp.remove_header(COMMAND_HEADER);
+            self.origin_command(&cmd.to_ascii_lowercase(), ctx);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for c in ctx.set_cookies.drain(..) {
+            resp.append_header("set-cookie", c)?;
+        }
+        if let Some(tok) = ctx.token_out.take() {
+            resp.insert_header(TOKEN_HEADER, tok)?;
+        }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code >= 500 {
+            ctx.outcome = Outcome::UpstreamError;
+        }
+        if code > 0 {
+            let retry = 10;
+            let branding = self.branding_for(ctx);
+            let (headline, msg) = if code >= 500 {
+                (
+                    "The shop is busy",
+                    "We couldn't reach the shop just now. This page will try again shortly.",
+                )
+            } else {
+                ("Bad request", "The request could not be understood.")
+            };
+            let html = self.pages.render_error(&branding, headline, msg, retry);
+            let headers = [("retry-after", retry.to_string())];
+            let _ = respond(s, code, "text/html; charset=utf-8", html, &headers).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: code > 0 && code < 500,
+        }
+    }
+
+    async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.metrics
+            .requests
+            .with_label_values(&[ctx.outcome.as_str()])
+            .inc();
+        let status = s.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::debug!(
+            target: "flashgate::access",
+            id = %ctx.request_id,
+            client = ?ctx.client,
+            method = %s.req_header().method,
+            path = %s.req_header().uri.path(),
+            status,
+            decision = ctx.outcome.as_str(),
+            room = ctx.room.as_ref().map(|r| r.id()),
+            error = e.map(|e| e.to_string()),
+        );
+    }
+}
+
+/// Where a waiting page's JS should go back to: the same URL (percent-encoded for a query).
+pub fn return_param(path_and_query: &str) -> String {
+    percent_encode(path_and_query)
+}

@@ -1,0 +1,78 @@
+//! Origin pools: round robin over the configured servers, with active health checks running as
+//! Pingora background services. Addresses were resolved when the config was loaded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::services::background::{background_service, GenBackgroundService};
+
+use crate::config::{HealthCheck, Upstream};
+
+/// One pool.
+pub struct Pool {
+    pub cfg: Upstream,
+    pub lb: Arc<LoadBalancer<RoundRobin>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Pools by name.
+pub type Pools = BTreeMap<String, Pool>;
+
+/// Builds the pools and the health-check services that keep them current.
+pub fn build(
+    upstreams: &BTreeMap<String, Upstream>,
+) -> std::io::Result<(Pools, Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>)> {
+    let mut pools = BTreeMap::new();
+    let mut services = Vec::new();
+    for (name, u) in upstreams {
+        let addrs: Vec<String> = u.servers.iter().map(|a| a.to_string()).collect();
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
+        let lb = match &u.health {
+            None => Arc::new(lb),
+            Some(hc) => {
+                let interval = match hc {
+                    HealthCheck::Http { path, .. } => {
+                        let host = u.host.clone().unwrap_or_else(|| "localhost".into());
+                        let mut check = HttpHealthCheck::new(&host, false);
+                        let mut req = RequestHeader::build("GET", path.as_bytes(), None)
+                            .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        req.append_header("host", host.as_str())
+                            .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        check.req = req;
+                        check.peer_template.options.connection_timeout = Some(u.connect_timeout);
+                        lb.set_health_check(Box::new(check));
+                        hc_interval(hc)
+                    }
+                    HealthCheck::Tcp { .. } => {
+                        lb.set_health_check(TcpHealthCheck::new());
+                        hc_interval(hc)
+                    }
+                };
+                lb.health_check_frequency = Some(interval);
+                let svc = background_service(&format!("health check {name}"), lb);
+                let task = svc.task();
+                services.push(svc);
+                task
+            }
+        };
+        pools.insert(name.clone(), Pool { cfg: u.clone(), lb });
+    }
+    Ok((pools, services))
+}
+
+fn hc_interval(hc: &HealthCheck) -> std::time::Duration {
+    match hc {
+        HealthCheck::Http { interval, .. } | HealthCheck::Tcp { interval } => *interval,
+    }
+}
