@@ -18,16 +18,16 @@ use serde_json::Value;
 use waitroom::Overrides;
 
 use crate::clock;
-use crate::metrics::Metrics;
-use crate::rooms::{RoomRuntime, Rooms};
+use crate::events::Actor;
+use crate::node::Node;
+use crate::rooms::RoomRuntime;
 
 /// Largest PATCH body accepted.
 const MAX_BODY: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Admin {
-    pub rooms: Arc<Rooms>,
-    pub metrics: Arc<Metrics>,
+    pub node: Arc<Node>,
     pub token: Option<String>,
 }
 
@@ -201,12 +201,18 @@ impl Admin {
         if let Err(e) = apply_patch(&mut after, &patch) {
             return error(422, &e);
         }
-        if let Err(e) = self.rooms.store.set_overrides(room.id(), &after).await {
+        if let Err(e) = self.node.store.set_overrides(room.id(), &after).await {
             return error(503, &format!("store unavailable: {e}"));
         }
         tracing::info!(target: "flashgate::audit", room = room.id(), ?before, ?after, "room overrides changed");
+        self.node.events.emit_room_changes(
+            room.id(),
+            &before,
+            &after,
+            &Actor::admin(self.token.as_deref()),
+        );
         // Show the change at once rather than at the next refresh.
-        self.rooms.refresh().await;
+        self.node.live().rooms.refresh().await;
         json(
             200,
             serde_json::to_string(&report(room)).unwrap_or_default(),
@@ -222,7 +228,7 @@ impl ServeHttp for Admin {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => return text(200, "ok\n"),
             ("GET", "/readyz") => {
-                let ready = self.rooms.all().iter().all(|r| r.store_ok());
+                let ready = self.node.live().rooms.all().iter().all(|r| r.store_ok());
                 return if ready {
                     text(200, "ready\n")
                 } else {
@@ -234,15 +240,27 @@ impl ServeHttp for Admin {
         if !self.authorized(s) {
             return error(401, "missing or wrong bearer token");
         }
+        if method == http::Method::GET && path.starts_with("/api/") {
+            // Operators see the store's numbers, not this node's view of a few ms ago.
+            self.node.live().rooms.refresh().await;
+        }
+        let live = self.node.live();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => text(200, &self.metrics.render()),
+            ("GET", "/metrics") => text(200, &self.node.metrics.render()),
+            ("POST", "/api/reload") => match self.node.reload().await {
+                Ok(summary) => json(
+                    200,
+                    serde_json::json!({ "reloaded": true, "summary": summary }).to_string(),
+                ),
+                Err(e) => error(422, &e),
+            },
             ("GET", "/api/rooms") => {
-                let all: Vec<RoomReport> = self.rooms.all().iter().map(|r| report(r)).collect();
+                let all: Vec<RoomReport> = live.rooms.all().iter().map(|r| report(r)).collect();
                 json(200, serde_json::to_string(&all).unwrap_or_default())
             }
             (m, p) if p.starts_with("/api/rooms/") => {
                 let id = &p["/api/rooms/".len()..];
-                let Some(room) = self.rooms.by_id(id).cloned() else {
+                let Some(room) = live.rooms.by_id(id).cloned() else {
                     return error(404, "unknown room");
                 };
                 match m {

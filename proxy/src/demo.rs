@@ -62,7 +62,7 @@ impl BackgroundService for ShopService {
 /// Runs the demo until interrupted.
 pub fn run(ports: DemoPorts) -> Result<(), String> {
     let cfg = demo_config(ports)?;
-    let (mut server, _node) = crate::server::build(&cfg, false)?;
+    let (mut server, _node) = crate::server::build(&cfg, None, false)?;
     server.add_service(background_service(
         "demo shop",
         ShopService {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
@@ -21,20 +20,18 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use waitroom::store::ClaimOutcome;
 use waitroom::token::Expect;
-use waitroom::{
-    Credential, Decision, KeyRing, Pass, RejectReason, RoomView, Ticket, UnixMillis, WaitInfo,
-};
+use waitroom::{Credential, Decision, Pass, RejectReason, RoomView, Ticket, UnixMillis, WaitInfo};
 
 use crate::clock;
-use crate::config::{Branding, OnStoreError, Route, RouteKind};
+use crate::config::{Branding, OnStoreError, RouteKind};
 use crate::http_util::{
     clear_cookie, client_ip, cookie, percent_encode, query_param, safe_return_path, set_cookie,
     strip_own_cookies, wants_json, CookieAttrs,
 };
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Outcome;
+use crate::node::{Live, Node};
 use crate::pages::{Pages, Status, WaitingPage, WAITING_CSS, WAITING_JS};
-use crate::rooms::{RoomRuntime, Rooms};
-use crate::upstream::Pools;
+use crate::rooms::RoomRuntime;
 
 /// Header carrying a ticket or pass for apps that keep no cookies (both directions).
 pub const TOKEN_HEADER: &str = "x-flashgate-token";
@@ -48,13 +45,9 @@ const SSE_LIFETIME: Duration = Duration::from_secs(50);
 /// The proxy service.
 #[derive(Debug)]
 pub struct Gate {
-    pub rooms: Arc<Rooms>,
-    pub keys: KeyRing,
-    pub routes: Vec<Route>,
-    pub pools: Pools,
-    pub trusted: Vec<IpNet>,
+    /// The node: the config in force (swapped on reload), the store, metrics, events.
+    pub node: Arc<Node>,
     pub pages: Pages,
-    pub metrics: Arc<Metrics>,
     /// Whether shoppers reach us over TLS (cookies get `Secure`).
     pub secure_cookies: bool,
     pub default_branding: Branding,
@@ -63,6 +56,8 @@ pub struct Gate {
 /// Per-request state.
 #[derive(Debug)]
 pub struct Ctx {
+    /// The config this request runs under, start to end (a reload does not change it midway).
+    live: Arc<Live>,
     request_id: String,
     client: Option<IpAddr>,
     route: Option<usize>,
@@ -173,9 +168,9 @@ impl Gate {
         }
     }
 
-    fn route_for(&self, host: &str, path: &str) -> Option<usize> {
+    fn route_for(live: &Live, host: &str, path: &str) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
-        for (i, r) in self.routes.iter().enumerate() {
+        for (i, r) in live.config.routes.iter().enumerate() {
             if r.host.as_deref().is_some_and(|h| h != host) {
                 continue;
             }
@@ -191,7 +186,7 @@ impl Gate {
     }
 
     fn sign_pass_cookie(&self, ctx: &mut Ctx, room: &RoomRuntime, p: &Pass, now: UnixMillis) {
-        let tok = self.keys.sign_pass(p);
+        let tok = ctx.live.config.keys.sign_pass(p);
         let left = Duration::from_secs(p.expires_at.saturating_sub(now.secs()));
         ctx.set_cookies.push(set_cookie(
             &pass_cookie_name(room.id()),
@@ -201,8 +196,8 @@ impl Gate {
         ctx.token_out = Some(tok);
     }
 
-    fn ticket_cookie(&self, room: &RoomRuntime, t: &Ticket) -> (String, String) {
-        let tok = self.keys.sign_ticket(t);
+    fn ticket_cookie(&self, ctx: &Ctx, room: &RoomRuntime, t: &Ticket) -> (String, String) {
+        let tok = ctx.live.config.keys.sign_ticket(t);
         let c = set_cookie(
             &ticket_cookie_name(room.id()),
             &tok,
@@ -226,14 +221,16 @@ impl Gate {
 
         // 1. A valid pass: forward, with no store round trip.
         let pass = pass_tok
-            .and_then(|t| self.keys.verify_pass(t, &expect).ok())
+            .and_then(|t| ctx.live.config.keys.verify_pass(t, &expect).ok())
             .filter(|p| !room.is_ended(p.ticket));
         if let Some(p) = pass {
             if let Decision::Allow { renewed, check_in } =
                 view.decide(settings, Credential::Pass(&p), now)
             {
                 if let Some((from, to)) = check_in {
-                    self.spawn_check_in(room.clone(), p.ticket, from, to);
+                    if room.should_check_in(p.ticket, to) {
+                        self.spawn_check_in(room.clone(), p.ticket, from, to);
+                    }
                 }
                 match renewed {
                     Some(r) => {
@@ -248,7 +245,8 @@ impl Gate {
         }
 
         // 2. A ticket, or none: a bad token is treated as none (re-queued, never an error).
-        let mut ticket = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok());
+        let mut ticket =
+            ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok());
         let mut issued_now = false;
         for _ in 0..3 {
             let decision = match &ticket {
@@ -260,7 +258,7 @@ impl Gate {
                     if issued_now {
                         break;
                     }
-                    let number = match self.rooms.store.issue(room.id(), 1).await {
+                    let number = match self.node.store.issue(room.id(), 1).await {
                         Ok(n) => n,
                         Err(e) => {
                             return self
@@ -268,13 +266,17 @@ impl Gate {
                                 .await
                         }
                     };
-                    self.metrics.tickets.with_label_values(&[room.id()]).inc();
+                    self.node
+                        .metrics
+                        .tickets
+                        .with_label_values(&[room.id()])
+                        .inc();
                     issued_now = true;
                     ticket = Some(view.new_ticket(settings, number, expect.binding, now));
                 }
                 Decision::Admit(req) => {
                     let Some(t) = ticket.clone() else { break };
-                    let outcome = match self.rooms.store.claim(room.id(), &req).await {
+                    let outcome = match self.node.store.claim(room.id(), &req).await {
                         Ok(o) => o,
                         Err(e) => {
                             return self
@@ -292,7 +294,8 @@ impl Gate {
                             ));
                             ctx.pass = Some(p);
                             ctx.outcome = Outcome::Admitted;
-                            self.metrics
+                            self.node
+                                .metrics
                                 .admissions
                                 .with_label_values(&[room.id()])
                                 .inc();
@@ -323,8 +326,8 @@ impl Gate {
     }
 
     fn spawn_check_in(&self, room: Arc<RoomRuntime>, ticket: u64, from: u32, to: u32) {
-        let store = self.rooms.store.clone();
-        let metrics = self.metrics.clone();
+        let store = self.node.store.clone();
+        let metrics = self.node.metrics.clone();
         tokio::spawn(async move {
             match store.check_in(room.id(), ticket, from, to).await {
                 Ok(waitroom::CheckIn::Moved) => {}
@@ -343,8 +346,14 @@ impl Gate {
         op: &str,
         err: &str,
     ) -> Result<bool> {
-        self.metrics.store_errors.with_label_values(&[op]).inc();
-        tracing::warn!(
+        self.node
+            .metrics
+            .store_errors
+            .with_label_values(&[op])
+            .inc();
+        // Per request at debug only: during an outage the store's circuit breaker logs each
+        // change of mode once, and the counter above counts the failures.
+        tracing::debug!(
             room = room.id(),
             op,
             error = err,
@@ -352,9 +361,46 @@ impl Gate {
             room.cfg.on_store_error
         );
         ctx.outcome = Outcome::StoreError;
-        // Both policies answer "please wait" here; `admit_at_floor_rate` is honoured by the
-        // Redis store's degraded mode, which admits from a local bucket before failing.
-        let _ = OnStoreError::Queue;
+        // `admit_at_floor_rate`: while the store fails (errors from the store say "store ..."),
+        // a room that is admitting lets new shoppers in from this node's own GCRA bucket of
+        // `floor_rate_per_minute`. Such a pass carries ticket 0 (real numbers start at 1): it is
+        // not counted in the store's active users, cannot be revoked on its own, and simply
+        // expires with its session. Everyone else gets "please wait" below, as with `queue`.
+        let now = clock::now();
+        let admitting = matches!(
+            view.state,
+            waitroom::RoomState::Idle
+                | waitroom::RoomState::Queueing
+                | waitroom::RoomState::Draining
+        );
+        if room.cfg.on_store_error == OnStoreError::AdmitAtFloorRate
+            && err.starts_with("store ")
+            && admitting
+            && room.floor_admit(now)
+        {
+            let settings = &room.cfg.settings;
+            let binding = self.expect(room, s.req_header(), ctx, now).binding;
+            let ticket = view.new_ticket(settings, 0, binding, now);
+            let p = view.new_pass(settings, &ticket, now);
+            self.sign_pass_cookie(ctx, room, &p, now);
+            ctx.set_cookies.push(clear_cookie(
+                &ticket_cookie_name(room.id()),
+                self.secure_cookies,
+            ));
+            ctx.pass = Some(p);
+            ctx.outcome = Outcome::Admitted;
+            self.node
+                .metrics
+                .admissions
+                .with_label_values(&[room.id()])
+                .inc();
+            self.node
+                .metrics
+                .floor_admissions
+                .with_label_values(&[room.id()])
+                .inc();
+            return Ok(false);
+        }
         let retry = room.cfg.settings.poll_interval.as_secs().max(1);
         let wants_json = wants_json(header(s.req_header(), "accept"));
         let msg = "We're handling a lot of shoppers right now. Please stay on this page.";
@@ -362,6 +408,7 @@ impl Gate {
             let mut st = Status::bare(
                 room.id(),
                 view.state,
+                view.serving(),
                 room.cfg.settings.poll_interval,
                 Some(msg.into()),
             );
@@ -398,7 +445,7 @@ impl Gate {
         w: &WaitInfo,
     ) -> Result<bool> {
         ctx.outcome = Outcome::Queued;
-        let (cookie, tok) = self.ticket_cookie(room, &w.renewed);
+        let (cookie, tok) = self.ticket_cookie(ctx, room, &w.renewed);
         let status = Status::waiting(room.id(), w);
         let retry = w.poll_after.as_secs().max(1).to_string();
         let headers = [
@@ -457,6 +504,7 @@ impl Gate {
             let st = Status::bare(
                 room.id(),
                 view.state,
+                view.serving(),
                 room.cfg.settings.poll_interval,
                 Some(message),
             );
@@ -492,7 +540,7 @@ impl Gate {
             _ => return respond(s, 404, "text/plain", "not found\n", &[]).await,
         }
         let query = s.req_header().uri.query();
-        let room = query_param(query, "room").and_then(|id| self.rooms.by_id(&id).cloned());
+        let room = query_param(query, "room").and_then(|id| ctx.live.rooms.by_id(&id).cloned());
         let Some(room) = room else {
             return respond(
                 s,
@@ -539,24 +587,34 @@ impl Gate {
         let mut bare = Status::bare(
             room.id(),
             view.state,
+            view.serving(),
             settings.poll_interval,
             view.message.clone(),
         );
         if pass_tok
-            .and_then(|t| self.keys.verify_pass(t, &expect).ok())
+            .and_then(|t| ctx.live.config.keys.verify_pass(t, &expect).ok())
             .is_some_and(|p| !room.is_ended(p.ticket))
         {
             bare.admitted = true;
             bare.redirect = return_to;
             return (bare, None);
         }
-        let Some(t) = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok()) else {
+        let Some(t) = ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok())
+        else {
             return (bare, None);
         };
         match view.decide(settings, Credential::Ticket(&t), now) {
             Decision::Wait(w) => {
                 let st = Status::waiting(room.id(), &w);
-                (st, Some(self.ticket_cookie(room, &w.renewed)))
+                (st, Some(self.ticket_cookie(ctx, room, &w.renewed)))
+            }
+            Decision::Admit(req) if !view.likely_claimable(&req) => {
+                // Your turn, but this minute's entries are used up or the room is full: next.
+                let mut w = view.wait_info(settings, &t, Some(view.serving() + 1), now);
+                w.position = Some(1);
+                w.ahead = Some(0);
+                let st = Status::waiting(room.id(), &w);
+                (st, Some(self.ticket_cookie(ctx, room, &w.renewed)))
             }
             Decision::Admit(_) => {
                 // Your turn: the claim happens on the next page request, which carries the ticket.
@@ -568,7 +626,7 @@ impl Gate {
                 let mut renewed = t.clone();
                 renewed.last_seen = now.secs();
                 renewed.expires_at = now.plus(settings.abandon_after).secs();
-                (bare, Some(self.ticket_cookie(room, &renewed)))
+                (bare, Some(self.ticket_cookie(ctx, room, &renewed)))
             }
             Decision::Reject(_) | Decision::NeedTicket | Decision::Allow { .. } => (bare, None),
         }
@@ -650,22 +708,26 @@ impl Gate {
         }
         let expect = self.expect(room, s.req_header(), ctx, now);
         let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
-        let store = &self.rooms.store;
+        let store = &self.node.store;
         let mut left = false;
-        if let Some(p) = pass_tok.and_then(|t| self.keys.verify_pass(t, &expect).ok()) {
+        if let Some(p) = pass_tok.and_then(|t| ctx.live.config.keys.verify_pass(t, &expect).ok()) {
             room.mark_ended(p.ticket);
             left |= store
                 .release(room.id(), p.ticket, Some(p.checkin_minute))
                 .await
                 .is_ok();
-            self.metrics
+            self.node
+                .metrics
                 .sessions_ended
                 .with_label_values(&[room.id(), "leave"])
                 .inc();
         }
-        if let Some(t) = ticket_tok.and_then(|t| self.keys.verify_ticket(t, &expect).ok()) {
+        if let Some(t) =
+            ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok())
+        {
             left |= store.release(room.id(), t.number, None).await.is_ok();
-            self.metrics
+            self.node
+                .metrics
                 .sessions_ended
                 .with_label_values(&[room.id(), "leave_queue"])
                 .inc();
@@ -711,12 +773,13 @@ impl Gate {
                         self.secure_cookies,
                     ));
                     ctx.token_out = None;
-                    self.metrics
+                    self.node
+                        .metrics
                         .sessions_ended
                         .with_label_values(&[room.id(), "revoke"])
                         .inc();
-                    let store = self.rooms.store.clone();
-                    let metrics = self.metrics.clone();
+                    let store = self.node.store.clone();
+                    let metrics = self.node.metrics.clone();
                     tokio::spawn(async move {
                         if store
                             .release(room.id(), p.ticket, Some(p.checkin_minute))
@@ -735,8 +798,8 @@ impl Gate {
                     }
                     o.sold_out = true;
                     tracing::info!(room = room.id(), "origin declared the sale sold out");
-                    let store = self.rooms.store.clone();
-                    let metrics = self.metrics.clone();
+                    let store = self.node.store.clone();
+                    let metrics = self.node.metrics.clone();
                     let id = room.id().to_owned();
                     tokio::spawn(async move {
                         if store.set_overrides(&id, &o).await.is_err() {
@@ -765,6 +828,7 @@ impl ProxyHttp for Gate {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
+            live: self.node.live(),
             request_id: String::new(),
             client: None,
             route: None,
@@ -784,7 +848,7 @@ impl ProxyHttp for Gate {
         ctx.client = client_ip(
             peer,
             header(s.req_header(), "x-forwarded-for"),
-            &self.trusted,
+            &ctx.live.config.server.trusted_proxies,
         );
         Ok(())
     }
@@ -797,8 +861,8 @@ impl ProxyHttp for Gate {
             return Ok(true);
         }
         let host = host_of(s.req_header());
-        ctx.route = self.route_for(&host, &path);
-        let Some(route) = ctx.route.map(|i| &self.routes[i]) else {
+        ctx.route = Self::route_for(&ctx.live, &host, &path);
+        let Some(route) = ctx.route.map(|i| &ctx.live.config.routes[i]) else {
             ctx.outcome = Outcome::NotFound;
             respond(s, 404, "text/plain", "no route for this path\n", &[]).await?;
             return Ok(true);
@@ -807,7 +871,7 @@ impl ProxyHttp for Gate {
             return Ok(false);
         }
         let method = s.req_header().method.as_str().to_owned();
-        let Some(room) = self.rooms.find(&host, &path, &method).cloned() else {
+        let Some(room) = ctx.live.rooms.find(&host, &path, &method).cloned() else {
             return Ok(false);
         };
         ctx.room = Some(room.clone());
@@ -817,9 +881,9 @@ impl ProxyHttp for Gate {
     async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
-            .map(|i| &self.routes[i])
+            .map(|i| &ctx.live.config.routes[i])
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let pool = self.pools.get(&route.upstream).ok_or_else(|| {
+        let pool = ctx.live.pools.get(&route.upstream).ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "route names an unknown pool")
         })?;
         let tried = &ctx.tried;
@@ -848,7 +912,7 @@ impl ProxyHttp for Gate {
         // Nothing reached the origin: safe to try another server of the pool, once each.
         let servers = ctx
             .route
-            .and_then(|i| self.pools.get(&self.routes[i].upstream))
+            .and_then(|i| ctx.live.pools.get(&ctx.live.config.routes[i].upstream))
             .map_or(0, |p| p.cfg.servers.len());
         if ctx.tried.len() < servers {
             e.set_retry(true);
@@ -877,7 +941,14 @@ impl ProxyHttp for Gate {
         up.remove_header(TOKEN_HEADER);
         // X-Forwarded-For: extend a trusted chain, replace an untrusted one.
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let peer_trusted = peer.is_some_and(|p| self.trusted.iter().any(|n| n.contains(&p)));
+        let peer_trusted = peer.is_some_and(|p| {
+            ctx.live
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&p))
+        });
         let xff = match (
             peer_trusted,
             header(s.req_header(), "x-forwarded-for"),
@@ -897,7 +968,7 @@ impl ProxyHttp for Gate {
         up.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(host) = ctx
             .route
-            .and_then(|i| self.pools.get(&self.routes[i].upstream))
+            .and_then(|i| ctx.live.pools.get(&ctx.live.config.routes[i].upstream))
             .and_then(|p| p.cfg.host.clone())
         {
             up.insert_header("host", host)?;
@@ -918,9 +989,10 @@ impl ProxyHttp for Gate {
                 400..=499 => "4xx",
                 _ => "5xx",
             };
-            self.metrics
+            self.node
+                .metrics
                 .upstream_seconds
-                .with_label_values(&[self.routes[i].upstream.as_str(), class])
+                .with_label_values(&[ctx.live.config.routes[i].upstream.as_str(), class])
                 .observe(t.elapsed().as_secs_f64());
         }
         if let Some(cmd) = resp
@@ -988,7 +1060,8 @@ impl ProxyHttp for Gate {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        self.metrics
+        self.node
+            .metrics
             .requests
             .with_label_values(&[ctx.outcome.as_str()])
             .inc();

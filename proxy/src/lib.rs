@@ -4,11 +4,15 @@
 //! |---|---|
 //! | config file → validated settings, error messages with keys | [`config`] |
 //! | the Pingora `ProxyHttp` adapter: routes, rooms, tokens, pages | [`gate`] |
+//! | bot defence: proof of work, limits, scoring, tarpit | [`bot`] |
 //! | node-local room views, controller ticks | [`rooms`] |
+//! | queue/admission event stream (Redis Streams, JSON lines) | [`events`] |
 //! | origin pools and health checks | [`upstream`] |
+//! | origin shield: catalog cache, coalescing, stale, shedding, origin-aware admission | [`shield`] |
 //! | waiting page, closed page, status JSON | [`pages`] |
 //! | cookies, client address, escaping | [`http_util`] |
 //! | assembling the Pingora server | [`server`] |
+//! | the Redis store, ticket batching, circuit breaker | [`store`] |
 //! | the demo shop origin | [`shop`] |
 //! | `flashgate demo` | [`demo`] |
 //!
@@ -17,14 +21,20 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_client;
+pub mod bot;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod gate;
 pub mod http_util;
 pub mod metrics;
+pub mod node;
 pub mod pages;
 pub mod rooms;
 pub mod server;
+pub mod shield;
 pub mod shop;
+pub mod store;
 pub mod upstream;

@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         shop: std::net::SocketAddr,
     },
+    /// Run only the demo shop (an origin for trying configs and for benchmarks).
+    Shop {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate config files; exits 0 when all are valid, 2 otherwise.
     Check {
         #[arg(required = true, value_name = "FILE")]
@@ -45,11 +50,48 @@ enum Command {
     },
     /// Print a new random signing secret (for `secret_env` / `secret_file`).
     Keygen,
+    /// Talk to a running node's admin API.
+    Admin {
+        /// The admin listener.
+        #[arg(long, default_value = "127.0.0.1:9901", env = "FLASHGATE_ADMIN")]
+        url: String,
+        /// Environment variable holding the bearer token (if the API needs one).
+        #[arg(long, default_value = "FLASHGATE_ADMIN_TOKEN")]
+        token_env: String,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Work with tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Every room with its numbers.
+    Rooms,
+    /// One room: tickets issued, serving, waiting, active, ETA at the back, state, rate.
+    Room { id: String },
+    /// Live changes: `set drop new_users_per_minute=120 message="Back soon"` (null clears).
+    Set {
+        id: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+    },
+    /// Stop admitting (arrivals still get their place).
+    Pause { id: String },
+    /// Admit again after a pause.
+    Resume { id: String },
+    /// Close the line to newcomers; those waiting are still admitted.
+    Drain { id: String },
+    /// Declare the sale sold out.
+    SoldOut { id: String },
+    /// Reload the config file on the node (same as SIGHUP).
+    Reload,
+    /// Liveness and readiness.
+    Health,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +143,57 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Admin {
+            url,
+            token_env,
+            command,
+        } => {
+            use flashgate::admin_client::{patch_body, AdminTarget};
+            let target = AdminTarget {
+                addr: url,
+                token: std::env::var(&token_env).ok(),
+            };
+            let patch = |id: &str, body: String| {
+                target.request("PATCH", &format!("/api/rooms/{id}"), Some(&body))
+            };
+            let result = match command {
+                AdminCommand::Rooms => target.request("GET", "/api/rooms", None),
+                AdminCommand::Room { id } => {
+                    target.request("GET", &format!("/api/rooms/{id}"), None)
+                }
+                AdminCommand::Set { id, changes } => match patch_body(&changes) {
+                    Ok(body) => patch(&id, body),
+                    Err(e) => Err(e),
+                },
+                AdminCommand::Pause { id } => patch(&id, r#"{"paused":true}"#.into()),
+                AdminCommand::Resume { id } => {
+                    patch(&id, r#"{"paused":false,"queue_all":false}"#.into())
+                }
+                AdminCommand::Drain { id } => patch(&id, r#"{"drain":true}"#.into()),
+                AdminCommand::SoldOut { id } => patch(&id, r#"{"sold_out":true}"#.into()),
+                AdminCommand::Reload => target.request("POST", "/api/reload", None),
+                AdminCommand::Health => target.request("GET", "/readyz", None),
+            };
+            match result {
+                Ok(r) => {
+                    let pretty = serde_json::from_str::<serde_json::Value>(&r.body)
+                        .ok()
+                        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                        .unwrap_or(r.body);
+                    if (200..300).contains(&r.status) {
+                        println!("{}", pretty.trim_end());
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("admin API answered {}: {}", r.status, pretty.trim_end());
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Keygen => {
             let mut b = [0u8; 32];
             if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
@@ -140,7 +233,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(cfg.server.log_json);
-            match flashgate::server::build(&cfg, upgrade) {
+            match flashgate::server::build(&cfg, Some(config.clone()), upgrade) {
                 Ok((server, _)) => {
                     tracing::info!(listen = ?cfg.server.listen, admin = %cfg.server.admin_listen, "flashgate starting");
                     server.run_forever()
@@ -148,6 +241,34 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Shop { listen } => {
+            init_logs(false);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("shop: cannot start a runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let served = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                let shop = flashgate::shop::Shop::new(flashgate::shop::ShopConfig::demo());
+                shop.serve(listener, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+            });
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shop: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

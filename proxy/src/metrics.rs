@@ -2,8 +2,11 @@
 //! or from the config (room ids, pool names), never from requests.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+// Origin shield gauges (fractional factors).
+use prometheus::GaugeVec;
 
 /// What the gate did with a request (the `decision` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,45 @@ pub struct Metrics {
     pub issued: IntGaugeVec,
     pub active: IntGaugeVec,
     pub store_errors: IntCounterVec,
+    /// 1 while the store's circuit breaker is open or half-open.
+    pub store_degraded: IntGauge,
+    /// Changes of the breaker's mode (`open`, `half_open`, `closed`).
+    pub store_mode_changes: IntCounterVec,
+    /// Rooms re-seeded from this node's high-water marks (the store had lost state).
+    pub store_reseeds: IntCounterVec,
+    /// Shoppers admitted from the node-local floor bucket while the store failed.
+    pub floor_admissions: IntCounterVec,
     pub upstream_seconds: HistogramVec,
+    /// Origin shield: catalog cache lookups by route kind and result (`hit`, `miss`, `stale`,
+    /// `bypass`, `coalesced`).
+    pub cache_results: IntCounterVec,
+    /// Origin shield: weighted size of the catalog cache, in bytes.
+    pub cache_bytes: IntGauge,
+    /// Origin shield: objects in the catalog cache.
+    pub cache_entries: IntGauge,
+    /// Origin shield: background refreshes by result (`stored`, `not_stored`, `failed`).
+    pub cache_refreshes: IntCounterVec,
+    /// Origin shield: requests refused by a pool's concurrency limit or latency target, by
+    /// `pool`, route `kind` and `reason` (`saturated`, `slow`).
+    pub shed: IntCounterVec,
+    /// Origin shield: origin-aware admission factor per room (1 = configured rate).
+    pub origin_factor: GaugeVec,
+    /// Bot engine decisions: `room`, `mode` (enforce|shadow), `action`, `reason` (see
+    /// `bot::Action`, `bot::Reason`).
+    pub bot_actions: IntCounterVec,
+    /// Bot signals that fired: `room`, `signal` (see `bot::Signal`).
+    pub bot_signals: IntCounterVec,
+    /// Challenges issued and solutions by result: `room`, `result` (`issued`, `solved`, or a
+    /// `bot::ChallengeError` label).
+    pub bot_challenges: IntCounterVec,
+    /// Bot table entries displaced before they went idle: `table`.
+    pub bot_evictions: IntCounterVec,
+    /// Events delivered to the sink: `kind` (see `events::EventKind::NAMES`).
+    pub events_sent: IntCounterVec,
+    /// Events dropped: `reason` (`buffer_full`, `rejected`, `shutdown`).
+    pub events_dropped: IntCounterVec,
+    /// Failed delivery attempts (each is retried): `sink` (`redis`, `file`).
+    pub events_sink_errors: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -120,6 +161,102 @@ impl Metrics {
             "Store operations that failed",
             &["op"],
         );
+        let store_degraded = IntGauge::with_opts(Opts::new(
+            "flashgate_store_degraded",
+            "1 while the store circuit breaker is open or half-open (calls fail fast)",
+        ))
+        .expect("static metric definition");
+        registry
+            .register(Box::new(store_degraded.clone()))
+            .expect("metric registered once");
+        let store_mode_changes = counter(
+            "flashgate_store_mode_changes_total",
+            "Store circuit breaker mode changes, by the mode entered",
+            &["mode"],
+        );
+        let store_reseeds = counter(
+            "flashgate_store_reseeds_total",
+            "Rooms re-seeded from this node's high-water marks after the store lost state",
+            &["room"],
+        );
+        let floor_admissions = counter(
+            "flashgate_floor_admissions_total",
+            "Shoppers admitted from the node-local floor-rate bucket while the store failed",
+            &["room"],
+        );
+        let bot_actions = counter(
+            "flashgate_bot_actions_total",
+            "Bot-defence decisions by mode, action and reason",
+            &["room", "mode", "action", "reason"],
+        );
+        let bot_signals = counter(
+            "flashgate_bot_signals_total",
+            "Bot-defence signals that fired",
+            &["room", "signal"],
+        );
+        let bot_challenges = counter(
+            "flashgate_bot_challenges_total",
+            "Proof-of-work challenges issued and solutions by result",
+            &["room", "result"],
+        );
+        let bot_evictions = counter(
+            "flashgate_bot_table_evictions_total",
+            "Bot-defence table entries evicted before going idle (a flood of distinct keys)",
+            &["table"],
+        );
+        let events_sent = counter(
+            "flashgate_events_sent_total",
+            "Queue/admission events delivered to the event sink",
+            &["kind"],
+        );
+        let events_dropped = counter(
+            "flashgate_events_dropped_total",
+            "Queue/admission events dropped (buffer full, refused by the sink, or shutdown)",
+            &["reason"],
+        );
+        let events_sink_errors = counter(
+            "flashgate_events_sink_errors_total",
+            "Failed event deliveries (the batch is kept and retried)",
+            &["sink"],
+        );
+        let cache_results = counter(
+            "flashgate_cache_results_total",
+            "Catalog cache lookups by route kind and result",
+            &["kind", "result"],
+        );
+        let cache_refreshes = counter(
+            "flashgate_cache_refreshes_total",
+            "Background refreshes of stale catalog entries, by result",
+            &["result"],
+        );
+        let shed = counter(
+            "flashgate_shed_total",
+            "Requests refused by a pool's concurrency limit or latency target",
+            &["pool", "kind", "reason"],
+        );
+        let plain_gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(Opts::new(name, help)).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let cache_bytes = plain_gauge(
+            "flashgate_cache_bytes",
+            "Weighted size of the catalog cache in bytes",
+        );
+        let cache_entries = plain_gauge("flashgate_cache_entries", "Objects in the catalog cache");
+        let origin_factor = GaugeVec::new(
+            Opts::new(
+                "flashgate_origin_health_factor",
+                "Origin-aware admission factor applied to the room's rate (1 = configured)",
+            ),
+            &["room"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(origin_factor.clone()))
+            .expect("metric registered once");
         let upstream_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "flashgate_upstream_seconds",
@@ -144,7 +281,24 @@ impl Metrics {
             issued,
             active,
             store_errors,
+            store_degraded,
+            store_mode_changes,
+            store_reseeds,
+            floor_admissions,
             upstream_seconds,
+            cache_results,
+            cache_bytes,
+            cache_entries,
+            cache_refreshes,
+            shed,
+            origin_factor,
+            bot_actions,
+            bot_signals,
+            bot_challenges,
+            bot_evictions,
+            events_sent,
+            events_dropped,
+            events_sink_errors,
         }
     }
 

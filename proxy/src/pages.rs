@@ -125,6 +125,8 @@ pub struct Status {
     pub ticket: Option<u64>,
     pub position: Option<u64>,
     pub ahead: Option<u64>,
+    /// The room's serving number: positions up to it may enter.
+    pub serving: u64,
     pub eta_seconds: Option<u64>,
     pub eta_low_seconds: Option<u64>,
     pub eta_high_seconds: Option<u64>,
@@ -152,6 +154,7 @@ impl Status {
             ticket: Some(w.ticket),
             position: w.position,
             ahead: w.ahead,
+            serving: w.serving,
             eta_seconds: w.eta.map(|e| e.mid.as_secs()),
             eta_low_seconds: w.eta.map(|e| e.low.as_secs()),
             eta_high_seconds: w.eta.map(|e| e.high.as_secs()),
@@ -171,6 +174,7 @@ impl Status {
     pub fn bare(
         room: &str,
         state: RoomState,
+        serving: u64,
         poll_after: Duration,
         message: Option<String>,
     ) -> Self {
@@ -180,6 +184,7 @@ impl Status {
             ticket: None,
             position: None,
             ahead: None,
+            serving,
             eta_seconds: None,
             eta_low_seconds: None,
             eta_high_seconds: None,
@@ -364,7 +369,7 @@ mod tests {
     #[test]
     fn merchant_strings_are_escaped() {
         let pages = Pages::default();
-        let mut st = Status::bare("drop", RoomState::Queueing, Duration::from_secs(5), None);
+        let mut st = Status::bare("drop", RoomState::Queueing, 0, Duration::from_secs(5), None);
         st.message = Some("<script>alert(1)</script>".into());
         let html = pages.render_waiting(&WaitingPage {
             room: "drop",

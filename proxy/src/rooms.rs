@@ -1,29 +1,58 @@
 //! Node-local room state: each room's latest [`RoomView`], refreshed from the store a few times a
 //! second by one background task, read lock-free by every request.
 //!
-//! The refresh also runs the controller slice ([`waitroom::controller::tick`]); with the memory
-//! store this node is the only controller, with Redis every node tries and one wins per slice.
-//! Status polls and waiting pages are answered from the view: no store call per poll.
+//! The refresh also runs the controller slice ([`crate::store::local::sync_room`]: snapshot,
+//! re-seed if the store lost state, plan, compare-and-set); with the memory store this node is
+//! the only controller, with Redis every node tries and one wins per slice. Status polls and
+//! waiting pages are answered from the view: no store call per poll.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use parking_lot::Mutex;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use waitroom::eta::EtaEstimator;
-use waitroom::{controller, RoomSnapshot, RoomView, Store};
+use waitroom::{RoomSnapshot, RoomView, Store, UnixMillis};
 
 use crate::clock;
 use crate::config::{prefix_matches, Room};
+use crate::metrics::Metrics;
+use crate::store::local::{sync_room, FloorBucket, Marks};
 
 /// How many ended sessions a node remembers (leave / revoke), so that a copied pass is refused
 /// on this node right away; other nodes learn it at the pass's next minute check-in.
 const ENDED_MEMORY: usize = 100_000;
+
+/// Slots in the per-room check-in table (a power of two).
+const CHECKIN_SLOTS: usize = 1 << 16;
+
+/// Remembers, per ticket, the last minute this node checked the shopper in, so that a client
+/// that keeps sending an old pass (an app, a script) causes at most one store call a minute.
+/// Direct-mapped and lock-free: a collision only costs an extra, harmless check-in.
+struct CheckIns(Vec<AtomicU64>);
+
+impl std::fmt::Debug for CheckIns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckIns")
+            .field("slots", &self.0.len())
+            .finish()
+    }
+}
+
+impl CheckIns {
+    fn new() -> Self {
+        Self((0..CHECKIN_SLOTS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Whether `ticket` still needs a check-in for `minute` on this node; records it if so.
+    fn first_in_minute(&self, ticket: u64, minute: u32) -> bool {
+        let slot = (ticket.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize % CHECKIN_SLOTS;
+        let value = (ticket << 24) | u64::from(minute & 0xff_ffff);
+        self.0[slot].swap(value, Ordering::Relaxed) != value
+    }
+}
 
 /// A bounded set: the oldest entries are forgotten first.
 #[derive(Debug, Default)]
@@ -49,10 +78,23 @@ impl Recent {
 #[derive(Debug)]
 pub struct RoomRuntime {
     pub cfg: Room,
+    /// What a reload carries over when the room keeps its id: its view, ETA history, ended
+    /// sessions, check-ins and high-water marks.
+    shared: Arc<Shared>,
+    /// Admissions while the store fails (`admit_at_floor_rate`); reset by a reload, since its
+    /// rate may change.
+    floor: Mutex<FloorBucket>,
+}
+
+#[derive(Debug)]
+struct Shared {
     view: ArcSwap<RoomView>,
     eta: Mutex<EtaEstimator>,
     ended: Mutex<Recent>,
+    checkins: CheckIns,
     store_ok: AtomicBool,
+    /// High-water marks of the store's numbers, to re-seed a store that lost state.
+    marks: Mutex<Marks>,
 }
 
 impl RoomRuntime {
@@ -65,11 +107,29 @@ impl RoomRuntime {
         let view = RoomView::new(&cfg.settings, snap, &eta);
         Self {
             cfg,
-            view: ArcSwap::from_pointee(view),
-            eta: Mutex::new(eta),
-            ended: Mutex::new(Recent::default()),
-            store_ok: AtomicBool::new(true),
+            shared: Arc::new(Shared {
+                view: ArcSwap::from_pointee(view),
+                eta: Mutex::new(eta),
+                ended: Mutex::new(Recent::default()),
+                checkins: CheckIns::new(),
+                store_ok: AtomicBool::new(true),
+                marks: Mutex::new(Marks::default()),
+            }),
+            floor: Mutex::new(FloorBucket::default()),
         }
+    }
+
+    /// The same room under a new config (a reload): live state carries over, and the view is
+    /// rebuilt with the new settings at once.
+    fn reconfigured(&self, cfg: Room) -> Self {
+        let r = Self {
+            cfg,
+            shared: self.shared.clone(),
+            floor: Mutex::new(FloorBucket::default()),
+        };
+        let snap = r.view().snapshot.clone();
+        r.install_view(snap);
+        r
     }
 
     pub fn id(&self) -> &str {
@@ -78,32 +138,55 @@ impl RoomRuntime {
 
     /// The latest view (lock-free).
     pub fn view(&self) -> Arc<RoomView> {
-        self.view.load_full()
+        self.shared.view.load_full()
     }
 
     /// Installs a fresh snapshot.
     pub fn install(&self, snap: RoomSnapshot) {
-        let mut eta = self.eta.lock();
-        eta.observe(snap.time, snap.ctl.admitted_total);
+        self.shared
+            .eta
+            .lock()
+            .observe(snap.time, snap.ctl.admitted_total);
+        self.install_view(snap);
+    }
+
+    fn install_view(&self, snap: RoomSnapshot) {
+        let eta = self.shared.eta.lock();
         let view = RoomView::new(&self.cfg.settings, snap, &eta);
         drop(eta);
-        self.view.store(Arc::new(view));
+        self.shared.view.store(Arc::new(view));
+    }
+
+    /// Whether this node should check `ticket` in for `minute` (at most once a minute).
+    pub fn should_check_in(&self, ticket: u64, minute: u32) -> bool {
+        self.shared.checkins.first_in_minute(ticket, minute)
     }
 
     pub fn mark_ended(&self, ticket: u64) {
-        self.ended.lock().insert(ticket);
+        // Ticket 0 is shared by every pass minted at the floor rate: it cannot be ended alone.
+        if ticket != 0 {
+            self.shared.ended.lock().insert(ticket);
+        }
+    }
+
+    /// Whether a new shopper may be let in without the store, under `admit_at_floor_rate`
+    /// (a node-local GCRA bucket of `floor_rate_per_minute`).
+    pub fn floor_admit(&self, now: UnixMillis) -> bool {
+        self.floor
+            .lock()
+            .try_take(now, self.cfg.floor_rate_per_minute)
     }
 
     pub fn is_ended(&self, ticket: u64) -> bool {
-        self.ended.lock().set.contains(&ticket)
+        self.shared.ended.lock().set.contains(&ticket)
     }
 
     pub fn store_ok(&self) -> bool {
-        self.store_ok.load(Ordering::Relaxed)
+        self.shared.store_ok.load(Ordering::Relaxed)
     }
 
     fn set_store_ok(&self, ok: bool) {
-        if self.store_ok.swap(ok, Ordering::Relaxed) != ok {
+        if self.shared.store_ok.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!(room = self.id(), "store reachable again");
             } else {
@@ -122,6 +205,7 @@ pub struct Rooms {
     rooms: Vec<Arc<RoomRuntime>>,
     pub store: Arc<dyn Store>,
     pub refresh_every: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Rooms {
@@ -133,7 +217,30 @@ impl Rooms {
                 .collect(),
             store,
             refresh_every,
+            metrics: None,
         }
+    }
+
+    /// The rooms of a new config, carrying over the live state of every room that keeps its id.
+    pub fn reconfigured(&self, rooms: Vec<Room>) -> Self {
+        Self {
+            rooms: rooms
+                .into_iter()
+                .map(|cfg| match self.by_id(&cfg.settings.id) {
+                    Some(old) => Arc::new(old.reconfigured(cfg)),
+                    None => Arc::new(RoomRuntime::new(cfg)),
+                })
+                .collect(),
+            store: self.store.clone(),
+            refresh_every: self.refresh_every,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Counts re-seeds in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn all(&self) -> &[Arc<RoomRuntime>] {
@@ -167,10 +274,30 @@ impl Rooms {
     /// Runs the controller slice and refreshes every room's view once.
     pub async fn refresh(&self) {
         for r in &self.rooms {
-            match controller::tick(self.store.as_ref(), &r.cfg.settings, clock::now()).await {
-                Ok(snap) => {
+            let synced = sync_room(
+                self.store.as_ref(),
+                &r.cfg.settings,
+                &r.shared.marks,
+                clock::now(),
+            );
+            match synced.await {
+                Ok(s) => {
+                    if let Some(marks) = &s.reseeded {
+                        tracing::warn!(
+                            room = r.id(),
+                            issued = marks.issued,
+                            serving = marks.ctl.serving,
+                            admitted_total = marks.ctl.admitted_total,
+                            claimed_total = marks.claimed_total,
+                            "store was behind this node's high-water marks (Redis lost state): \
+                             re-seeded"
+                        );
+                        if let Some(m) = &self.metrics {
+                            m.store_reseeds.with_label_values(&[r.id()]).inc();
+                        }
+                    }
                     r.set_store_ok(true);
-                    r.install(snap);
+                    r.install(s.snapshot);
                 }
                 Err(e) => {
                     tracing::debug!(room = r.id(), error = %e, "room refresh failed");
@@ -181,20 +308,27 @@ impl Rooms {
     }
 }
 
-/// The background service that keeps the views fresh.
-#[derive(Debug)]
-pub struct RoomSync(pub Arc<Rooms>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[async_trait]
-impl BackgroundService for RoomSync {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut every = tokio::time::interval(self.0.refresh_every);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = every.tick() => self.0.refresh().await,
-            }
+    #[test]
+    fn check_in_at_most_once_a_minute() {
+        let c = CheckIns::new();
+        assert!(c.first_in_minute(7, 100));
+        assert!(!c.first_in_minute(7, 100));
+        assert!(c.first_in_minute(8, 100));
+        assert!(c.first_in_minute(7, 101));
+        assert!(!c.first_in_minute(7, 101));
+    }
+
+    #[test]
+    fn recent_is_bounded() {
+        let mut r = Recent::default();
+        for i in 0..(ENDED_MEMORY as u64 + 10) {
+            r.insert(i);
         }
+        assert_eq!(r.set.len(), ENDED_MEMORY);
+        assert!(!r.set.contains(&0));
     }
 }

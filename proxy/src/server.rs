@@ -1,6 +1,8 @@
 //! Assembles the Pingora server from a validated [`Config`]: the gate on the public listeners,
-//! the admin API on its own, and the background services (room sync, health checks).
+//! the admin API on its own, and the background services (room sync, health checks, reload on
+//! SIGHUP, the event stream).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::server::configuration::{Opt, ServerConf};
@@ -11,11 +13,11 @@ use waitroom::{MemoryStore, Store};
 
 use crate::admin::Admin;
 use crate::config::{Branding, Config, StoreKind};
+use crate::events::Events;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::node::{Node, PoolHealth, ReloadOnHangup, RoomSync};
 use crate::pages::Pages;
-use crate::rooms::{RoomSync, Rooms};
-use crate::upstream;
 
 /// Pingora's own settings, generated from ours so operators edit one file.
 pub fn server_conf(cfg: &Config) -> ServerConf {
@@ -33,25 +35,35 @@ pub fn server_conf(cfg: &Config) -> ServerConf {
 
 /// The store a config asks for.
 pub fn store_for(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    store_with_metrics(cfg, None)
+}
+
+/// The store a config asks for, reporting its circuit breaker's mode changes to `metrics`.
+/// Makes no connection: the Redis client connects lazily, inside the Pingora runtime that
+/// first uses it.
+pub fn store_with_metrics(
+    cfg: &Config,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Arc<dyn Store>, String> {
     match &cfg.store {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreKind::Redis { .. } => Err(format!(
-            "{}: store.kind: \"redis\" is not available in this build yet; use \"memory\"",
-            cfg.source.display()
-        )),
+        StoreKind::Redis {
+            url,
+            cluster,
+            batch_window,
+        } => crate::store::redis_stack(url, *cluster, *batch_window, metrics)
+            .map_err(|e| format!("{}: {e}", cfg.source.display())),
     }
 }
 
-/// Everything a running node shares between its services.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub rooms: Arc<Rooms>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// Builds a ready-to-run server. `upgrade` takes the listening sockets over from a running
-/// instance (zero-downtime restart).
-pub fn build(cfg: &Config, upgrade: bool) -> Result<(Server, Node), String> {
+/// Builds a ready-to-run server. `path` is the config file a reload re-reads (none for the
+/// demo); `upgrade` takes the listening sockets over from a running instance (zero-downtime
+/// restart).
+pub fn build(
+    cfg: &Config,
+    path: Option<PathBuf>,
+    upgrade: bool,
+) -> Result<(Server, Arc<Node>), String> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
@@ -59,19 +71,20 @@ pub fn build(cfg: &Config, upgrade: bool) -> Result<(Server, Node), String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
 
-    let store = store_for(cfg)?;
     let metrics = Arc::new(Metrics::new());
-    let rooms = Arc::new(Rooms::new(cfg.rooms.clone(), store, cfg.snapshot_interval));
-    let (pools, health) = upstream::build(&cfg.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+    let store = store_with_metrics(cfg, Some(metrics.clone()))?;
+    let (events, events_service) = Events::new(&cfg.events, &metrics);
+    let node = Arc::new(Node::new(
+        cfg.clone(),
+        store,
+        metrics.clone(),
+        events,
+        path,
+    )?);
 
     let gate = Gate {
-        rooms: rooms.clone(),
-        keys: cfg.keys.clone(),
-        routes: cfg.routes.clone(),
-        pools,
-        trusted: cfg.server.trusted_proxies.clone(),
+        node: node.clone(),
         pages: Pages::default(),
-        metrics: metrics.clone(),
         secure_cookies: false,
         default_branding: Branding {
             title: "Flashgate".into(),
@@ -88,8 +101,7 @@ pub fn build(cfg: &Config, upgrade: bool) -> Result<(Server, Node), String> {
     let mut admin = Service::new(
         "flashgate admin".to_owned(),
         Admin {
-            rooms: rooms.clone(),
-            metrics: metrics.clone(),
+            node: node.clone(),
             token: cfg.server.admin_token.clone(),
         },
     );
@@ -98,9 +110,17 @@ pub fn build(cfg: &Config, upgrade: bool) -> Result<(Server, Node), String> {
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(background_service("room sync", RoomSync(rooms.clone())));
-    for h in health {
-        server.add_service(h);
+    server.add_service(background_service("room sync", RoomSync(node.clone())));
+    server.add_service(background_service(
+        "health checks",
+        PoolHealth(node.clone()),
+    ));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnHangup(node.clone()),
+    ));
+    if let Some(svc) = events_service {
+        server.add_service(background_service("events", svc));
     }
-    Ok((server, Node { rooms, metrics }))
+    Ok((server, node))
 }

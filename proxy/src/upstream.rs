@@ -1,5 +1,6 @@
-//! Origin pools: round robin over the configured servers, with active health checks running as
-//! Pingora background services. Addresses were resolved when the config was loaded.
+//! Origin pools: round robin over the configured servers, with active health checks (run by
+//! [`crate::node::PoolHealth`], which restarts them when a reload rebuilds the pools).
+//! Addresses were resolved when the config was loaded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
-use pingora::services::background::{background_service, GenBackgroundService};
 
 use crate::config::{HealthCheck, Upstream};
 
@@ -29,12 +29,9 @@ impl std::fmt::Debug for Pool {
 /// Pools by name.
 pub type Pools = BTreeMap<String, Pool>;
 
-/// Builds the pools and the health-check services that keep them current.
-pub fn build(
-    upstreams: &BTreeMap<String, Upstream>,
-) -> std::io::Result<(Pools, Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>)> {
+/// Builds the pools, with their health checks configured (not yet running).
+pub fn build(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<Pools> {
     let mut pools = BTreeMap::new();
-    let mut services = Vec::new();
     for (name, u) in upstreams {
         let addrs: Vec<String> = u.servers.iter().map(|a| a.to_string()).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
@@ -60,15 +57,12 @@ pub fn build(
                     }
                 };
                 lb.health_check_frequency = Some(interval);
-                let svc = background_service(&format!("health check {name}"), lb);
-                let task = svc.task();
-                services.push(svc);
-                task
+                Arc::new(lb)
             }
         };
         pools.insert(name.clone(), Pool { cfg: u.clone(), lb });
     }
-    Ok((pools, services))
+    Ok(pools)
 }
 
 fn hc_interval(hc: &HealthCheck) -> std::time::Duration {

@@ -56,6 +56,8 @@ pub struct WaitInfo {
     pub position: Option<u64>,
     /// People in front.
     pub ahead: Option<u64>,
+    /// The serving number this was computed with.
+    pub serving: u64,
     pub eta: Option<EtaBand>,
     /// When to ask again.
     pub poll_after: Duration,
@@ -183,7 +185,9 @@ impl RoomView {
         }
         let undrawn = match self.method {
             QueueingMethod::Random => number > self.serving(),
-            _ => self.state == RoomState::Prequeue && self.seed_hash.is_some(),
+            // A shuffled event's order exists once the controller has applied the start: not
+            // in the pre-queue, nor between the start and the controller's next slice.
+            _ => self.seed_hash.is_some() && self.snapshot.ctl.started_event != self.event_id,
         };
         (!undrawn).then_some(number)
     }
@@ -213,7 +217,10 @@ impl RoomView {
 
     fn allow(&self, p: &Pass, now: UnixMillis) -> Decision {
         let minute = now.minute();
-        if minute <= p.checkin_minute {
+        // Past `expires_at` a pass is honoured only through the clock-skew leeway: the session
+        // is over, so it is neither renewed nor checked in again (its active-minute bucket may
+        // have left the window; counting it again would bypass the capacity check).
+        if minute <= p.checkin_minute || now.secs() > p.expires_at {
             return Decision::Allow {
                 renewed: None,
                 check_in: None,
@@ -253,6 +260,34 @@ impl RoomView {
             });
         }
         Decision::Wait(Box::new(self.wait_info(settings, t, position, now)))
+    }
+
+    /// Whether a claim would likely pass the store's checks, judged from this view: the minute's
+    /// entry cap and, for a lapsed reservation, the room's capacity. Status polls use it so a
+    /// page is sent to the shop only when it will get in (the store still decides exactly).
+    pub fn likely_claimable(&self, req: &ClaimRequest) -> bool {
+        if req.unlimited {
+            return true;
+        }
+        let snap = &self.snapshot;
+        let used = if snap.claims_minute == req.minute {
+            snap.claims_in_minute
+        } else {
+            0
+        };
+        if used >= req.max_per_minute {
+            return false;
+        }
+        let reserved = snap.ctl.history.iter().any(|r| {
+            r.serving_after >= req.position
+                && r.serving_after - r.admitted < req.position
+                && req.now.since(r.at) < req.claim_window
+                && r.claimed < r.admitted
+        });
+        reserved
+            || snap.active_total(req.minute, req.session_minutes)
+                + snap.pending(req.now, req.claim_window)
+                < req.cap
     }
 
     /// The status of a waiting ticket (also used after a claim said "not yet").
@@ -302,10 +337,16 @@ impl RoomView {
         renewed.last_seen = now.secs();
         renewed.expires_at = now.plus(settings.abandon_after).secs();
         WaitInfo {
-            state: self.state,
+            // A ticket that must wait is in a queueing room, even if this view (a few ms old)
+            // has not yet seen the ticket counter move.
+            state: match self.state {
+                RoomState::Idle => RoomState::Queueing,
+                s => s,
+            },
             ticket: t.number,
             position: place,
             ahead,
+            serving,
             eta,
             poll_after,
             starts_at: self.starts_at,

@@ -50,7 +50,14 @@ pub fn plan(
     c.last_tick = slice;
 
     expire_history(settings, snap, &mut c, now);
-    apply_phase(settings, snap, &eff, &mut c);
+    apply_phase(
+        settings,
+        snap,
+        &eff,
+        &mut c,
+        now,
+        UnixMillis(slice.0 + 2 * tick_ms),
+    );
 
     let state = eff.state(snap);
     if !admits(state) || eff.method != QueueingMethod::Fifo && eff.method != QueueingMethod::Random
@@ -65,8 +72,13 @@ pub fn plan(
     let rate = u64::from(eff.new_users_per_minute);
     let rate_eff_milli_per_min = rate * 1_000_000 / (1000 - noshow); // thousandths per minute
     let per_slice_milli = rate_eff_milli_per_min * tick_ms / 60_000;
+    let credit_cap = (per_slice_milli * 2).max(1000);
+    if old.version == 0 {
+        // A room that has never run is a room at rest: its bank is full.
+        c.credit_milli = credit_cap;
+    }
     c.credit_milli += rate_eff_milli_per_min * elapsed_ms / 60_000;
-    c.credit_milli = c.credit_milli.min((per_slice_milli * 2).max(1000));
+    c.credit_milli = c.credit_milli.min(credit_cap);
     if c.minute != now.minute() {
         c.minute = now.minute();
         c.advanced_in_minute = 0;
@@ -161,8 +173,22 @@ fn apply_phase(
     snap: &RoomSnapshot,
     eff: &Effective<'_>,
     c: &mut ControllerState,
+    now: UnixMillis,
+    horizon: UnixMillis,
 ) {
-    let Some(event) = eff.event else { return };
+    let Some(event) = eff.event else {
+        // A pre-queue opening before the end of the next slice: note the ticket counter now.
+        // Noting it at the first tick inside the pre-queue would leave the tickets handed out
+        // between the opening and that tick (which may run late in its slice) out of the
+        // shuffle, in front of it.
+        if let Some(next) = settings.next_event(now) {
+            if next.prequeue_at.is_some_and(|p| p < horizon) && c.prequeue_event != next.id {
+                c.prequeue_event = next.id;
+                c.prequeue_base = snap.issued;
+            }
+        }
+        return;
+    };
     match eff.phase {
         Phase::Normal => {}
         Phase::Prequeue => {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
 use crate::state::{ControllerState, MinuteCount, Overrides, RoomSnapshot};
-use crate::store::{CheckIn, ClaimOutcome, ClaimRequest, Store, StoreError};
+use crate::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
 use crate::time::UnixMillis;
 
 /// Minutes of active buckets kept (the longest session plus slack).
@@ -181,13 +181,21 @@ impl Store for MemoryStore {
         if !req.unlimited && req.position > g.ctl.serving {
             return Ok(ClaimOutcome::NotYet);
         }
-        if g.claims_minute != req.minute {
+        // The store, not only the (up to a refresh old) view, holds the line while paused.
+        let o = &g.overrides;
+        if !req.unlimited && (o.paused || o.queue_all || o.sold_out) {
+            return Ok(ClaimOutcome::NotYet);
+        }
+        // Only a newer minute resets the count: a claim decided before the boundary that lands
+        // after claims of the next minute must not wipe that minute's entries.
+        if g.claims_minute < req.minute {
             g.claims_minute = req.minute;
             g.claims_in_minute = 0;
         }
         let mut reserved = None;
         if !req.unlimited {
-            if g.claims_in_minute >= req.max_per_minute {
+            // A claim for a minute the store has left is retried in the current one.
+            if req.minute < g.claims_minute || g.claims_in_minute >= req.max_per_minute {
                 return Ok(ClaimOutcome::MinuteFull);
             }
             // The advance that admitted this position, if its reservation still holds.
@@ -227,6 +235,11 @@ impl Store for MemoryStore {
         from: u32,
         to: u32,
     ) -> Result<CheckIn, StoreError> {
+        if ticket == 0 {
+            // Ticket numbers start at 1: a pass with ticket 0 was minted without the store
+            // (the proxy's `admit_at_floor_rate` policy) and was never counted.
+            return Ok(CheckIn::Moved);
+        }
         let cell = self.room(room);
         let mut g = cell.inner.lock();
         if g.ended.get(ticket) {
@@ -261,6 +274,36 @@ impl Store for MemoryStore {
     async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
         let cell = self.room(room);
         cell.inner.lock().overrides = overrides.clone();
+        Ok(())
+    }
+
+    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
+        let cell = self.room(room);
+        let mut g = cell.inner.lock();
+        cell.issued.fetch_max(marks.issued, Ordering::AcqRel);
+        g.claimed_total = g.claimed_total.max(marks.claimed_total);
+        if let Some(mut c) = marks.merged_ctl(&g.ctl) {
+            for r in &mut c.history {
+                let n = g.claims.entry(r.serving_after).or_insert(0);
+                *n = (*n).max(r.claimed);
+                r.claimed = 0; // claims live in `claims`
+            }
+            g.ctl = c;
+        }
+        for m in &marks.active {
+            let n = g.active.entry(m.minute).or_insert(0);
+            *n = (*n).max(m.count);
+        }
+        // This store cannot tell "never set" from "cleared": default overrides count as none.
+        if g.overrides == Overrides::default() {
+            g.overrides = marks.overrides.clone();
+        }
+        if marks.claims_minute > g.claims_minute {
+            g.claims_minute = marks.claims_minute;
+            g.claims_in_minute = marks.claims_in_minute;
+        } else if marks.claims_minute == g.claims_minute {
+            g.claims_in_minute = g.claims_in_minute.max(marks.claims_in_minute);
+        }
         Ok(())
     }
 }

@@ -224,14 +224,6 @@ impl RoomSettings {
         if !(0.0..=0.9).contains(&self.max_noshow) {
             return Err(err("max_noshow", "must be between 0.0 and 0.9"));
         }
-        if self.new_users_per_minute > self.total_active_users {
-            // Cloudflare enforces the same: admitting more per minute than can be active at
-            // once makes the rate meaningless.
-            return Err(err(
-                "new_users_per_minute",
-                "must not exceed total_active_users",
-            ));
-        }
         if self.message.as_ref().is_some_and(|m| m.len() > MAX_MESSAGE) {
             return Err(err("message", "must be at most 1024 bytes"));
         }
@@ -262,14 +254,6 @@ impl RoomSettings {
             }
             if let Some(d) = e.session_duration {
                 session(&f("session_duration"), d)?;
-            }
-            let rate = e.new_users_per_minute.unwrap_or(self.new_users_per_minute);
-            let cap = e.total_active_users.unwrap_or(self.total_active_users);
-            if rate > cap {
-                return Err(err(
-                    f("new_users_per_minute"),
-                    "must not exceed total_active_users",
-                ));
             }
             if e.message.as_ref().is_some_and(|m| m.len() > MAX_MESSAGE) {
                 return Err(err(f("message"), "must be at most 1024 bytes"));
@@ -363,10 +347,6 @@ mod tests {
                 "token_leeway",
             ),
             (Box::new(|s| s.max_noshow = 1.5), "max_noshow"),
-            (
-                Box::new(|s| s.new_users_per_minute = nz(501)),
-                "new_users_per_minute",
-            ),
             (Box::new(|s| s.message = Some("x".repeat(2000))), "message"),
             (
                 Box::new(|s| s.events = vec![event("", None, 10, 20)]),

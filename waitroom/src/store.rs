@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::state::{ControllerState, Overrides, RoomSnapshot};
+use crate::state::{ControllerState, MinuteCount, Overrides, RoomSnapshot};
 use crate::time::UnixMillis;
 
 /// A store failure. The gate applies the room's `on_store_error` policy.
@@ -70,6 +70,80 @@ pub enum CheckIn {
     Ended,
 }
 
+/// What a node has seen of a room: the floor the store's numbers must not fall below.
+///
+/// A node records every snapshot it reads ([`HighWater::observe`]). If a later snapshot is
+/// [`behind`](HighWater::behind) (Redis restarted empty, or a failover lost writes), the node
+/// calls [`Store::reseed`] before committing anything, so that the ticket counter, the serving
+/// number and the entry counts never go backwards. Counts that legitimately fall (active
+/// minutes, claims per minute) are merged by maximum, which can only over-count: the caps stay
+/// safe.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HighWater {
+    /// Highest ticket counter seen, plus a margin for tickets other nodes numbered after this
+    /// node's last read (see the proxy's `rooms` module).
+    pub issued: u64,
+    pub claimed_total: u64,
+    /// The newest controller state seen (history records carry their claims).
+    pub ctl: ControllerState,
+    /// Active shoppers by check-in minute, as last seen.
+    pub active: Vec<MinuteCount>,
+    pub claims_minute: u32,
+    pub claims_in_minute: u64,
+    /// The live overrides last seen: restored if the store has none at all (a pause must not
+    /// be lifted by a Redis restart).
+    pub overrides: Overrides,
+}
+
+impl HighWater {
+    /// Records a snapshot that is not [`behind`](Self::behind) (it becomes the new floor).
+    pub fn observe(&mut self, snap: &RoomSnapshot) {
+        self.issued = self.issued.max(snap.issued);
+        self.claimed_total = self.claimed_total.max(snap.claimed_total);
+        if snap.ctl.version >= self.ctl.version {
+            self.ctl = snap.ctl.clone();
+        }
+        self.active = snap.active.clone();
+        self.claims_minute = snap.claims_minute;
+        self.claims_in_minute = snap.claims_in_minute;
+        self.overrides = snap.overrides.clone();
+    }
+
+    /// Whether `snap` shows the store behind what this node saw: one of the numbers that only
+    /// ever grow went backwards.
+    pub fn behind(&self, snap: &RoomSnapshot) -> bool {
+        snap.issued < self.issued
+            || snap.claimed_total < self.claimed_total
+            || snap.ctl.version < self.ctl.version
+            || snap.ctl.serving < self.ctl.serving
+            || snap.ctl.admitted_total < self.ctl.admitted_total
+    }
+
+    /// The controller state a reseed writes over `current`, or `None` if `current` is not
+    /// behind. When the stored state is older than the one seen, the seen one is restored
+    /// (history, credit, shuffle ranges included); counters are raised to the maximum of both;
+    /// the version jumps past both, so a commit planned on a pre-loss snapshot can never win.
+    pub fn merged_ctl(&self, current: &ControllerState) -> Option<ControllerState> {
+        let hw = &self.ctl;
+        if current.version >= hw.version
+            && current.serving >= hw.serving
+            && current.admitted_total >= hw.admitted_total
+        {
+            return None;
+        }
+        let mut c = if current.version < hw.version {
+            hw.clone()
+        } else {
+            current.clone()
+        };
+        c.serving = current.serving.max(hw.serving);
+        c.admitted_total = current.admitted_total.max(hw.admitted_total);
+        c.draws = current.draws.max(hw.draws);
+        c.version = current.version.max(hw.version) + 1;
+        Some(c)
+    }
+}
+
 /// The counters of all rooms.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -87,10 +161,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         next: &ControllerState,
     ) -> Result<bool, StoreError>;
 
-    /// Lets an admitted ticket enter: exactly once per ticket, counted in `minute`.
+    /// Lets an admitted ticket enter: exactly once per ticket, counted in `minute`. Refused
+    /// with `NotYet` while the room's overrides say paused, queue_all or sold_out, so a node
+    /// whose view predates the change cannot let anyone in.
     async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
 
-    /// Moves a pass holder's count from minute `from` to minute `to`.
+    /// Moves a pass holder's count from minute `from` to minute `to`. Ticket numbers start at
+    /// 1; a pass for ticket 0 was minted without the store (the proxy's floor-rate policy
+    /// during an outage) and is not counted: its check-ins change nothing.
     async fn check_in(
         &self,
         room: &str,
@@ -106,4 +184,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Replaces the live overrides of a room.
     async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError>;
+
+    /// Raises the room's numbers to at least `marks` (see [`HighWater`]), atomically: the ticket
+    /// counter, entries ever, the controller state ([`HighWater::merged_ctl`], by
+    /// compare-and-set), claims per advance, active minutes and this minute's entries, each by
+    /// maximum; the overrides only if the store has none. Numbers already above the marks are
+    /// left alone, so any node may call it.
+    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError>;
 }

@@ -15,7 +15,7 @@
 //! tag: HMAC-SHA256(key[key_id], everything above), 32 bytes
 //! ```
 //!
-//! Guarantees (each backed by a test in this module or `tests/token_props.rs`):
+//! Guarantees (each backed by a test in this module or `tests/props.rs`):
 //! - decoding arbitrary bytes or strings never panics;
 //! - any flipped bit, truncation, extension, other key, other room or other kind fails;
 //! - a token verifies up to `expires_at + leeway` and never after; a token claiming to come from

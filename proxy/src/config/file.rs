@@ -21,6 +21,15 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub rooms: Vec<RoomSection>,
+    /// The origin shield's catalog cache (`docs/origin-shield.md`).
+    #[serde(default)]
+    pub cache: CacheSection,
+    /// The queue/admission event stream (`docs/events.md`); off by default.
+    #[serde(default)]
+    pub events: EventsSection,
+    /// Node-wide bot-defence settings (client lists, memory bounds).
+    #[serde(default)]
+    pub bot: BotGlobalSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +120,9 @@ pub struct StoreSection {
     /// How often each node refreshes its local picture of every room.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: String,
+    /// How long new arrivals are collected to be numbered with one Redis call ("0ms": off).
+    #[serde(default = "default_batch_window")]
+    pub batch_window: String,
 }
 
 impl Default for StoreSection {
@@ -120,6 +132,7 @@ impl Default for StoreSection {
             url: None,
             cluster: false,
             snapshot_interval: default_snapshot_interval(),
+            batch_window: default_batch_window(),
         }
     }
 }
@@ -129,6 +142,9 @@ fn default_store_kind() -> String {
 }
 fn default_snapshot_interval() -> String {
     "200ms".into()
+}
+fn default_batch_window() -> String {
+    "2ms".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +159,14 @@ pub struct UpstreamSection {
     /// Sent as the `Host` header upstream (default: the shopper's `Host`).
     pub host: Option<String>,
     pub health_check: Option<HealthSection>,
+    /// Origin shield: requests in flight to this pool at most (default: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// Origin shield: share of `max_concurrent` optional routes may use (default 0.5).
+    pub optional_share: Option<f64>,
+    /// Origin shield: share of `max_concurrent` only essential routes may use (default 0.2).
+    pub essential_reserve: Option<f64>,
+    /// Origin shield: p95 latency above which optional routes are shed (default: none).
+    pub latency_target: Option<String>,
 }
 
 fn default_connect_timeout() -> String {
@@ -185,6 +209,15 @@ pub struct RouteSection {
     /// `default`, `catalog`, `bypass`, `essential` or `optional`.
     #[serde(default = "default_route_kind")]
     pub kind: String,
+    /// Origin shield: cache this route's responses this long, whatever the origin's
+    /// `max-age` says (also turns caching on for kinds other than `catalog`).
+    pub cache_ttl: Option<String>,
+    /// Origin shield: stale-while-revalidate window when the origin names none.
+    pub stale_while_revalidate: Option<String>,
+    /// Origin shield: stale-if-error window when the origin names none.
+    pub stale_if_error: Option<String>,
+    /// Origin shield: serve stale when the pool's p95 latency is above this.
+    pub latency_budget: Option<String>,
 }
 
 fn default_route_kind() -> String {
@@ -237,11 +270,21 @@ pub struct RoomSection {
     /// `queue` or `admit_at_floor_rate` (used with the Redis store).
     #[serde(default = "default_on_store_error")]
     pub on_store_error: String,
+    /// New shoppers per minute each node admits on its own while the store is unreachable
+    /// (required with `on_store_error = "admit_at_floor_rate"`).
+    pub floor_rate_per_minute: Option<u32>,
     pub message: Option<String>,
+    /// Origin-aware admission (`[rooms.origin_aware]`; default: off).
+    pub origin_aware: Option<OriginAwareSection>,
     #[serde(default)]
     pub page: PageSection,
     #[serde(default)]
     pub events: Vec<EventSection>,
+    /// Where this room's queue/admission events go (`[rooms.event_stream]`; not the sale
+    /// windows above).
+    pub event_stream: Option<RoomEventStreamSection>,
+    /// Bot defence for this room (default: off).
+    pub bot: Option<RoomBotSection>,
 }
 
 fn default_session() -> String {
@@ -313,4 +356,193 @@ pub struct EventSection {
     pub session_renewal: Option<String>,
     pub queueing_method: Option<String>,
     pub message: Option<String>,
+}
+
+/// `[bot]`: node-wide bot-defence settings. See `docs/bot-defence.md`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotGlobalSection {
+    /// Slots of each fixed-size per-client table (default 65536).
+    pub table_slots: Option<usize>,
+    /// Solved challenges remembered for replay refusal (default 262144).
+    pub replay_slots: Option<usize>,
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    #[serde(default)]
+    pub deny_cidrs: Vec<String>,
+    /// Verified crawler ranges: they skip rooms on catalog routes only.
+    #[serde(default)]
+    pub crawler_cidrs: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<HeaderRuleSection>,
+    #[serde(default)]
+    pub deny_headers: Vec<HeaderRuleSection>,
+}
+
+/// `{ name = "user-agent", contains = "EvilBot" }` or `{ name = "x-partner", equals = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRuleSection {
+    pub name: String,
+    pub equals: Option<String>,
+    pub contains: Option<String>,
+}
+
+/// `[rooms.bot]`: a room's bot defence. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomBotSection {
+    /// `off`, `shadow` or `enforce`.
+    pub mode: Option<String>,
+    /// `off`, `suspicious` or `always`.
+    pub challenge: Option<String>,
+    pub difficulty: Option<u8>,
+    pub max_difficulty: Option<u8>,
+    pub challenge_ttl: Option<String>,
+    pub pass_ttl: Option<String>,
+    /// `none`, `user_agent` or `ip_prefix`.
+    pub pass_binding: Option<String>,
+    /// 0 turns the pressure response off.
+    pub pressure_joins_per_second: Option<u32>,
+    #[serde(default)]
+    pub limits: BotLimitsSection,
+    #[serde(default)]
+    pub thresholds: BotThresholdsSection,
+}
+
+/// `[rooms.bot.limits]`: 0 turns a limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotLimitsSection {
+    pub joins_per_minute_per_ip: Option<u32>,
+    pub polls_per_minute_per_ticket: Option<u32>,
+    pub requests_per_minute_per_ip: Option<u32>,
+}
+
+/// `[rooms.bot.thresholds]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotThresholdsSection {
+    pub challenge_at: Option<u32>,
+    pub tarpit_at: Option<u32>,
+    pub block_at: Option<u32>,
+    /// 0 turns the signal off.
+    pub tickets_per_prefix: Option<u32>,
+    pub prefix_window: Option<String>,
+    pub addresses_per_token: Option<u8>,
+}
+
+/// `[events]`: the queue/admission event stream (`docs/events.md`). Every key is optional;
+/// defaults are applied and checked in `config::event_stream`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// `off` (default), `redis` or `file`.
+    pub sink: Option<String>,
+    /// Redis URL (default: the `[store]` URL when the store is a single Redis).
+    pub url: Option<String>,
+    /// Redis stream key (default `flashgate:events`).
+    pub stream: Option<String>,
+    /// Approximate stream length kept (`XADD MAXLEN ~`; default 100000).
+    pub maxlen: Option<u64>,
+    /// JSON-lines file.
+    pub path: Option<String>,
+    /// Size at which the file is rotated (default 64 MiB).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (default 5; 0: start afresh instead).
+    pub keep_files: Option<u32>,
+    /// Events held in memory while the sink is slow or down (default 10000).
+    pub buffer: Option<usize>,
+    /// Most events per delivery (default 256).
+    pub batch: Option<usize>,
+    /// This node's name in events (default: the host name, or `node-<pid>`).
+    pub node: Option<String>,
+}
+
+/// `[rooms.event_stream]`: a room's routing of its events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomEventStreamSection {
+    /// `false`: this room emits no events.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Another Redis stream key for this room's events.
+    pub stream: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[cache]`: the origin shield's catalog cache (see `docs/origin-shield.md`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Memory bound: `"256MiB"`, `"64MB"`, or bytes.
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: String,
+    /// Largest body stored.
+    #[serde(default = "default_cache_max_object")]
+    pub max_object: String,
+    /// Freshness when neither the route nor the origin says.
+    #[serde(default = "default_cache_ttl")]
+    pub default_ttl: String,
+    #[serde(default = "default_cache_swr")]
+    pub stale_while_revalidate: String,
+    #[serde(default = "default_cache_sie")]
+    pub stale_if_error: String,
+    /// Cap on stale windows, whoever sets them.
+    #[serde(default = "default_cache_max_stale")]
+    pub max_stale: String,
+    /// How long a request waits for another's fetch of the same page.
+    #[serde(default = "default_cache_lock_timeout")]
+    pub lock_timeout: String,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_cache_max_bytes(),
+            max_object: default_cache_max_object(),
+            default_ttl: default_cache_ttl(),
+            stale_while_revalidate: default_cache_swr(),
+            stale_if_error: default_cache_sie(),
+            max_stale: default_cache_max_stale(),
+            lock_timeout: default_cache_lock_timeout(),
+        }
+    }
+}
+
+fn default_cache_max_bytes() -> String {
+    "256MiB".into()
+}
+fn default_cache_max_object() -> String {
+    "1MiB".into()
+}
+fn default_cache_ttl() -> String {
+    "10s".into()
+}
+fn default_cache_swr() -> String {
+    "10s".into()
+}
+fn default_cache_sie() -> String {
+    "5m".into()
+}
+fn default_cache_max_stale() -> String {
+    "1h".into()
+}
+fn default_cache_lock_timeout() -> String {
+    "5s".into()
+}
+
+/// `[rooms.origin_aware]`: the room's admission rate follows the origin's health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginAwareSection {
+    /// The rate never goes below this share of the configured rate (default 0.25).
+    pub min_factor: Option<f64>,
+    /// p95 latency above this counts as degraded (default "300ms").
+    pub latency_target: Option<String>,
+    /// Error share above this counts as degraded (default 0.02).
+    pub error_target: Option<f64>,
 }

@@ -5,7 +5,12 @@
 //! `check` loads, and a reload of a bad file is refused with the same message while the old
 //! config stays in force.
 
+mod bot;
+mod event_stream;
 pub mod file;
+mod shield;
+
+pub use event_stream::{EventSink, EventsConfig, RoomEvents};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,6 +65,8 @@ pub struct Route {
     pub path: String,
     pub upstream: String,
     pub kind: RouteKind,
+    /// Origin shield: caching, stale windows, latency budget.
+    pub shield: crate::shield::RouteShield,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +83,8 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub host: Option<String>,
     pub health: Option<HealthCheck>,
+    /// Origin shield: concurrency limit and shares, latency target.
+    pub shield: crate::shield::PoolShield,
 }
 
 /// What new arrivals get while the store is unreachable.
@@ -104,13 +113,25 @@ pub struct Room {
     pub status_code: u16,
     pub binding: Binding,
     pub on_store_error: OnStoreError,
+    /// Origin-aware admission (`[rooms.origin_aware]`; off by default).
+    pub origin_aware: Option<crate::shield::OriginAware>,
+    /// New shoppers per minute this node admits from a local bucket while the store fails
+    /// (`admit_at_floor_rate`; 0 with `queue`).
+    pub floor_rate_per_minute: u32,
     pub branding: Branding,
+    /// Bot defence (`[rooms.bot]`; off by default).
+    pub bot: crate::bot::BotSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    Redis { url: String, cluster: bool },
+    Redis {
+        url: String,
+        cluster: bool,
+        /// Arrivals collected into one ticket-numbering call (zero: no batching).
+        batch_window: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +156,12 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     pub routes: Vec<Route>,
     pub rooms: Vec<Room>,
+    /// The origin shield's catalog cache (`[cache]`).
+    pub cache: crate::shield::CacheSettings,
+    /// Node-wide bot defence (`[bot]`).
+    pub bot: crate::bot::BotGlobal,
+    /// The queue/admission event stream (`[events]`, `[rooms.event_stream]`).
+    pub events: EventsConfig,
 }
 
 /// Collects the context for error messages.
@@ -239,6 +266,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
     let server = build_server(ctx, &raw.server)?;
     let keys = build_keys(ctx, &raw.keys)?;
     let (store, snapshot_interval) = build_store(ctx, &raw.store)?;
+    let cache = shield::build_cache(ctx, &raw.cache)?;
 
     if raw.upstreams.is_empty() {
         return Err(ctx.err("upstreams", "at least one upstream is needed"));
@@ -277,6 +305,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
             path: r.path.clone(),
             upstream: r.upstream.clone(),
             kind,
+            shield: shield::build_route(ctx, i, r, kind, &cache)?,
         });
     }
     if routes.is_empty() {
@@ -287,6 +316,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
                 path: "/".into(),
                 upstream: only,
                 kind: RouteKind::Default,
+                shield: crate::shield::RouteShield::default(),
             });
         } else {
             return Err(ctx.err(
@@ -334,8 +364,13 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
         rooms.push(room);
     }
 
+    let bot = bot::build_global(ctx, &raw.bot)?;
+    let events = event_stream::build(ctx, &raw.events, &raw.rooms, &store)?;
     Ok(Config {
         source: PathBuf::new(),
+        cache,
+        bot,
+        events,
         server,
         keys,
         store,
@@ -532,6 +567,7 @@ fn build_store(
             StoreKind::Redis {
                 url: url.clone(),
                 cluster: s.cluster,
+                batch_window: Duration::ZERO,
             }
         }
         ("redis", None) => return Err(ctx.err("store.url", "kind = \"redis\" needs a url")),
@@ -541,6 +577,21 @@ fn build_store(
     if every < Duration::from_millis(20) || every > Duration::from_secs(5) {
         return Err(ctx.err("store.snapshot_interval", "must be between 20ms and 5s"));
     }
+    let window = ctx.duration("store.batch_window", &s.batch_window)?;
+    if window > Duration::from_millis(50) {
+        return Err(ctx.err(
+            "store.batch_window",
+            "must be at most 50ms (it delays every new arrival); \"0ms\" turns batching off",
+        ));
+    }
+    let kind = match kind {
+        StoreKind::Redis { url, cluster, .. } => StoreKind::Redis {
+            url,
+            cluster,
+            batch_window: window,
+        },
+        StoreKind::Memory => StoreKind::Memory,
+    };
     Ok((kind, every))
 }
 
@@ -598,6 +649,7 @@ fn build_upstream(
         read_timeout: ctx.duration(&format!("{key}.read_timeout"), &u.read_timeout)?,
         host: u.host.clone(),
         health,
+        shield: shield::build_pool(ctx, key, u)?,
     })
 }
 
@@ -719,6 +771,22 @@ fn build_room(
             ))
         }
     };
+    let floor_rate_per_minute = match (on_store_error, r.floor_rate_per_minute) {
+        (OnStoreError::AdmitAtFloorRate, Some(n)) if n > 0 => n,
+        (OnStoreError::AdmitAtFloorRate, _) => {
+            return Err(ctx.err(
+                key("floor_rate_per_minute"),
+                "must be > 0 when on_store_error = \"admit_at_floor_rate\"",
+            ))
+        }
+        (OnStoreError::Queue, None) => 0,
+        (OnStoreError::Queue, Some(_)) => {
+            return Err(ctx.err(
+                key("floor_rate_per_minute"),
+                "only used with on_store_error = \"admit_at_floor_rate\"",
+            ))
+        }
+    };
     let title = r
         .page
         .title
@@ -737,14 +805,22 @@ fn build_room(
             "must be a path on this site (\"/img/logo.svg\") or an https:// URL",
         ));
     }
+    let bot = bot::build_room(ctx, &key("bot"), r.bot.as_ref())?;
     Ok(Room {
         settings: s,
+        bot,
         hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         paths: r.paths.clone(),
         methods,
         status_code: r.queueing_status_code,
         binding,
         on_store_error,
+        origin_aware: shield::build_origin_aware(
+            ctx,
+            &key("origin_aware"),
+            r.origin_aware.as_ref(),
+        )?,
+        floor_rate_per_minute,
         branding: Branding {
             title,
             logo_url,

@@ -1,0 +1,386 @@
+//! `[events]` and `[rooms.event_stream]`: where queue/admission events go (see
+//! `docs/events.md` and [`crate::events`]). Not to be confused with `[[rooms.events]]`, the
+//! sale windows.
+//!
+//! With `sink = "off"` (the default) the other keys are still checked for shape but none is
+//! required, so an operator can switch the stream off and on by changing one line.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+
+use super::file::{EventsSection, RoomSection};
+use super::{ConfigError, Ctx, StoreKind};
+
+/// Default Redis stream key.
+pub const DEFAULT_STREAM: &str = "flashgate:events";
+const DEFAULT_MAXLEN: u64 = 100_000;
+const MIN_MAXLEN: u64 = 100;
+const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const MIN_MAX_BYTES: u64 = 64 * 1024;
+const DEFAULT_KEEP_FILES: u32 = 5;
+const MAX_KEEP_FILES: u32 = 100;
+const DEFAULT_BUFFER: usize = 10_000;
+const MAX_BUFFER: usize = 1_000_000;
+const DEFAULT_BATCH: usize = 256;
+const MAX_BATCH: usize = 10_000;
+
+/// Where events are delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSink {
+    Off,
+    /// `XADD stream MAXLEN ~ maxlen * event <json> kind <kind> room <room>`.
+    Redis {
+        url: String,
+        stream: String,
+        maxlen: NonZeroU64,
+    },
+    /// JSON lines; `path` is rotated to `path.1` … `path.<keep_files>` when it would pass
+    /// `max_bytes`.
+    File {
+        path: PathBuf,
+        max_bytes: NonZeroU64,
+        keep_files: u32,
+    },
+}
+
+/// A room's own routing, when it differs from the global sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvents {
+    /// `enabled = false`: this room emits nothing.
+    Off,
+    /// `stream = "..."`: this room's events go to another Redis stream.
+    Stream(String),
+}
+
+/// The validated `[events]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    pub sink: EventSink,
+    /// Events held in memory while the sink is slow or down; more are dropped and counted.
+    pub buffer: NonZeroUsize,
+    /// Most events per delivery (one pipelined round trip, or one file write).
+    pub batch: NonZeroUsize,
+    /// This node's name in every event.
+    pub node: String,
+    /// Rooms whose `[rooms.event_stream]` differs from the default, by room id.
+    pub rooms: BTreeMap<String, RoomEvents>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            sink: EventSink::Off,
+            buffer: NonZeroUsize::new(DEFAULT_BUFFER).unwrap_or(NonZeroUsize::MIN),
+            batch: NonZeroUsize::new(DEFAULT_BATCH).unwrap_or(NonZeroUsize::MIN),
+            node: default_node(),
+            rooms: BTreeMap::new(),
+        }
+    }
+}
+
+/// The host name (sanitized to the node-name alphabet), or `node-<pid>`.
+pub fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .chars()
+        .map(|c| if node_char(c) { c } else { '-' })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        format!("node-{}", std::process::id())
+    } else {
+        clean
+    }
+}
+
+fn node_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
+}
+
+fn valid_stream(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+const STREAM_RULE: &str = "must be 1-128 bytes without spaces or control characters";
+
+pub(super) fn build(
+    ctx: &Ctx<'_>,
+    e: &EventsSection,
+    rooms: &[RoomSection],
+    store: &StoreKind,
+) -> Result<EventsConfig, ConfigError> {
+    let kind = e.sink.as_deref().unwrap_or("off");
+    if !matches!(kind, "off" | "redis" | "file") {
+        return Err(ctx.err("events.sink", "must be \"off\", \"redis\" or \"file\""));
+    }
+    // Keys of the other sink are a mistake; with "off" everything may stay in place.
+    let only = |key: &str, set: bool, sink: &str| {
+        if set && kind != "off" && kind != sink {
+            Err(ctx.err(
+                format!("events.{key}"),
+                format!("only used with sink = \"{sink}\""),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    only("url", e.url.is_some(), "redis")?;
+    only("stream", e.stream.is_some(), "redis")?;
+    only("maxlen", e.maxlen.is_some(), "redis")?;
+    only("path", e.path.is_some(), "file")?;
+    only("max_bytes", e.max_bytes.is_some(), "file")?;
+    only("keep_files", e.keep_files.is_some(), "file")?;
+
+    if let Some(url) = &e.url {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            return Err(ctx.err(
+                "events.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+    }
+    let stream = e
+        .stream
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STREAM.to_owned());
+    if !valid_stream(&stream) {
+        return Err(ctx.err("events.stream", STREAM_RULE));
+    }
+    let maxlen = e.maxlen.unwrap_or(DEFAULT_MAXLEN);
+    let maxlen = NonZeroU64::new(maxlen)
+        .filter(|n| n.get() >= MIN_MAXLEN)
+        .ok_or_else(|| ctx.err("events.maxlen", format!("must be at least {MIN_MAXLEN}")))?;
+    let max_bytes = NonZeroU64::new(e.max_bytes.unwrap_or(DEFAULT_MAX_BYTES))
+        .filter(|n| n.get() >= MIN_MAX_BYTES)
+        .ok_or_else(|| {
+            ctx.err(
+                "events.max_bytes",
+                format!("must be at least {MIN_MAX_BYTES} (64 KiB)"),
+            )
+        })?;
+    let keep_files = e.keep_files.unwrap_or(DEFAULT_KEEP_FILES);
+    if keep_files > MAX_KEEP_FILES {
+        return Err(ctx.err(
+            "events.keep_files",
+            format!("must be at most {MAX_KEEP_FILES}"),
+        ));
+    }
+    let buffer = NonZeroUsize::new(e.buffer.unwrap_or(DEFAULT_BUFFER))
+        .filter(|n| n.get() <= MAX_BUFFER)
+        .ok_or_else(|| {
+            ctx.err(
+                "events.buffer",
+                format!("must be between 1 and {MAX_BUFFER}"),
+            )
+        })?;
+    let batch = e.batch.unwrap_or(DEFAULT_BATCH.min(buffer.get()));
+    let batch = NonZeroUsize::new(batch)
+        .filter(|b| b.get() <= MAX_BATCH && b.get() <= buffer.get())
+        .ok_or_else(|| {
+            ctx.err(
+                "events.batch",
+                format!("must be between 1 and {MAX_BATCH}, and at most events.buffer"),
+            )
+        })?;
+    let node = match &e.node {
+        Some(n) => {
+            if n.is_empty() || n.len() > 64 || !n.chars().all(node_char) {
+                return Err(ctx.err(
+                    "events.node",
+                    "must be 1-64 characters of a-z, A-Z, 0-9, '.', '-' or '_'",
+                ));
+            }
+            n.clone()
+        }
+        None => default_node(),
+    };
+
+    let sink = match kind {
+        "redis" => {
+            let url = match (&e.url, store) {
+                (Some(u), _) => u.clone(),
+                (
+                    None,
+                    StoreKind::Redis {
+                        url,
+                        cluster: false,
+                        ..
+                    },
+                ) => url.clone(),
+                (None, _) => {
+                    return Err(ctx.err(
+                        "events.url",
+                        "sink = \"redis\" needs a url (or a [store] with kind = \"redis\" and \
+                         cluster = false to share)",
+                    ))
+                }
+            };
+            EventSink::Redis {
+                url,
+                stream,
+                maxlen,
+            }
+        }
+        "file" => {
+            let path = e
+                .path
+                .as_ref()
+                .filter(|p| !p.trim().is_empty())
+                .ok_or_else(|| ctx.err("events.path", "sink = \"file\" needs a path"))?;
+            EventSink::File {
+                path: PathBuf::from(path),
+                max_bytes,
+                keep_files,
+            }
+        }
+        _ => EventSink::Off,
+    };
+
+    let mut per_room = BTreeMap::new();
+    for (i, r) in rooms.iter().enumerate() {
+        let Some(s) = &r.event_stream else { continue };
+        let key = |f: &str| format!("rooms[{i}].event_stream.{f}");
+        if let Some(stream) = &s.stream {
+            if !valid_stream(stream) {
+                return Err(ctx.err(key("stream"), STREAM_RULE));
+            }
+            if !s.enabled {
+                return Err(ctx.err(key("stream"), "not used when enabled = false"));
+            }
+            if matches!(sink, EventSink::File { .. }) {
+                return Err(ctx.err(key("stream"), "only used with events.sink = \"redis\""));
+            }
+        }
+        match (&s.stream, s.enabled) {
+            (_, false) => {
+                per_room.insert(r.id.clone(), RoomEvents::Off);
+            }
+            (Some(stream), true) => {
+                per_room.insert(r.id.clone(), RoomEvents::Stream(stream.clone()));
+            }
+            (None, true) => {}
+        }
+    }
+
+    Ok(EventsConfig {
+        sink,
+        buffer,
+        batch,
+        node,
+        rooms: per_room,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use waitroom::UnixMillis;
+
+    const BASE: &str = r#"
+[keys]
+active = 1
+[[keys.key]]
+id = 1
+secret = "test-secret-test-secret-test-secret-0123"
+
+[upstreams.shop]
+servers = ["127.0.0.1:3000"]
+"#;
+
+    fn parse(extra: &str) -> EventsConfig {
+        let text = format!("{BASE}{extra}");
+        Config::parse("events.toml", &text, UnixMillis::from_secs(1_800_000_000))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .events
+    }
+
+    #[test]
+    fn off_by_default() {
+        let e = parse("");
+        assert_eq!(e.sink, EventSink::Off);
+        assert_eq!((e.buffer.get(), e.batch.get()), (10_000, 256));
+        assert!(!e.node.is_empty() && e.node.len() <= 64);
+        assert!(e.rooms.is_empty());
+    }
+
+    #[test]
+    fn redis_shares_a_single_redis_store_url() {
+        let e = parse(
+            "[store]\nkind = \"redis\"\nurl = \"redis://10.0.0.5:6379/2\"\n\
+             [events]\nsink = \"redis\"\nnode = \"edge-1\"\n",
+        );
+        assert_eq!(
+            e.sink,
+            EventSink::Redis {
+                url: "redis://10.0.0.5:6379/2".into(),
+                stream: DEFAULT_STREAM.into(),
+                maxlen: NonZeroU64::new(100_000).expect("non-zero"),
+            }
+        );
+        assert_eq!(e.node, "edge-1");
+    }
+
+    #[test]
+    fn rooms_opt_out_or_use_their_own_stream() {
+        let e = parse(
+            r#"
+[events]
+sink = "redis"
+url = "redis://127.0.0.1:6379"
+buffer = 100
+
+[[rooms]]
+id = "quiet"
+paths = ["/quiet"]
+new_users_per_minute = 60
+total_active_users = 500
+[rooms.event_stream]
+enabled = false
+
+[[rooms]]
+id = "drop"
+paths = ["/drops"]
+new_users_per_minute = 60
+total_active_users = 500
+[rooms.event_stream]
+stream = "shop:drop:events"
+
+[[rooms]]
+id = "plain"
+paths = ["/plain"]
+new_users_per_minute = 60
+total_active_users = 500
+"#,
+        );
+        assert_eq!(
+            e.batch.get(),
+            100,
+            "the default batch never exceeds the buffer"
+        );
+        assert_eq!(e.rooms.get("quiet"), Some(&RoomEvents::Off));
+        assert_eq!(
+            e.rooms.get("drop"),
+            Some(&RoomEvents::Stream("shop:drop:events".into()))
+        );
+        assert_eq!(e.rooms.get("plain"), None);
+    }
+
+    #[test]
+    fn switching_off_keeps_the_other_keys_valid() {
+        let e = parse(
+            "[events]\nsink = \"off\"\nurl = \"redis://127.0.0.1:6379\"\n\
+             path = \"events.jsonl\"\nkeep_files = 3\n",
+        );
+        assert_eq!(e.sink, EventSink::Off);
+    }
+}

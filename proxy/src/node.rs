@@ -1,0 +1,247 @@
+//! A running node: the configuration in force — swapped atomically on reload — and what
+//! outlives a reload (the store, metrics, the event stream).
+//!
+//! Reload (SIGHUP or `POST /api/reload`) reads and validates the whole file first; an invalid
+//! file is refused with `FILE: key: reason` and the running config stays. Requests in flight
+//! keep the config they started with (each request holds an `Arc<Live>`). Rooms that keep their
+//! id keep their live state (view, ETA history, ended sessions); pools are rebuilt only when
+//! their settings changed. Listeners, the store and the event sink cannot change without a
+//! restart (`flashgate run --upgrade` hands the sockets over with no downtime): a reload that
+//! changes them is refused and says so.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::watch;
+use waitroom::Store;
+
+use crate::clock;
+use crate::config::Config;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::rooms::Rooms;
+use crate::upstream::{self, Pools};
+
+/// The configuration in force and what was built from it.
+#[derive(Debug)]
+pub struct Live {
+    pub config: Config,
+    pub rooms: Arc<Rooms>,
+    pub pools: Arc<Pools>,
+    /// Bumped whenever the pools are rebuilt (health checks restart on it).
+    pub pools_generation: u64,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    live: ArcSwap<Live>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+    /// The file a reload reads (none for the demo, whose config is compiled in).
+    path: Option<PathBuf>,
+    reloading: tokio::sync::Mutex<()>,
+    pools_tx: watch::Sender<u64>,
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        events: Events,
+        path: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let pools = upstream::build(&config.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+        let rooms = Rooms::new(
+            config.rooms.clone(),
+            store.clone(),
+            config.snapshot_interval,
+        )
+        .with_metrics(metrics.clone());
+        let (pools_tx, _) = watch::channel(0);
+        Ok(Self {
+            live: ArcSwap::from_pointee(Live {
+                config,
+                rooms: Arc::new(rooms),
+                pools: Arc::new(pools),
+                pools_generation: 0,
+            }),
+            store,
+            metrics,
+            events,
+            path,
+            reloading: tokio::sync::Mutex::new(()),
+            pools_tx,
+        })
+    }
+
+    /// The configuration in force (lock-free).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Re-reads the config file and swaps it in. Returns a one-line summary, or why the file
+    /// was refused (the running config stays).
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self
+            .path
+            .as_ref()
+            .ok_or("this node runs a built-in config (demo): nothing to reload")?;
+        let new = Config::load(path, clock::now()).map_err(|e| e.to_string())?;
+        let old = self.live();
+        needs_restart(&old.config, &new)?;
+        let rooms = Arc::new(old.rooms.reconfigured(new.rooms.clone()));
+        let (pools, generation) = if same_upstreams(&old.config, &new) {
+            (old.pools.clone(), old.pools_generation)
+        } else {
+            let pools = upstream::build(&new.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+            (Arc::new(pools), old.pools_generation + 1)
+        };
+        let summary = format!(
+            "reloaded {}: {} rooms, {} upstreams, {} routes",
+            path.display(),
+            new.rooms.len(),
+            new.upstreams.len(),
+            new.routes.len()
+        );
+        self.live.store(Arc::new(Live {
+            config: new,
+            rooms: rooms.clone(),
+            pools,
+            pools_generation: generation,
+        }));
+        self.pools_tx.send_replace(generation);
+        rooms.refresh().await;
+        tracing::info!(target: "flashgate::audit", "{summary}");
+        Ok(summary)
+    }
+}
+
+/// Refuses a reload that changes what only a restart can change.
+fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
+    let file = new.source.display();
+    let restart = "needs a restart (`flashgate run --upgrade` hands the sockets over)";
+    if old.server.listen != new.server.listen {
+        return Err(format!("{file}: server.listen: {restart}"));
+    }
+    if old.server.admin_listen != new.server.admin_listen {
+        return Err(format!("{file}: server.admin_listen: {restart}"));
+    }
+    if old.server.threads != new.server.threads {
+        return Err(format!("{file}: server.threads: {restart}"));
+    }
+    if old.store != new.store {
+        return Err(format!("{file}: store: {restart}"));
+    }
+    if old.events != new.events {
+        return Err(format!("{file}: events: {restart}"));
+    }
+    Ok(())
+}
+
+fn same_upstreams(old: &Config, new: &Config) -> bool {
+    let key = |c: &Config| -> BTreeMap<String, String> {
+        c.upstreams
+            .iter()
+            .map(|(k, u)| (k.clone(), format!("{u:?}")))
+            .collect()
+    };
+    key(old) == key(new)
+}
+
+/// Keeps every room's view fresh (and runs the controller slice) for the rooms in force.
+#[derive(Debug)]
+pub struct RoomSync(pub Arc<Node>);
+
+#[async_trait]
+impl BackgroundService for RoomSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let every = self.0.live().config.snapshot_interval;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    let live = self.0.live();
+                    live.rooms.refresh().await;
+                    for r in live.rooms.all() {
+                        let v = r.view();
+                        let snap = &v.snapshot;
+                        let m = &self.0.metrics;
+                        m.serving.with_label_values(&[r.id()]).set(snap.ctl.serving as i64);
+                        m.issued.with_label_values(&[r.id()]).set(snap.issued as i64);
+                        let active = snap.active_total(clock::now().minute(), v.session_minutes);
+                        m.active.with_label_values(&[r.id()]).set(active as i64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the active health checks of the pools in force, restarting them when a reload rebuilds
+/// the pools (Pingora cannot add services after start, so the checks live in this one).
+#[derive(Debug)]
+pub struct PoolHealth(pub Arc<Node>);
+
+#[async_trait]
+impl BackgroundService for PoolHealth {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut generation = self.0.pools_tx.subscribe();
+        loop {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            for pool in self.0.live().pools.values() {
+                if pool.cfg.health.is_some() {
+                    let lb = pool.lb.clone();
+                    let stop = stop_rx.clone();
+                    tokio::spawn(async move { lb.start(stop).await });
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = stop_tx.send(true);
+                    return;
+                }
+                changed = generation.changed() => {
+                    let _ = stop_tx.send(true);
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reloads on SIGHUP, like nginx and HAProxy.
+#[derive(Debug)]
+pub struct ReloadOnHangup(pub Arc<Node>);
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reload through the admin API only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => match self.0.reload().await {
+                    Ok(summary) => tracing::info!("SIGHUP: {summary}"),
+                    Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
+                },
+            }
+        }
+    }
+}

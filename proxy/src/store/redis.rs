@@ -1,0 +1,541 @@
+//! The Redis store: [`waitroom::Store`] on one Redis (or a Redis Cluster) shared by a fleet.
+//!
+//! Semantics are exactly those of [`waitroom::MemoryStore`]; every state change is one Lua
+//! script ([`super::lua`]), called by SHA with a fallback to EVAL when the server's script
+//! cache is empty (after a restart or a failover). A snapshot is one script too, and returns
+//! Redis `TIME`, so the controller runs on the store's clock: any node may tick, and the
+//! compare-and-set on the controller state's version lets one commit win per slice.
+//!
+//! ## Keys
+//! Every key of room `R` starts with the hash tag `{fg:R}`, so a room lives on one Cluster slot
+//! and rooms spread over shards ([`room_keys`]):
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `{fg:R}:issued` | string | ticket counter | never |
+//! | `{fg:R}:ctl` | string | controller state ([`super::codec`]) | never |
+//! | `{fg:R}:claimed` | string | entries ever | never |
+//! | `{fg:R}:ovr` | string | live overrides ([`super::codec`]) | never |
+//! | `{fg:R}:claims` | hash | claims per advance record (`serving_after` → n) | [`RETAIN`] after last claim; pruned on commit |
+//! | `{fg:R}:active` | hash | active shoppers per check-in minute | [`RETAIN`] after last write; minutes older than 24 h + 2 min pruned on snapshot |
+//! | `{fg:R}:cmin` | hash | this minute's entries (`m`, `n`) | [`RETAIN`] after the minute changed |
+//! | `{fg:R}:entered` | bitmap | one bit per ticket that entered | [`RETAIN`] after last entry |
+//! | `{fg:R}:ended` | bitmap | one bit per ticket given up or revoked | [`RETAIN`] after last release |
+//!
+//! Memory per room: a few hundred bytes plus two bitmaps of one bit per ticket issued
+//! (1,000,000 tickets: 250 KB). [`RETAIN`] (2 days) outlives the longest session (24 h), the
+//! longest ticket and the claim window, so a key never expires while a token that needs it can
+//! still be presented. Retired rooms keep their four small strings until deleted
+//! (`redis-cli --scan --pattern '{fg:R}:*' | xargs redis-cli del`).
+//!
+//! ## Connections and failures
+//! The connection is made lazily, on first use, inside whichever Pingora runtime calls first
+//! (Pingora gives each service its own runtime; a client made before `run_forever` would be
+//! bound to a runtime that is gone). A single Redis uses the crate's `ConnectionManager`
+//! (multiplexed, reconnects with a short exponential backoff); a Cluster uses
+//! `cluster_async::ClusterConnection`. Connecting and each answer time out after
+//! [`CONNECT_TIMEOUT`] / [`RESPONSE_TIMEOUT`], and a whole call after [`CALL_TIMEOUT`], so a
+//! dead Redis fails fast; [`super::breaker`] then makes it fail at once.
+//!
+//! The ticket-issue script refuses to number anyone while the counter is below the highest
+//! value this node has read (a Redis that restarted empty would otherwise hand out numbers
+//! already held by shoppers in line); the node's room sync then re-seeds the room
+//! ([`waitroom::Store::reseed`]) and issuing resumes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, ScriptInvocation};
+use tokio::sync::OnceCell;
+use waitroom::state::{MinuteCount, Overrides, RoomSnapshot};
+use waitroom::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+use waitroom::{state::ControllerState, UnixMillis};
+
+use super::codec;
+use super::lua::Scripts;
+
+/// How long connecting to Redis may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis may take to answer one command.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one store call may take in all (connecting included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the growing keys (bitmaps, minute buckets, claims) outlive their last write.
+pub const RETAIN: Duration = Duration::from_secs(2 * 24 * 3600);
+/// Minutes of active buckets kept (the longest session plus slack), as in the memory store.
+const KEEP_MINUTES: u32 = 24 * 60 + 2;
+
+/// The names of a room's keys, all under the room's hash tag.
+#[derive(Debug, Clone)]
+pub struct RoomKeys {
+    pub issued: String,
+    pub ctl: String,
+    pub claims: String,
+    pub active: String,
+    pub entered: String,
+    pub ended: String,
+    pub cmin: String,
+    pub claimed: String,
+    pub ovr: String,
+}
+
+impl RoomKeys {
+    pub fn all(&self) -> [&str; 9] {
+        [
+            &self.issued,
+            &self.ctl,
+            &self.claims,
+            &self.active,
+            &self.entered,
+            &self.ended,
+            &self.cmin,
+            &self.claimed,
+            &self.ovr,
+        ]
+    }
+}
+
+/// The keys of room `room` (room ids are `[a-z0-9_-]`, so no brace can break the tag).
+pub fn room_keys(room: &str) -> RoomKeys {
+    let k = |suffix: &str| format!("{{fg:{room}}}:{suffix}");
+    RoomKeys {
+        issued: k("issued"),
+        ctl: k("ctl"),
+        claims: k("claims"),
+        active: k("active"),
+        entered: k("entered"),
+        ended: k("ended"),
+        cmin: k("cmin"),
+        claimed: k("claimed"),
+        ovr: k("ovr"),
+    }
+}
+
+enum Target {
+    Single(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// [`Store`] on Redis. Cheap to build (no I/O); connects on first use.
+pub struct RedisStore {
+    url: String,
+    target: Target,
+    conn: OnceCell<Conn>,
+    scripts: Scripts,
+    /// Per room, the highest ticket counter read: issuing below it is refused.
+    floors: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &redact(&self.url))
+            .field("cluster", &matches!(self.target, Target::Cluster(_)))
+            .field("connected", &self.conn.initialized())
+            .finish()
+    }
+}
+
+/// The URL without a password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Transport trouble is `Unavailable` (the circuit breaker counts it); an answer we cannot
+/// use is `Protocol`.
+fn store_error(e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::Parse
+        | ErrorKind::UnexpectedReturnType
+        | ErrorKind::Server(ServerErrorKind::ResponseError) => {
+            StoreError::Protocol(format!("redis: {e}"))
+        }
+        _ => unavailable(e),
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Protocol(format!("redis: unexpected {what}"))
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
+    /// client with `url` as the seed node.
+    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
+        let target = if cluster {
+            ClusterClient::builder(vec![url])
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(2)
+                .build()
+                .map(|c| Target::Cluster(Box::new(c)))
+        } else {
+            redis::Client::open(url).map(Target::Single)
+        }
+        .map_err(|e| format!("store.url: {e}"))?;
+        Ok(Self {
+            url: url.to_owned(),
+            target,
+            conn: OnceCell::new(),
+            scripts: Scripts::new(),
+            floors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.conn
+            .get_or_try_init(|| async {
+                match &self.target {
+                    Target::Single(c) => {
+                        let cfg = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                            // Few, quick reconnect attempts: a call waiting on a reconnect
+                            // must still fail within CALL_TIMEOUT, and the breaker spaces out
+                            // the probes anyway.
+                            .set_number_of_retries(1)
+                            .set_min_delay(Duration::from_millis(20))
+                            .set_max_delay(Duration::from_millis(100));
+                        ConnectionManager::new_lazy_with_config(c.clone(), cfg).map(Conn::Single)
+                    }
+                    Target::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+                }
+                .map_err(unavailable)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one script, within [`CALL_TIMEOUT`].
+    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let run = async {
+            match self.conn().await? {
+                Conn::Single(mut c) => inv.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
+            }
+            .map_err(store_error)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, run)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+    }
+
+    fn floor(&self, room: &str) -> u64 {
+        self.floors.lock().get(room).copied().unwrap_or(0)
+    }
+
+    fn raise_floor(&self, room: &str, issued: u64) {
+        let mut f = self.floors.lock();
+        match f.get_mut(room) {
+            Some(v) => *v = (*v).max(issued),
+            None => {
+                f.insert(room.to_owned(), issued);
+            }
+        }
+    }
+
+    /// The snapshot without touching the issue floor.
+    async fn read(&self, room: &str) -> Result<RoomSnapshot, StoreError> {
+        let k = room_keys(room);
+        let mut inv = self.scripts.snapshot.prepare_invoke();
+        inv.key(&k.issued)
+            .key(&k.ctl)
+            .key(&k.claims)
+            .key(&k.active)
+            .key(&k.cmin)
+            .key(&k.claimed)
+            .key(&k.ovr)
+            .arg(KEEP_MINUTES);
+        type Raw = (
+            u64,
+            u64,
+            u64,
+            String,
+            Vec<String>,
+            Vec<String>,
+            u32,
+            u64,
+            u64,
+            String,
+        );
+        let (secs, micros, issued, ctl, claims, active, cmin_m, cmin_n, claimed, ovr): Raw =
+            self.call(&inv).await?;
+        let mut ctl = codec::decode_ctl(&ctl)?;
+        let claims = pairs::<u64, u64>(&claims, "claims")?;
+        for r in &mut ctl.history {
+            r.claimed = claims
+                .iter()
+                .find(|(k, _)| *k == r.serving_after)
+                .map_or(0, |(_, n)| *n);
+        }
+        let mut active: Vec<MinuteCount> = pairs::<u32, u64>(&active, "active minutes")?
+            .into_iter()
+            .map(|(minute, count)| MinuteCount { minute, count })
+            .collect();
+        active.sort_by_key(|m| m.minute);
+        Ok(RoomSnapshot {
+            time: UnixMillis(secs * 1000 + micros / 1000),
+            issued,
+            claimed_total: claimed,
+            active,
+            claims_minute: cmin_m,
+            claims_in_minute: cmin_n,
+            ctl,
+            overrides: codec::decode_overrides(&ovr)?,
+        })
+    }
+}
+
+/// Parses a flat `[field, value, field, value, ...]` reply.
+fn pairs<A: std::str::FromStr, B: std::str::FromStr>(
+    flat: &[String],
+    what: &str,
+) -> Result<Vec<(A, B)>, StoreError> {
+    if !flat.len().is_multiple_of(2) {
+        return Err(bad(what));
+    }
+    flat.chunks(2)
+        .map(|c| match (c[0].parse(), c[1].parse()) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            _ => Err(bad(what)),
+        })
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+        let k = room_keys(room);
+        let mut inv = self.scripts.issue.prepare_invoke();
+        inv.key(&k.issued).arg(count).arg(self.floor(room));
+        let first: i64 = self.call(&inv).await?;
+        u64::try_from(first).map_err(|_| {
+            StoreError::Protocol(format!(
+                "room {room}: the ticket counter is behind what this node has seen (Redis lost \
+                 data); waiting for the room to be re-seeded"
+            ))
+        })
+    }
+
+    async fn snapshot(&self, room: &str, _now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+        let snap = self.read(room).await?;
+        self.raise_floor(room, snap.issued);
+        Ok(snap)
+    }
+
+    async fn commit(
+        &self,
+        room: &str,
+        expected: u64,
+        next: &ControllerState,
+    ) -> Result<bool, StoreError> {
+        let k = room_keys(room);
+        let mut next = next.clone();
+        next.version = expected + 1;
+        for r in &mut next.history {
+            r.claimed = 0; // claims live in the claims hash
+        }
+        let mut inv = self.scripts.commit.prepare_invoke();
+        inv.key(&k.ctl)
+            .key(&k.claims)
+            .arg(expected)
+            .arg(codec::encode_ctl(&next));
+        for r in &next.history {
+            inv.arg(r.serving_after);
+        }
+        let won: i64 = self.call(&inv).await?;
+        Ok(won == 1)
+    }
+
+    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+        let k = room_keys(room);
+        let mut inv = self.scripts.claim.prepare_invoke();
+        inv.key(&k.issued)
+            .key(&k.ctl)
+            .key(&k.claims)
+            .key(&k.active)
+            .key(&k.entered)
+            .key(&k.ended)
+            .key(&k.cmin)
+            .key(&k.claimed)
+            .key(&k.ovr)
+            .arg(req.ticket)
+            .arg(req.position)
+            .arg(req.minute)
+            .arg(req.now.0)
+            .arg(millis(req.claim_window))
+            .arg(req.max_per_minute)
+            .arg(req.cap)
+            .arg(req.session_minutes)
+            .arg(u8::from(req.unlimited))
+            .arg(RETAIN.as_secs());
+        let code: i64 = self.call(&inv).await?;
+        Ok(match code {
+            0 => ClaimOutcome::Entered,
+            1 => ClaimOutcome::AlreadyEntered,
+            2 => ClaimOutcome::NotYet,
+            3 => ClaimOutcome::Full,
+            4 => ClaimOutcome::MinuteFull,
+            5 => ClaimOutcome::Ended,
+            _ => return Err(bad("claim outcome")),
+        })
+    }
+
+    async fn check_in(
+        &self,
+        room: &str,
+        ticket: u64,
+        from: u32,
+        to: u32,
+    ) -> Result<CheckIn, StoreError> {
+        if ticket == 0 {
+            return Ok(CheckIn::Moved); // minted without the store; never counted
+        }
+        let k = room_keys(room);
+        let mut inv = self.scripts.check_in.prepare_invoke();
+        inv.key(&k.ended)
+            .key(&k.active)
+            .arg(ticket)
+            .arg(from)
+            .arg(to)
+            .arg(RETAIN.as_secs());
+        let moved: i64 = self.call(&inv).await?;
+        Ok(if moved == 1 {
+            CheckIn::Moved
+        } else {
+            CheckIn::Ended
+        })
+    }
+
+    async fn release(
+        &self,
+        room: &str,
+        ticket: u64,
+        minute: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let k = room_keys(room);
+        let mut inv = self.scripts.release.prepare_invoke();
+        inv.key(&k.issued)
+            .key(&k.entered)
+            .key(&k.ended)
+            .key(&k.active)
+            .arg(ticket)
+            .arg(minute.map(|m| m.to_string()).unwrap_or_default())
+            .arg(RETAIN.as_secs());
+        let _: i64 = self.call(&inv).await?;
+        Ok(())
+    }
+
+    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
+        // One SET: atomic on its own, no script needed.
+        let k = room_keys(room);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&k.ovr).arg(codec::encode_overrides(overrides));
+        let run = async {
+            match self.conn().await? {
+                Conn::Single(mut c) => cmd.query_async::<()>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<()>(&mut c).await,
+            }
+            .map_err(store_error)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, run)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+    }
+
+    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
+        let k = room_keys(room);
+        for _ in 0..3 {
+            let cur = self.read(room).await?;
+            let merged = marks.merged_ctl(&cur.ctl);
+            let mut inv = self.scripts.reseed.prepare_invoke();
+            inv.key(&k.issued)
+                .key(&k.ctl)
+                .key(&k.claims)
+                .key(&k.active)
+                .key(&k.cmin)
+                .key(&k.claimed)
+                .key(&k.ovr)
+                .arg(cur.ctl.version);
+            let claims: Vec<(u64, u64)> = match &merged {
+                Some(c) => {
+                    let mut stored = c.clone();
+                    for r in &mut stored.history {
+                        r.claimed = 0;
+                    }
+                    inv.arg(codec::encode_ctl(&stored));
+                    c.history
+                        .iter()
+                        .filter(|r| r.claimed > 0)
+                        .map(|r| (r.serving_after, r.claimed))
+                        .collect()
+                }
+                None => {
+                    inv.arg("");
+                    Vec::new()
+                }
+            };
+            inv.arg(marks.issued)
+                .arg(marks.claimed_total)
+                .arg(marks.claims_minute)
+                .arg(marks.claims_in_minute)
+                .arg(RETAIN.as_secs())
+                .arg(codec::encode_overrides(&marks.overrides))
+                .arg(claims.len());
+            for (sa, n) in &claims {
+                inv.arg(*sa).arg(*n);
+            }
+            for m in &marks.active {
+                inv.arg(m.minute).arg(m.count);
+            }
+            let won: i64 = self.call(&inv).await?;
+            if won == 1 {
+                return Ok(());
+            }
+        }
+        Err(unavailable(
+            "re-seed lost three compare-and-set races in a row",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_room_tag_and_urls_are_redacted() {
+        let k = room_keys("drop-1");
+        for key in k.all() {
+            assert!(key.starts_with("{fg:drop-1}:"), "{key}");
+        }
+        assert_eq!(
+            redact("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:1"), "redis://127.0.0.1:1");
+    }
+}

@@ -1,0 +1,373 @@
+//! A fleet: two `flashgate` processes sharing one real `redis-server` (started by the test on a
+//! free port), in front of a real origin. One queue, one order and one rate whichever node a
+//! shopper hits; operator changes reach every node; a Redis outage and a Redis restart that
+//! lost everything cost pass holders nothing and move nobody backwards.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{get_json, Flashgate, Origin};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+async fn status(fg: &Flashgate, c: &reqwest::Client, room: &str) -> Value {
+    let (code, st, _) = get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base)).await;
+    assert_eq!(code, 200, "{st}");
+    st
+}
+
+/// GET `/echo` through the gate with `Host: host` (rooms here are told apart by host).
+async fn get(fg: &Flashgate, c: &reqwest::Client, host: &str) -> reqwest::Response {
+    c.get(format!("{}/echo", fg.base))
+        .header("host", host)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Joins the line at `fg` (the room must be queueing); returns the ticket number.
+async fn join(fg: &Flashgate, c: &reqwest::Client, host: &str) -> u64 {
+    let r = get(fg, c, host).await;
+    let code = r.status().as_u16();
+    let st: Value = r.json().await.unwrap_or_default();
+    assert_eq!(code, 200, "queued: {st}");
+    st["ticket"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a ticket: {st}"))
+}
+
+/// Whether the origin answered (its echo reports the method), and the status code.
+async fn enter(fg: &Flashgate, c: &reqwest::Client, host: &str) -> (u16, bool) {
+    let r = get(fg, c, host).await;
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    (code, body["method"] == "GET")
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const SALE: &str = r#"
+[[rooms]]
+id = "drop"
+paths = ["/echo"]
+new_users_per_minute = 240
+total_active_users = 1000
+poll_interval = "1s"
+abandon_after = "60s"
+claim_window = "10s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_one_queue_one_order_one_rate() {
+    let redis = RedisServer::start();
+    let origin = Origin::start().await;
+    let a = Arc::new(Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await);
+    let b = Arc::new(Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await);
+
+    // A live change on node A is what shoppers on node B see within a second.
+    let watcher = b.shopper();
+    a.patch_room("drop", json!({"paused": true})).await;
+    let changed = Instant::now();
+    while status(&b, &watcher, "drop").await["state"] != "paused" {
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "node B still not paused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "pause on node A seen on node B after {:?}",
+        changed.elapsed()
+    );
+
+    // Shoppers arrive at both nodes: one ticket counter.
+    const N: u64 = 24;
+    let mut joins = Vec::new();
+    for i in 0..N {
+        let fg = if i % 2 == 0 { a.clone() } else { b.clone() };
+        joins.push(tokio::spawn(async move {
+            let c = fg.shopper();
+            let t = join(&fg, &c, "shop.test").await;
+            (fg, c, t)
+        }));
+    }
+    let mut shoppers = Vec::new();
+    for j in joins {
+        shoppers.push(j.await.expect("join"));
+    }
+    let mut tickets: Vec<u64> = shoppers.iter().map(|(_, _, t)| *t).collect();
+    tickets.sort_unstable();
+    assert_eq!(
+        tickets,
+        (1..=N).collect::<Vec<_>>(),
+        "unique, from one counter"
+    );
+
+    // Open on node B; everyone polls their own node and enters when admitted.
+    let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
+    let started = Instant::now();
+    b.patch_room("drop", json!({"paused": false})).await;
+    let mut tasks = Vec::new();
+    for (fg, c, ticket) in shoppers {
+        let entries = entries.clone();
+        tasks.push(tokio::spawn(async move {
+            let deadline = started + Duration::from_secs(40);
+            loop {
+                let st = status(&fg, &c, "drop").await;
+                let serving = st["serving"].as_u64().expect("serving");
+                if st["admitted"] == true {
+                    assert!(ticket <= serving, "admitted past serving: {st}");
+                    if enter(&fg, &c, "shop.test").await.1 {
+                        entries.lock().push((ticket, started.elapsed()));
+                        return (fg, c);
+                    }
+                } else if st["state"] == "queueing" {
+                    assert!(
+                        ticket > serving,
+                        "ticket {ticket} waits behind serving: {st}"
+                    );
+                }
+                assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    let mut admitted = Vec::new();
+    for t in tasks {
+        admitted.push(t.await.expect("shopper"));
+    }
+    let entries = entries.lock().clone();
+    assert_eq!(entries.len() as u64, N);
+
+    // One order: nobody enters well before a lower ticket (polls are 100 ms apart, a node's
+    // view up to 50 ms old, so allow a few hundred ms).
+    for &(ti, at_i) in &entries {
+        for &(tj, at_j) in &entries {
+            if ti < tj {
+                assert!(
+                    at_j + Duration::from_millis(600) >= at_i,
+                    "ticket {tj} entered at {at_j:?}, long before ticket {ti} at {at_i:?}"
+                );
+            }
+        }
+    }
+    // One rate: 240 a minute is 4 a second fleet-wide, plus what was open before the pause
+    // (the idle room's one-slice lead: 4) and at most two slices of credit (8).
+    let span = entries.iter().map(|e| e.1).max().expect("entries");
+    let allowed = 4.0 * span.as_secs_f64() + 4.0 + 8.0 + 1.0;
+    assert!(
+        (N as f64) <= allowed,
+        "{N} entries in {span:?}: faster than the rate"
+    );
+    assert!(
+        span >= Duration::from_secs(2),
+        "{N} entries in {span:?}: too fast"
+    );
+    let report = a.room("drop").await;
+    assert_eq!(report["entered_total"], N, "{report}");
+    assert_eq!(
+        origin.shop.stats().requests,
+        N,
+        "the origin saw exactly the admitted"
+    );
+
+    // Redis calls per status poll: polls are answered from each node's view, so a poll storm
+    // costs Redis what the same time without polls costs (the background refresh).
+    let quiet = Instant::now();
+    let before = redis.client_calls();
+    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement period, not a wait
+    let idle = redis.client_calls() - before;
+    let idle_rate = idle as f64 / quiet.elapsed().as_secs_f64();
+    let before = redis.client_calls();
+    let storm = Instant::now();
+    let polls: u32 = 2000;
+    let mut pollers = Vec::new();
+    for p in 0..4u32 {
+        let fg = if p % 2 == 0 { a.clone() } else { b.clone() };
+        pollers.push(tokio::spawn(async move {
+            let c = fg.shopper();
+            for _ in 0..polls / 4 {
+                status(&fg, &c, "drop").await;
+            }
+        }));
+    }
+    for p in pollers {
+        p.await.expect("poller");
+    }
+    let took = storm.elapsed().as_secs_f64();
+    let calls = redis.client_calls() - before;
+    eprintln!(
+        "poll storm: {polls} polls over 2 nodes in {took:.2}s ({:.0}/s): {calls} Redis calls \
+         ({:.4} per poll); the same time without polls: {:.0} calls (background refresh, \
+         snapshot_interval 50ms)",
+        f64::from(polls) / took,
+        calls as f64 / f64::from(polls),
+        idle_rate * took,
+    );
+    assert!(
+        calls as f64 <= idle_rate * took * 1.5 + 10.0,
+        "{calls} calls during the storm: polls reach Redis"
+    );
+
+    // A node dies: its shoppers carry on at the other node with the same cookies.
+    let (fg_a_shopper, c) = admitted
+        .into_iter()
+        .find(|(fg, _)| Arc::ptr_eq(fg, &a))
+        .expect("someone entered at node A");
+    drop(fg_a_shopper);
+    let Ok(a) = Arc::try_unwrap(a) else {
+        panic!("node A still shared")
+    };
+    drop(a);
+    assert_eq!(enter(&b, &c, "shop.test").await, (200, true));
+}
+
+const TWO_ROOMS: &str = r#"
+[[rooms]]
+id = "q"
+hosts = ["q.test"]
+paths = ["/echo"]
+new_users_per_minute = 600
+total_active_users = 1000
+poll_interval = "1s"
+abandon_after = "60s"
+claim_window = "10s"
+
+[[rooms]]
+id = "f"
+hosts = ["f.test"]
+paths = ["/echo"]
+new_users_per_minute = 600
+total_active_users = 1000
+on_store_error = "admit_at_floor_rate"
+floor_rate_per_minute = 6
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_then_restart_empty() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::start().await;
+    let a = Flashgate::start_on_redis(origin.addr, &redis.url(), TWO_ROOMS).await;
+    let b = Flashgate::start_on_redis(origin.addr, &redis.url(), TWO_ROOMS).await;
+
+    // A pass holder, then a held line of six spread over both nodes.
+    let holder = a.shopper();
+    assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
+    a.patch_room("q", json!({"paused": true})).await;
+    let watcher = b.shopper();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&b, &watcher, "q").await["state"] != "paused" {
+        assert!(Instant::now() < deadline, "node B never saw the pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut line = Vec::new();
+    for i in 0..6 {
+        let fg = if i % 2 == 0 { &a } else { &b };
+        let c = fg.shopper();
+        let t = join(fg, &c, "q.test").await;
+        line.push((i % 2, c, t));
+    }
+    let before = a.room("q").await;
+    let issued_before = before["tickets_issued"].as_u64().expect("issued");
+    let serving_before = before["serving"].as_u64().expect("serving");
+    let node = |i: usize| if i == 0 { &a } else { &b };
+    let mut positions = Vec::new();
+    for (n, c, _) in &line {
+        positions.push(status(node(*n), c, "q").await["position"].as_u64());
+    }
+
+    // Redis dies mid-sale.
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.readyz().await != 503 || b.readyz().await != 503 {
+        assert!(Instant::now() < deadline, "readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Pass holders keep shopping, on either node.
+    assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
+    assert_eq!(enter(&b, &holder, "q.test").await, (200, true));
+    // Waiting shoppers keep their place (answered from the nodes' views).
+    for ((n, c, _), p) in line.iter().zip(&positions) {
+        assert_eq!(&status(node(*n), c, "q").await["position"].as_u64(), p);
+    }
+    // `queue`: a new arrival is asked to wait, 503 + Retry-After.
+    let r = get(&a, &a.shopper(), "q.test").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    // `admit_at_floor_rate`: each node lets one in (6 a minute, no burst), then waits.
+    for fg in [&a, &b] {
+        assert_eq!(enter(fg, &fg.shopper(), "f.test").await, (200, true));
+        let (code, entered) = enter(fg, &fg.shopper(), "f.test").await;
+        assert_eq!((code, entered), (503, false));
+    }
+    let m = a.metrics().await;
+    assert_eq!(metric(&m, "flashgate_store_degraded "), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "flashgate_floor_admissions_total{room=\"f\"} "),
+        1.0
+    );
+    assert!(metric(&m, "flashgate_store_mode_changes_total{mode=\"open\"} ") >= 1.0);
+
+    // Redis comes back empty: the nodes re-seed it from their high-water marks.
+    redis.restart_empty();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut serving_seen = serving_before;
+    while a.readyz().await != 200 || b.readyz().await != 200 {
+        assert!(Instant::now() < deadline, "readyz never came back");
+        let s = a.room("q").await["serving"].as_u64().expect("serving");
+        assert!(
+            s >= serving_seen,
+            "serving went back from {serving_seen} to {s}"
+        );
+        serving_seen = s;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = a.room("q").await;
+    assert!(after["serving"].as_u64() >= Some(serving_before), "{after}");
+    assert!(
+        after["tickets_issued"].as_u64() >= Some(issued_before),
+        "{after}"
+    );
+    assert_eq!(
+        after["paused"], true,
+        "the pause survived the Redis restart"
+    );
+    let reseeds = metric(
+        &a.metrics().await,
+        "flashgate_store_reseeds_total{room=\"q\"} ",
+    ) + metric(
+        &b.metrics().await,
+        "flashgate_store_reseeds_total{room=\"q\"} ",
+    );
+    assert!(reseeds >= 1.0, "nobody re-seeded");
+    for ((n, c, _), p) in line.iter().zip(&positions) {
+        let now = status(node(*n), c, "q").await["position"].as_u64();
+        assert!(now <= *p, "position went back from {p:?} to {now:?}");
+    }
+    // New arrivals get numbers nobody holds.
+    let newcomer = b.shopper();
+    let t = join(&b, &newcomer, "q.test").await;
+    assert!(
+        t > issued_before,
+        "ticket {t} reused (issued before: {issued_before})"
+    );
+    // The line moves on, in order: the first of the line enters first.
+    b.patch_room("q", json!({"paused": false})).await;
+    let first = line.iter().min_by_key(|(_, _, t)| *t).expect("line");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(node(first.0), &first.1, "q").await["admitted"] != true {
+        assert!(Instant::now() < deadline, "the line never moved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(enter(node(first.0), &first.1, "q.test").await, (200, true));
+    assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
+}

@@ -1,0 +1,470 @@
+//! The gate end to end: a real flashgate process, a real origin, real HTTP over loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get_json, Flashgate, Origin, SECRET};
+use serde_json::json;
+use waitroom::{KeyRing, Pass, Ticket};
+
+/// A room over the origin's `/echo` (which reports what it received).
+const ECHO_ROOM: &str = r#"
+[[rooms]]
+id = "drop"
+paths = ["/echo"]
+new_users_per_minute = 60
+total_active_users = 100
+poll_interval = "1s"
+abandon_after = "30s"
+claim_window = "10s"
+queueing_status_code = 202
+message = "<script>alert('x')</script> Big drop"
+"#;
+
+fn now_secs() -> u64 {
+    flashgate::clock::now().secs()
+}
+
+/// Polls the status endpoint as a waiting page would, until admitted (deadline).
+async fn wait_admitted(
+    fg: &Flashgate,
+    c: &reqwest::Client,
+    room: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, st, _) =
+            get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base)).await;
+        assert_eq!(code, 200);
+        if st["admitted"] == json!(true) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "not admitted in time: {st}");
+        let after = st["poll_after_ms"].as_u64().unwrap_or(1000).min(500);
+        tokio::time::sleep(Duration::from_millis(after)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arrival_ticket_polls_admission_and_forwarding() {
+    let origin = Origin::start().await;
+    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    fg.patch_room("drop", json!({"paused": true})).await;
+
+    let shopper = fg.shopper();
+    let (code, st, headers) = get_json(&shopper, &format!("{}/echo?x=1", fg.base)).await;
+    assert_eq!(code, 202, "the room's queueing status code");
+    assert_eq!(st["state"], "paused");
+    assert_eq!(st["ticket"], 1);
+    assert!(headers.get("retry-after").is_some());
+    assert!(
+        headers.get("x-flashgate-token").is_some(),
+        "token for cookie-less apps"
+    );
+    assert_eq!(
+        origin.shop.stats().requests,
+        0,
+        "a queued shopper never reaches the origin"
+    );
+
+    let (_, st, _) = get_json(
+        &shopper,
+        &format!("{}/.flashgate/status?room=drop", fg.base),
+    )
+    .await;
+    assert_eq!(st["state"], "paused");
+    assert_eq!(st["admitted"], false);
+
+    fg.patch_room("drop", json!({"paused": false})).await;
+    wait_admitted(&fg, &shopper, "drop", Duration::from_secs(20)).await;
+
+    // The shop's own cookie (set through the proxy on an unprotected route) must pass through.
+    let r = shopper
+        .post(format!("{}/cart", fg.base))
+        .form(&[("sku", "NOVA-HIGHLIGHTER"), ("qty", "1")])
+        .send()
+        .await
+        .expect("cart");
+    assert_eq!(r.status(), 303);
+    let r = shopper
+        .get(format!("{}/echo?x=1", fg.base))
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let set_cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    assert!(set_cookies.iter().any(|c| c.starts_with("fg_p_drop=")
+        && c.contains("HttpOnly")
+        && c.contains("SameSite=Lax")));
+    assert!(
+        set_cookies.iter().any(|c| c.starts_with("fg_t_drop=;")),
+        "ticket cookie cleared: {set_cookies:?}"
+    );
+    let echo: serde_json::Value = r.json().await.expect("echo json");
+    let h = &echo["headers"];
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "untrusted X-Forwarded-For is replaced"
+    );
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert!(h["x-request-id"].as_str().is_some_and(|s| s.len() == 24));
+    let cookie = h["cookie"].as_str().unwrap_or("");
+    assert!(
+        cookie.contains("shop_cart=") && !cookie.contains("fg_"),
+        "own cookies stripped: {cookie}"
+    );
+    assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
+
+    // The pass works for later requests.
+    let r = shopper
+        .get(format!("{}/echo?x=2", fg.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let report = fg.room("drop").await;
+    assert_eq!(report["entered_total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn html_and_json_negotiation_and_escaping() {
+    let origin = Origin::start().await;
+    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    fg.patch_room("drop", json!({"paused": true})).await;
+    let c = fg.shopper();
+    let r = c
+        .get(format!("{}/echo", fg.base))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/html"));
+    let html = r.text().await.expect("body");
+    assert!(
+        html.contains("http-equiv=\"refresh\""),
+        "works without JavaScript"
+    );
+    assert!(html.contains("aria-live"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Big drop"));
+    assert!(
+        !html.contains("<script>alert"),
+        "merchant strings are escaped"
+    );
+    let (code, st, _) = get_json(&c, &format!("{}/echo", fg.base)).await;
+    assert_eq!(code, 202);
+    assert_eq!(st["room"], "drop");
+    let r = c
+        .get(format!("{}/.flashgate/assets/waiting.js", fg.base))
+        .send()
+        .await
+        .expect("asset");
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("{}/.flashgate/nope", fg.base))
+        .send()
+        .await
+        .expect("reserved");
+    assert_eq!(r.status(), 404);
+    assert_eq!(origin.shop.stats().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_expired_and_foreign_tokens_are_requeued() {
+    let origin = Origin::start().await;
+    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    fg.patch_room("drop", json!({"paused": true})).await;
+    let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
+    let theirs = KeyRing::new(
+        &[(1, b"another-secret-another-secret-0123456789".as_slice())],
+        1,
+    )
+    .expect("ring");
+    let now = now_secs();
+    let pass = |room: &str, expires_at: u64| Pass {
+        room: room.into(),
+        event: 0,
+        ticket: 1,
+        admitted_at: now - 10,
+        checkin_minute: (now / 60) as u32,
+        expires_at,
+        binding: 0,
+        fixed_session: false,
+    };
+    let valid = ours.sign_pass(&pass("drop", now + 600));
+    let mut flipped = valid.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let bad_tokens = [
+        ("garbage", "not-a-token".to_owned()),
+        ("flipped", String::from_utf8(flipped).expect("ascii")),
+        ("other key", theirs.sign_pass(&pass("drop", now + 600))),
+        ("expired", ours.sign_pass(&pass("drop", now - 120))),
+        ("other room", ours.sign_pass(&pass("checkout", now + 600))),
+        (
+            "ticket as pass",
+            ours.sign_ticket(&Ticket {
+                room: "drop".into(),
+                event: 0,
+                number: 1,
+                issued_at: now,
+                last_seen: now,
+                expires_at: now + 60,
+                binding: 0,
+                serving_at_issue: 0,
+            }),
+        ),
+    ];
+    for (what, tok) in &bad_tokens {
+        for how in ["cookie", "header"] {
+            let c = reqwest::Client::new();
+            let req = c
+                .get(format!("{}/echo", fg.base))
+                .header("accept", "application/json");
+            let req = if how == "cookie" {
+                req.header("cookie", format!("fg_p_drop={tok}"))
+            } else {
+                req.header("x-flashgate-token", tok.as_str())
+            };
+            let r = req.send().await.expect("request");
+            assert_eq!(r.status(), 202, "{what} via {how}: queued, never a 500");
+            let st: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(st["state"], "paused", "{what} via {how}");
+        }
+    }
+    assert_eq!(
+        origin.shop.stats().requests,
+        0,
+        "no forged token reached the origin"
+    );
+    // The genuine pass does get through.
+    let r = reqwest::Client::new()
+        .get(format!("{}/echo", fg.base))
+        .header("cookie", format!("fg_p_drop={valid}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leave_frees_capacity_at_once() {
+    let origin = Origin::start().await;
+    let room = r#"
+[[rooms]]
+id = "tiny"
+paths = ["/echo"]
+new_users_per_minute = 60
+total_active_users = 1
+poll_interval = "1s"
+abandon_after = "30s"
+claim_window = "10s"
+"#;
+    let fg = Flashgate::start(origin.addr, room).await;
+    let a = fg.shopper();
+    // A quiet room lets the first shopper straight in.
+    fg.wait_room("tiny", "the first slot", |r| {
+        r["serving"].as_u64() >= Some(1)
+    })
+    .await;
+    let r = a.get(format!("{}/echo", fg.base)).send().await.expect("a");
+    assert_eq!(r.status(), 200);
+    fg.wait_room("tiny", "A counted active", |r| r["active"] == 1)
+        .await;
+
+    let b = fg.shopper();
+    let (code, st, _) = get_json(&b, &format!("{}/echo", fg.base)).await;
+    assert_eq!(code, 200, "waiting page status");
+    assert_eq!(st["state"], "queueing");
+    assert_eq!(st["ticket"], 2);
+
+    let r = a
+        .post(format!("{}/.flashgate/leave?room=tiny", fg.base))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("leave");
+    assert_eq!(r.status(), 200);
+    let cleared = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter(|v| v.to_str().unwrap_or("").contains("Max-Age=0"))
+        .count();
+    assert_eq!(cleared, 2, "both cookies cleared");
+    let report = fg.room("tiny").await;
+    assert_eq!(report["active"], 0, "capacity freed at once: {report}");
+    // The pass A held is refused now, even if replayed.
+    let (code, st, _) = get_json(&a, &format!("{}/echo", fg.base)).await;
+    assert_eq!(code, 200);
+    assert!(st["ticket"].as_u64().is_some(), "A is queued again: {st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_revoke_ends_the_session_and_is_stripped() {
+    let origin = Origin::start().await;
+    let room = r#"
+[[rooms]]
+id = "shop"
+paths = ["/"]
+new_users_per_minute = 60
+total_active_users = 100
+poll_interval = "1s"
+abandon_after = "30s"
+claim_window = "10s"
+"#;
+    let fg = Flashgate::start(origin.addr, room).await;
+    fg.wait_room("shop", "the first slot", |r| {
+        r["serving"].as_u64() >= Some(1)
+    })
+    .await;
+    let c = fg.shopper();
+    let r = c
+        .get(format!("{}/products", fg.base))
+        .send()
+        .await
+        .expect("catalog");
+    assert_eq!(r.status(), 200);
+    fg.wait_room("shop", "shopper counted", |r| r["active"] == 1)
+        .await;
+    let r = c
+        .get(format!("{}/done", fg.base))
+        .send()
+        .await
+        .expect("done");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-flashgate-command").is_none(),
+        "command stripped"
+    );
+    let cleared = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap_or("").starts_with("fg_p_shop=;"));
+    assert!(cleared, "pass cookie cleared");
+    fg.wait_room("shop", "capacity released", |r| r["active"] == 0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_down_gives_the_branded_error_page() {
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let fg = Flashgate::start(dead, "").await;
+    let r = reqwest::get(format!("{}/products", fg.base))
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().get("retry-after").is_some());
+    let html = r.text().await.expect("body");
+    assert!(html.contains("The shop is busy"), "{html}");
+
+    // With a health check the dead server is marked down: 503, no connect attempt.
+    let (port, admin) = (common::free_port(), common::free_port());
+    let text = common::config(port, admin, dead, "").replace(
+        "read_timeout = \"5s\"",
+        "read_timeout = \"5s\"\nhealth_check = { kind = \"tcp\", interval = \"100ms\" }",
+    );
+    let fg = Flashgate::start_with(&text, port, admin).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(format!("{}/products", fg.base))
+            .await
+            .expect("request");
+        if r.status() == 503 {
+            assert!(r.headers().get("retry-after").is_some());
+            break;
+        }
+        assert_eq!(r.status(), 502, "until the check runs, a connect failure");
+        assert!(
+            Instant::now() < deadline,
+            "health check never marked the server down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_sent_events_carry_the_status() {
+    let origin = Origin::start().await;
+    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    fg.patch_room("drop", json!({"paused": true})).await;
+    let c = fg.shopper();
+    let _ = get_json(&c, &format!("{}/echo", fg.base)).await;
+    let mut r = c
+        .get(format!("{}/.flashgate/events?room=drop", fg.base))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let chunk = r.chunk().await.expect("first event").expect("data");
+    let text = String::from_utf8_lossy(&chunk);
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let st: serde_json::Value = serde_json::from_str(data).expect("json event");
+    assert_eq!(st["state"], "paused");
+    assert_eq!(st["ticket"], 1);
+    // Unpausing is pushed to the open stream.
+    fg.patch_room("drop", json!({"paused": false})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("event in time")
+            .expect("read");
+        let Some(chunk) = chunk else {
+            panic!("stream ended before admission")
+        };
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        if let Some(d) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+            let st: serde_json::Value = serde_json::from_str(d).expect("json event");
+            if st["admitted"] == true {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[tokio::test]
+async fn check_and_run_reject_a_bad_config_with_its_key() {
+    let bad = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/rate_zero.toml"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["check", bad])
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rate_zero.toml: rooms[0].new_users_per_minute: must be > 0"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["run", "-c", bad])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["check", good])
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(0));
+}
