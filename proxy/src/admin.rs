@@ -247,6 +247,32 @@ impl ServeHttp for Admin {
         let live = self.node.live();
         match (method.as_str(), path.as_str()) {
             ("GET", "/metrics") => text(200, &self.node.metrics.render()),
+            ("POST", "/api/cache/purge") => {
+                let body = match Self::body(s).await {
+                    Ok(b) => b,
+                    Err(e) => return error(400, e),
+                };
+                let v: Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return error(400, &format!("invalid JSON: {e}")),
+                };
+                match crate::shield::Purge::from_json(&v) {
+                    Ok(p) => {
+                        let n = self.node.shield.purge(&p);
+                        tracing::info!(target: "flashgate::audit", purge = %v, purged = n, "cache purged");
+                        json(200, serde_json::json!({ "purged": n }).to_string())
+                    }
+                    Err(e) => error(400, &e),
+                }
+            }
+            ("GET", "/api/cache") => json(
+                200,
+                serde_json::json!({
+                    "entries": self.node.shield.cache_entries(),
+                    "bytes": self.node.shield.cache_bytes(),
+                })
+                .to_string(),
+            ),
             ("POST", "/api/reload") => match self.node.reload().await {
                 Ok(summary) => json(
                     200,

@@ -19,11 +19,13 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use waitroom::store::ClaimOutcome;
-use waitroom::token::Expect;
+use waitroom::token::{Expect, TokenError};
 use waitroom::{Credential, Decision, Pass, RejectReason, RoomView, Ticket, UnixMillis, WaitInfo};
 
+use crate::bot::{self, RequestFacts, RouteClass, Verdict};
 use crate::clock;
 use crate::config::{Branding, OnStoreError, RouteKind};
+use crate::events::{AbandonReason, Actor, EndReason, Event, EventKind};
 use crate::http_util::{
     clear_cookie, client_ip, cookie, percent_encode, query_param, safe_return_path, set_cookie,
     strip_own_cookies, wants_json, CookieAttrs,
@@ -32,6 +34,7 @@ use crate::metrics::Outcome;
 use crate::node::{Live, Node};
 use crate::pages::{Pages, Status, WaitingPage, WAITING_CSS, WAITING_JS};
 use crate::rooms::RoomRuntime;
+use crate::shield::{CacheKey, CacheStatus, Entry, FillGuard, Permit, Resolved, CACHE_HEADER};
 
 /// Header carrying a ticket or pass for apps that keep no cookies (both directions).
 pub const TOKEN_HEADER: &str = "x-flashgate-token";
@@ -70,6 +73,15 @@ pub struct Ctx {
     tried: Vec<Backend>,
     outcome: Outcome,
     upstream_started: Option<Instant>,
+    /// Bot defence said: this shopper waits forever (an "infinite queue").
+    tarpit: bool,
+    /// Origin shield: the cache key, what the cache did, the fill this request leads, the
+    /// pool slot it holds, and a stale copy to serve if the origin fails.
+    cache_key: Option<CacheKey>,
+    cache_status: Option<CacheStatus>,
+    fill: Option<FillGuard>,
+    permit: Option<Permit>,
+    stale: Option<Arc<Entry>>,
 }
 
 fn request_id() -> String {
@@ -124,6 +136,24 @@ async fn respond(
         s.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The pass behind an expired pass token (signature, room and client still checked).
+fn expired_pass(keys: &waitroom::KeyRing, token: &str, expect: &Expect<'_>) -> Option<Pass> {
+    let far = Expect {
+        leeway: Duration::from_secs(u64::from(u32::MAX)),
+        ..*expect
+    };
+    keys.verify_pass(token, &far).ok()
+}
+
+/// The ticket behind an expired ticket token (signature, room and client still checked).
+fn expired_ticket(keys: &waitroom::KeyRing, token: &str, expect: &Expect<'_>) -> Option<Ticket> {
+    let far = Expect {
+        leeway: Duration::from_secs(u64::from(u32::MAX)),
+        ..*expect
+    };
+    keys.verify_ticket(token, &far).ok()
 }
 
 fn pass_cookie_name(room: &str) -> String {
@@ -212,17 +242,82 @@ impl Gate {
         s: &mut Session,
         ctx: &mut Ctx,
         room: &Arc<RoomRuntime>,
+        route: RouteKind,
         now: UnixMillis,
     ) -> Result<bool> {
         let view = room.view();
         let settings = &room.cfg.settings;
+        let keys = &ctx.live.config.keys;
         let expect = self.expect(room, s.req_header(), ctx, now);
         let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
 
+        // Verify what the request carries: a bad, forged or foreign token is no token.
+        let pass = match pass_tok.map(|t| (t, keys.verify_pass(t, &expect))) {
+            Some((_, Ok(p))) if !room.is_ended(p.ticket) => Some(p),
+            Some((t, Err(TokenError::Expired))) => {
+                if let Some(p) = expired_pass(keys, t, &expect) {
+                    self.emit(
+                        room,
+                        EventKind::SessionEnded {
+                            reason: EndReason::Expiry,
+                        },
+                        p.ticket,
+                    );
+                }
+                None
+            }
+            _ => None,
+        };
+        let mut ticket = match (
+            pass.is_some(),
+            ticket_tok.map(|t| (t, keys.verify_ticket(t, &expect))),
+        ) {
+            (false, Some((_, Ok(t)))) => Some(t),
+            (false, Some((t, Err(TokenError::Expired)))) => {
+                // The place was lost by not polling: the shopper joins again at the back.
+                if let Some(old) = expired_ticket(keys, t, &expect) {
+                    self.emit(
+                        room,
+                        EventKind::Abandoned {
+                            reason: AbandonReason::Expired,
+                        },
+                        old.number,
+                    );
+                }
+                None
+            }
+            _ => None,
+        };
+
+        // Bot defence, before any store work.
+        let credential = match (&pass, &ticket) {
+            (Some(p), _) => bot::Credential::Pass(p.ticket),
+            (None, Some(t)) => bot::Credential::Ticket(t.number),
+            (None, None) => bot::Credential::None,
+        };
+        let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
+        facts.tls = self.secure_cookies;
+        facts.route = if route == RouteKind::Catalog {
+            RouteClass::Catalog
+        } else {
+            RouteClass::Protected
+        };
+        facts.credential = credential;
+        facts.poll_after = Some(settings.poll_interval);
+        let verdict = self.node.bot.check(room.id(), &room.cfg.bot, &facts);
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Bypass => {
+                ctx.outcome = Outcome::Forwarded;
+                return Ok(false);
+            }
+            Verdict::Tarpit => ctx.tarpit = true,
+            v @ (Verdict::Challenge(_) | Verdict::Block(_) | Verdict::Limited { .. }) => {
+                return self.respond_bot(s, ctx, room, v).await.map(|()| true);
+            }
+        }
+
         // 1. A valid pass: forward, with no store round trip.
-        let pass = pass_tok
-            .and_then(|t| ctx.live.config.keys.verify_pass(t, &expect).ok())
-            .filter(|p| !room.is_ended(p.ticket));
         if let Some(p) = pass {
             if let Decision::Allow { renewed, check_in } =
                 view.decide(settings, Credential::Pass(&p), now)
@@ -244,9 +339,7 @@ impl Gate {
             }
         }
 
-        // 2. A ticket, or none: a bad token is treated as none (re-queued, never an error).
-        let mut ticket =
-            ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok());
+        // 2. A ticket, or none.
         let mut issued_now = false;
         for _ in 0..3 {
             let decision = match &ticket {
@@ -271,11 +364,25 @@ impl Gate {
                         .tickets
                         .with_label_values(&[room.id()])
                         .inc();
+                    self.emit(
+                        room,
+                        EventKind::TicketIssued {
+                            serving: view.serving(),
+                        },
+                        number,
+                    );
+                    if ctx.tarpit {
+                        self.node.bot.tarpit_ticket(room.id(), number, now);
+                    }
                     issued_now = true;
                     ticket = Some(view.new_ticket(settings, number, expect.binding, now));
                 }
                 Decision::Admit(req) => {
                     let Some(t) = ticket.clone() else { break };
+                    if ctx.tarpit {
+                        // The infinite queue: always "you're next", never in.
+                        return self.respond_next(s, ctx, room, &view, &t, now).await;
+                    }
                     let outcome = match self.node.store.claim(room.id(), &req).await {
                         Ok(o) => o,
                         Err(e) => {
@@ -299,16 +406,14 @@ impl Gate {
                                 .admissions
                                 .with_label_values(&[room.id()])
                                 .inc();
+                            self.emit(room, EventKind::admitted(t.issued_at, now), t.number);
                             return Ok(false);
                         }
                         // This ticket was used up (entered before, or given up): a new place.
                         ClaimOutcome::AlreadyEntered | ClaimOutcome::Ended => ticket = None,
-                        // Your turn, but the room is momentarily full: you are next.
+                        // Your turn, but the room is momentarily full or held: you are next.
                         ClaimOutcome::NotYet | ClaimOutcome::Full | ClaimOutcome::MinuteFull => {
-                            let mut w = view.wait_info(settings, &t, Some(view.serving() + 1), now);
-                            w.position = Some(1);
-                            w.ahead = Some(0);
-                            return self.respond_wait(s, ctx, room, &w).await;
+                            return self.respond_next(s, ctx, room, &view, &t, now).await;
                         }
                     }
                 }
@@ -323,6 +428,90 @@ impl Gate {
         // Only reachable if the store keeps handing back used tickets: say so, don't loop.
         self.store_failed(s, ctx, room, &view, "claim", "ticket could not be placed")
             .await
+    }
+
+    /// "You're next": the ticket's turn has come but it cannot enter this instant.
+    async fn respond_next(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        view: &RoomView,
+        t: &Ticket,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let mut w = view.wait_info(&room.cfg.settings, t, Some(view.serving() + 1), now);
+        w.position = Some(1);
+        w.ahead = Some(0);
+        self.respond_wait(s, ctx, room, &w).await
+    }
+
+    /// Emits an event for `room` (never blocks; off unless configured).
+    fn emit(&self, room: &RoomRuntime, kind: EventKind, ticket: u64) {
+        if self.node.events.is_enabled() {
+            let mut e = Event::new(room.id(), kind);
+            if ticket != 0 {
+                e = e.with_ticket(ticket);
+            }
+            self.node.events.emit(e);
+        }
+    }
+
+    /// Answers a bot verdict: the challenge page (or JSON), 403 or 429.
+    async fn respond_bot(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        v: Verdict,
+    ) -> Result<()> {
+        ctx.outcome = Outcome::Bot;
+        let json = wants_json(header(s.req_header(), "accept"));
+        match v {
+            Verdict::Challenge(c) => {
+                if json {
+                    respond(s, 403, "application/json", c.to_json(), &[]).await
+                } else {
+                    let back = s
+                        .req_header()
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned();
+                    let html = self.node.bot.page().render(&room.cfg.branding, &c, &back);
+                    respond(s, 403, "text/html; charset=utf-8", html, &[]).await
+                }
+            }
+            Verdict::Limited { .. } => {
+                let retry = v.retry_after_secs().unwrap_or(1);
+                let headers = [("retry-after", retry.to_string())];
+                if json {
+                    respond(
+                        s,
+                        429,
+                        "application/json",
+                        r#"{"error":"too many requests"}"#,
+                        &headers,
+                    )
+                    .await
+                } else {
+                    let msg = "Too many requests from your connection. Please wait a moment.";
+                    let html = self
+                        .pages
+                        .render_error(&room.cfg.branding, "Slow down", msg, retry);
+                    respond(s, 429, "text/html; charset=utf-8", html, &headers).await
+                }
+            }
+            Verdict::Block(_) | Verdict::Allow | Verdict::Bypass | Verdict::Tarpit => {
+                let html = self.pages.render_error(
+                    &room.cfg.branding,
+                    "Access denied",
+                    "This request was refused.",
+                    0,
+                );
+                respond(s, 403, "text/html; charset=utf-8", html, &[]).await
+            }
+        }
     }
 
     fn spawn_check_in(&self, room: Arc<RoomRuntime>, ticket: u64, from: u32, to: u32) {
@@ -518,6 +707,99 @@ impl Gate {
         Ok(true)
     }
 
+    /// The origin shield's part of `request_filter`: a fresh or stale cached copy, a coalesced
+    /// wait for another request's fetch, or a pool slot for the origin (optional routes are shed
+    /// first when the pool is saturated or slow). Returns `true` when it answered.
+    async fn shield_request(&self, s: &mut Session, ctx: &mut Ctx, host: &str) -> Result<bool> {
+        let Some(i) = ctx.route else { return Ok(false) };
+        let live = ctx.live.clone();
+        let route = &live.config.routes[i];
+        let shield = &self.node.shield;
+        let now = Instant::now();
+        if route.shield.cache {
+            match CacheKey::from_request(s.req_header(), host) {
+                Err(_) => ctx.cache_status = Some(CacheStatus::Bypass),
+                Ok(key) => {
+                    let r = shield
+                        .resolve(route, &key, &s.req_header().headers, now)
+                        .await;
+                    let status = r.cache_status();
+                    ctx.cache_status = Some(status);
+                    match r {
+                        Resolved::Hit(e) | Resolved::Stale(e) => {
+                            self.serve_entry(s, ctx, &e, status).await?;
+                            return Ok(true);
+                        }
+                        Resolved::Miss(fill) => ctx.fill = fill,
+                        Resolved::Bypass(_) => {}
+                    }
+                    ctx.cache_key = Some(key);
+                }
+            }
+        }
+        match shield.admit(route, now) {
+            Ok(p) => ctx.permit = Some(p),
+            Err(shed) => {
+                ctx.fill = None; // followers stop waiting for this request now
+                let stale = ctx
+                    .cache_key
+                    .as_ref()
+                    .and_then(|k| shield.stale_for(route, k, &s.req_header().headers, now));
+                ctx.outcome = Outcome::Shed;
+                match stale {
+                    Some(e) => self.serve_entry(s, ctx, &e, CacheStatus::Stale).await?,
+                    None => {
+                        let retry = shed.retry_after.as_secs().max(1);
+                        let branding = self.branding_for(ctx);
+                        let html = self.pages.render_error(
+                            &branding,
+                            "The shop is busy",
+                            "This part of the shop is taking a short break so checkout stays fast. Please try again in a moment.",
+                            retry,
+                        );
+                        respond(
+                            s,
+                            503,
+                            "text/html; charset=utf-8",
+                            html,
+                            &[("retry-after", retry.to_string())],
+                        )
+                        .await?;
+                    }
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes a cached response (with the shopper's cookies, which never enter the cache).
+    async fn serve_entry(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        e: &Entry,
+        status: CacheStatus,
+    ) -> Result<()> {
+        let mut h = e.response_header(Instant::now(), status)?;
+        for c in ctx.set_cookies.drain(..) {
+            h.append_header("set-cookie", c)?;
+        }
+        if let Some(tok) = ctx.token_out.take() {
+            h.insert_header(TOKEN_HEADER, tok)?;
+        }
+        h.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let head_only = s.req_header().method == http::Method::HEAD;
+        s.write_response_header(Box::new(h), head_only).await?;
+        if !head_only {
+            s.write_response_body(Some(e.body.clone()), true).await?;
+        }
+        if ctx.outcome != Outcome::Admitted && ctx.outcome != Outcome::Shed {
+            ctx.outcome = Outcome::Cached;
+        }
+        Ok(())
+    }
+
     /// `/.flashgate/*`: assets, status, events, leave.
     async fn reserved(
         &self,
@@ -536,8 +818,16 @@ impl Gate {
                     .asset(s, "text/javascript; charset=utf-8", WAITING_JS)
                     .await
             }
-            "status" | "events" | "leave" => {}
-            _ => return respond(s, 404, "text/plain", "not found\n", &[]).await,
+            "challenge" => return self.challenge(s, ctx, now).await,
+            "status" | "events" | "leave" | "feedback" => {}
+            other => {
+                if let Some((_, ctype, body)) =
+                    bot::page::ASSETS.iter().find(|(p, _, _)| *p == other)
+                {
+                    return self.asset(s, ctype, body).await;
+                }
+                return respond(s, 404, "text/plain", "not found\n", &[]).await;
+            }
         }
         let query = s.req_header().uri.query();
         let room = query_param(query, "room").and_then(|id| ctx.live.rooms.by_id(&id).cloned());
@@ -552,9 +842,191 @@ impl Gate {
             .await;
         };
         match rest {
-            "status" => self.status(s, ctx, &room, now).await,
-            "events" => self.events(s, ctx, &room).await,
+            "status" | "events" => {
+                // Poll limits and the infinite queue apply to polls too.
+                let tarpit = match self.poll_verdict(s, ctx, &room, now) {
+                    Verdict::Tarpit => true,
+                    v @ (Verdict::Block(_) | Verdict::Limited { .. }) => {
+                        return self.respond_bot(s, ctx, &room, v).await
+                    }
+                    Verdict::Allow | Verdict::Bypass | Verdict::Challenge(_) => false,
+                };
+                if rest == "status" {
+                    self.status(s, ctx, &room, tarpit, now).await
+                } else {
+                    self.events(s, ctx, &room, tarpit).await
+                }
+            }
+            "feedback" => self.feedback(s, ctx, &room, now).await,
             _ => self.leave(s, ctx, &room, now).await,
+        }
+    }
+
+    /// The bot verdict for a status poll or event stream of `room`.
+    fn poll_verdict(&self, s: &Session, ctx: &Ctx, room: &RoomRuntime, now: UnixMillis) -> Verdict {
+        let keys = &ctx.live.config.keys;
+        let expect = self.expect(room, s.req_header(), ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
+        let credential = if let Some(p) = pass_tok.and_then(|t| keys.verify_pass(t, &expect).ok()) {
+            bot::Credential::Pass(p.ticket)
+        } else if let Some(t) = ticket_tok.and_then(|t| keys.verify_ticket(t, &expect).ok()) {
+            bot::Credential::Ticket(t.number)
+        } else {
+            bot::Credential::None
+        };
+        let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
+        facts.tls = self.secure_cookies;
+        facts.route = RouteClass::Poll;
+        facts.credential = credential;
+        facts.poll_after = Some(room.cfg.settings.poll_interval);
+        self.node.bot.check(room.id(), &room.cfg.bot, &facts)
+    }
+
+    /// Reads a request body of at most `max` bytes (`None` when larger).
+    async fn read_body(s: &mut Session, max: usize) -> Result<Option<Vec<u8>>> {
+        let mut body = Vec::new();
+        while let Some(chunk) = s.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(body))
+    }
+
+    /// `POST /.flashgate/challenge`: verifies a proof-of-work solution and sets the
+    /// challenge-passed cookie.
+    async fn challenge(&self, s: &mut Session, ctx: &mut Ctx, now: UnixMillis) -> Result<()> {
+        if s.req_header().method != http::Method::POST {
+            return respond(
+                s,
+                405,
+                "text/plain",
+                "use POST\n",
+                &[("allow", "POST".into())],
+            )
+            .await;
+        }
+        let Some(body) = Self::read_body(s, bot::MAX_SOLUTION_BODY).await? else {
+            return respond(
+                s,
+                413,
+                "application/json",
+                r#"{"ok":false,"error":"too_large"}"#,
+                &[],
+            )
+            .await;
+        };
+        let sol = match bot::parse_solution(&body) {
+            Ok(sol) => sol,
+            Err(e) => {
+                let r = bot::page::solution_response(&Err(e), None, self.secure_cookies);
+                return respond(s, r.status, "application/json", r.body, &[]).await;
+            }
+        };
+        let Some(room) = ctx.live.rooms.by_id(&sol.room).cloned() else {
+            return respond(
+                s,
+                404,
+                "application/json",
+                r#"{"ok":false,"error":"unknown room"}"#,
+                &[],
+            )
+            .await;
+        };
+        let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
+        facts.tls = self.secure_cookies;
+        let result = self
+            .node
+            .bot
+            .accept_solution(room.id(), &room.cfg.bot, &sol, &facts)
+            .await;
+        if let Err(e) = &result {
+            if let Some(reason) = crate::events::ChallengeFailure::from_bot(*e) {
+                self.emit(&room, EventKind::ChallengeFailed { reason }, 0);
+            }
+        }
+        let r =
+            bot::page::solution_response(&result, sol.return_to.as_deref(), self.secure_cookies);
+        let mut headers = Vec::new();
+        if let Some(c) = r.set_cookie {
+            headers.push(("set-cookie", c));
+        }
+        if let Some(retry) = r.retry_after {
+            headers.push(("retry-after", retry.to_string()));
+        }
+        respond(s, r.status, "application/json", r.body, &headers).await
+    }
+
+    /// `POST /.flashgate/feedback?room=ID`: a waiting or admitted shopper rates the wait
+    /// (`rating` 1-5, optional short `comment`), sent to the event stream.
+    async fn feedback(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        now: UnixMillis,
+    ) -> Result<()> {
+        if s.req_header().method != http::Method::POST {
+            return respond(
+                s,
+                405,
+                "text/plain",
+                "use POST\n",
+                &[("allow", "POST".into())],
+            )
+            .await;
+        }
+        let keys = &ctx.live.config.keys;
+        let expect = self.expect(room, s.req_header(), ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
+        let number = pass_tok
+            .and_then(|t| keys.verify_pass(t, &expect).ok())
+            .map(|p| p.ticket)
+            .or_else(|| {
+                ticket_tok
+                    .and_then(|t| keys.verify_ticket(t, &expect).ok())
+                    .map(|t| t.number)
+            });
+        let Some(number) = number else {
+            return respond(
+                s,
+                403,
+                "application/json",
+                r#"{"error":"a ticket or pass for this room is needed"}"#,
+                &[],
+            )
+            .await;
+        };
+        let ctype = header(s.req_header(), "content-type").map(str::to_owned);
+        let json = ctype.as_deref().is_some_and(|c| c.contains("json"));
+        let return_to = query_param(s.req_header().uri.query(), "return")
+            .filter(|r| safe_return_path(r))
+            .map(|r| r.into_owned())
+            .unwrap_or_else(|| "/".into());
+        let Some(body) = Self::read_body(s, crate::events::MAX_FEEDBACK_BODY).await? else {
+            return respond(s, 413, "application/json", r#"{"error":"too large"}"#, &[]).await;
+        };
+        match crate::events::parse_feedback(ctype.as_deref(), &body) {
+            Ok(kind) => {
+                self.emit(room, kind, number);
+                if json {
+                    respond(s, 204, "application/json", "", &[]).await
+                } else {
+                    respond(
+                        s,
+                        303,
+                        "text/plain",
+                        "Thank you!\n",
+                        &[("location", return_to)],
+                    )
+                    .await
+                }
+            }
+            Err(e) => {
+                let body = serde_json::json!({ "error": e.to_string() }).to_string();
+                respond(s, 400, "application/json", body, &[]).await
+            }
         }
     }
 
@@ -575,6 +1047,7 @@ impl Gate {
         req: &RequestHeader,
         ctx: &Ctx,
         room: &RoomRuntime,
+        tarpit: bool,
         now: UnixMillis,
     ) -> (Status, Option<(String, String)>) {
         let view = room.view();
@@ -608,7 +1081,7 @@ impl Gate {
                 let st = Status::waiting(room.id(), &w);
                 (st, Some(self.ticket_cookie(ctx, room, &w.renewed)))
             }
-            Decision::Admit(req) if !view.likely_claimable(&req) => {
+            Decision::Admit(req) if tarpit || !view.likely_claimable(&req) => {
                 // Your turn, but this minute's entries are used up or the room is full: next.
                 let mut w = view.wait_info(settings, &t, Some(view.serving() + 1), now);
                 w.position = Some(1);
@@ -637,9 +1110,10 @@ impl Gate {
         s: &mut Session,
         ctx: &mut Ctx,
         room: &RoomRuntime,
+        tarpit: bool,
         now: UnixMillis,
     ) -> Result<()> {
-        let (st, renewed) = self.status_of(s.req_header(), ctx, room, now);
+        let (st, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, now);
         let mut headers = vec![("retry-after", (st.poll_after_ms / 1000).max(1).to_string())];
         if let Some((cookie, tok)) = renewed {
             headers.push(("set-cookie", cookie));
@@ -650,9 +1124,15 @@ impl Gate {
 
     /// Server-sent events: the status pushed whenever it changes (checked every second), for
     /// [`SSE_LIFETIME`]; the browser then reconnects, which renews the ticket cookie.
-    async fn events(&self, s: &mut Session, ctx: &mut Ctx, room: &RoomRuntime) -> Result<()> {
+    async fn events(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        room: &RoomRuntime,
+        tarpit: bool,
+    ) -> Result<()> {
         let now = clock::now();
-        let (first, renewed) = self.status_of(s.req_header(), ctx, room, now);
+        let (first, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, now);
         let mut h = ResponseHeader::build(200, Some(5))?;
         h.insert_header("content-type", "text/event-stream")?;
         h.insert_header("cache-control", "no-store")?;
@@ -672,7 +1152,7 @@ impl Gate {
         let mut done = first.admitted;
         while !done && started.elapsed() < SSE_LIFETIME {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let (st, _) = self.status_of(s.req_header(), ctx, room, clock::now());
+            let (st, _) = self.status_of(s.req_header(), ctx, room, tarpit, clock::now());
             let json = st.to_json();
             done = st.admitted || matches!(st.state, "sold_out" | "closed");
             if json != last {
@@ -721,6 +1201,13 @@ impl Gate {
                 .sessions_ended
                 .with_label_values(&[room.id(), "leave"])
                 .inc();
+            self.emit(
+                room,
+                EventKind::SessionEnded {
+                    reason: EndReason::Leave,
+                },
+                p.ticket,
+            );
         }
         if let Some(t) =
             ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok())
@@ -731,6 +1218,13 @@ impl Gate {
                 .sessions_ended
                 .with_label_values(&[room.id(), "leave_queue"])
                 .inc();
+            self.emit(
+                room,
+                EventKind::Abandoned {
+                    reason: AbandonReason::Left,
+                },
+                t.number,
+            );
         }
         let clear = [
             (
@@ -778,8 +1272,16 @@ impl Gate {
                         .sessions_ended
                         .with_label_values(&[room.id(), "revoke"])
                         .inc();
+                    self.emit(
+                        &room,
+                        EventKind::SessionEnded {
+                            reason: EndReason::Revoke,
+                        },
+                        p.ticket,
+                    );
                     let store = self.node.store.clone();
                     let metrics = self.node.metrics.clone();
+                    let room = room.clone();
                     tokio::spawn(async move {
                         if store
                             .release(room.id(), p.ticket, Some(p.checkin_minute))
@@ -789,24 +1291,28 @@ impl Gate {
                             metrics.store_errors.with_label_values(&["release"]).inc();
                         }
                     });
-                    return;
                 }
                 "sold-out" => {
-                    let mut o = room.view().snapshot.overrides.clone();
-                    if o.sold_out {
+                    let before = room.view().snapshot.overrides.clone();
+                    if before.sold_out {
                         continue;
                     }
-                    o.sold_out = true;
-                    tracing::info!(room = room.id(), "origin declared the sale sold out");
+                    let mut after = before.clone();
+                    after.sold_out = true;
+                    tracing::info!(target: "flashgate::audit", room = room.id(), "origin declared the sale sold out");
                     let store = self.node.store.clone();
                     let metrics = self.node.metrics.clone();
+                    let events = self.node.events.clone();
                     let id = room.id().to_owned();
                     tokio::spawn(async move {
-                        if store.set_overrides(&id, &o).await.is_err() {
-                            metrics
+                        match store.set_overrides(&id, &after).await {
+                            Ok(()) => {
+                                events.emit_room_changes(&id, &before, &after, &Actor::Origin)
+                            }
+                            Err(_) => metrics
                                 .store_errors
                                 .with_label_values(&["set_overrides"])
-                                .inc();
+                                .inc(),
                         }
                     });
                 }
@@ -839,6 +1345,12 @@ impl ProxyHttp for Gate {
             tried: Vec::new(),
             outcome: Outcome::Forwarded,
             upstream_started: None,
+            tarpit: false,
+            cache_key: None,
+            cache_status: None,
+            fill: None,
+            permit: None,
+            stale: None,
         }
     }
 
@@ -867,15 +1379,18 @@ impl ProxyHttp for Gate {
             respond(s, 404, "text/plain", "no route for this path\n", &[]).await?;
             return Ok(true);
         };
-        if route.kind == RouteKind::Bypass {
-            return Ok(false);
+        let kind = route.kind;
+        if kind != RouteKind::Bypass {
+            let method = s.req_header().method.as_str().to_owned();
+            if let Some(room) = ctx.live.rooms.find(&host, &path, &method).cloned() {
+                ctx.room = Some(room.clone());
+                if self.gate(s, ctx, &room, kind, now).await? {
+                    return Ok(true);
+                }
+            }
         }
-        let method = s.req_header().method.as_str().to_owned();
-        let Some(room) = ctx.live.rooms.find(&host, &path, &method).cloned() else {
-            return Ok(false);
-        };
-        ctx.room = Some(room.clone());
-        self.gate(s, ctx, &room, now).await
+        // Past the room (or no room): the origin shield decides between cache, origin and shed.
+        self.shield_request(s, ctx, &host).await
     }
 
     async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -926,6 +1441,9 @@ impl ProxyHttp for Gate {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(f) = &ctx.fill {
+            f.prepare_upstream_request(up); // the leader fetches a full, storable 200
+        }
         // The origin never sees queue tokens.
         let cookies: Vec<String> = up
             .headers
@@ -978,10 +1496,43 @@ impl ProxyHttp for Gate {
 
     async fn upstream_response_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // The shield sees the origin's own answer, before any per-shopper change.
+        if let Some(i) = ctx.route {
+            let live = ctx.live.clone();
+            let route = &live.config.routes[i];
+            let now = Instant::now();
+            let status = resp.status.as_u16();
+            if let Some(t) = ctx.upstream_started {
+                self.node
+                    .shield
+                    .record(&route.upstream, t.elapsed(), status < 500, now);
+            }
+            if status >= 500 {
+                let stale = ctx.cache_key.as_ref().and_then(|k| {
+                    self.node
+                        .shield
+                        .stale_for(route, k, &s.req_header().headers, now)
+                });
+                if let Some(e) = stale {
+                    // Nothing was written downstream yet: fail_to_proxy answers with the copy.
+                    ctx.fill = None;
+                    ctx.stale = Some(e);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(status),
+                        "origin error: serving a stale copy",
+                    ));
+                }
+            }
+            if let Some(f) = ctx.fill.as_mut() {
+                if f.header(resp, now).is_err() {
+                    ctx.fill = None; // not storable: followers go to the origin themselves
+                }
+            }
+        }
         if let (Some(t), Some(i)) = (ctx.upstream_started, ctx.route) {
             let class = match resp.status.as_u16() {
                 200..=299 => "2xx",
@@ -1020,10 +1571,34 @@ impl ProxyHttp for Gate {
             resp.insert_header(TOKEN_HEADER, tok)?;
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(st) = ctx.cache_status {
+            resp.insert_header(CACHE_HEADER, st.as_str())?;
+        }
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(f), Some(b)) = (ctx.fill.as_mut(), body.as_ref()) {
+            f.chunk(b);
+        }
+        if end_of_stream {
+            if let Some(f) = ctx.fill.take() {
+                let _ = f.finish(); // stores the copy and wakes the coalesced followers
+            }
+            ctx.permit = None; // the origin exchange is over: free the pool slot
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        ctx.fill = None; // followers stop waiting now
+        ctx.permit = None;
         let code = match e.etype() {
             ErrorType::HTTPStatus(c) => *c,
             _ => match e.esource() {
@@ -1037,6 +1612,37 @@ impl ProxyHttp for Gate {
         };
         if code >= 500 {
             ctx.outcome = Outcome::UpstreamError;
+            let now = Instant::now();
+            if let Some(i) = ctx.route {
+                let live = ctx.live.clone();
+                let route = &live.config.routes[i];
+                if ctx.stale.is_none() {
+                    if let Some(t) = ctx.upstream_started {
+                        self.node
+                            .shield
+                            .record(&route.upstream, t.elapsed(), false, now);
+                    }
+                    ctx.stale = ctx.cache_key.as_ref().and_then(|k| {
+                        self.node
+                            .shield
+                            .stale_for(route, k, &s.req_header().headers, now)
+                    });
+                }
+            }
+            if let (Some(entry), None) = (ctx.stale.take(), s.response_written()) {
+                ctx.cache_status = Some(CacheStatus::Stale);
+                if self
+                    .serve_entry(s, ctx, &entry, CacheStatus::Stale)
+                    .await
+                    .is_ok()
+                {
+                    ctx.outcome = Outcome::Cached;
+                    return FailToProxy {
+                        error_code: entry.status,
+                        can_reuse_downstream: true,
+                    };
+                }
+            }
         }
         if code > 0 {
             let retry = 10;

@@ -23,6 +23,12 @@ pub enum Outcome {
     Reserved,
     /// The store failed and the room's policy applied.
     StoreError,
+    /// Bot defence answered (challenge, 403 or 429).
+    Bot,
+    /// Answered from the catalog cache.
+    Cached,
+    /// Shed by the origin shield (stale copy or 503).
+    Shed,
     /// Origin unreachable or failing.
     UpstreamError,
     NotFound,
@@ -37,6 +43,9 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::Reserved => "reserved",
             Self::StoreError => "store_error",
+            Self::Bot => "bot",
+            Self::Cached => "cached",
+            Self::Shed => "shed",
             Self::UpstreamError => "upstream_error",
             Self::NotFound => "not_found",
         }

@@ -20,11 +20,13 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::watch;
 use waitroom::Store;
 
+use crate::bot::BotGuard;
 use crate::clock;
 use crate::config::Config;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
+use crate::shield::{Fetcher, HttpFetcher, Shield};
 use crate::upstream::{self, Pools};
 
 /// The configuration in force and what was built from it.
@@ -44,6 +46,11 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub events: Events,
+    /// The origin shield (catalog cache, shedding, origin health). Built once: its cache and
+    /// pool limits are sized at start; a reload changes routes' cache rules, not the cache.
+    pub shield: Shield,
+    /// Bot defence tables, sized at start; rooms' bot settings follow reloads.
+    pub bot: Arc<BotGuard>,
     /// The file a reload reads (none for the demo, whose config is compiled in).
     path: Option<PathBuf>,
     reloading: tokio::sync::Mutex<()>,
@@ -59,13 +66,21 @@ impl Node {
         path: Option<PathBuf>,
     ) -> Result<Self, String> {
         let pools = upstream::build(&config.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+        let (pools_tx, _) = watch::channel(0);
+        let fetcher: Arc<dyn Fetcher> = Arc::new(HttpFetcher::from_pools(&pools));
+        let shield = Shield::new(&config, metrics.clone(), Some(fetcher));
         let rooms = Rooms::new(
             config.rooms.clone(),
             store.clone(),
             config.snapshot_interval,
         )
-        .with_metrics(metrics.clone());
-        let (pools_tx, _) = watch::channel(0);
+        .with_metrics(metrics.clone())
+        .with_shield(shield.clone());
+        let bot = Arc::new(BotGuard::new(
+            &config.bot,
+            config.keys.derive(crate::bot::KEY_PURPOSE),
+            &metrics,
+        ));
         Ok(Self {
             live: ArcSwap::from_pointee(Live {
                 config,
@@ -76,6 +91,8 @@ impl Node {
             store,
             metrics,
             events,
+            shield,
+            bot,
             path,
             reloading: tokio::sync::Mutex::new(()),
             pools_tx,

@@ -19,6 +19,7 @@ use waitroom::{RoomSnapshot, RoomView, Store, UnixMillis};
 use crate::clock;
 use crate::config::{prefix_matches, Room};
 use crate::metrics::Metrics;
+use crate::shield::Shield;
 use crate::store::local::{sync_room, FloorBucket, Marks};
 
 /// How many ended sessions a node remembers (leave / revoke), so that a copied pass is refused
@@ -206,6 +207,8 @@ pub struct Rooms {
     pub store: Arc<dyn Store>,
     pub refresh_every: Duration,
     metrics: Option<Arc<Metrics>>,
+    /// Origin-aware admission: the shield's origin-health factor scales the planned rate.
+    shield: Option<Shield>,
 }
 
 impl Rooms {
@@ -218,6 +221,7 @@ impl Rooms {
             store,
             refresh_every,
             metrics: None,
+            shield: None,
         }
     }
 
@@ -234,7 +238,15 @@ impl Rooms {
             store: self.store.clone(),
             refresh_every: self.refresh_every,
             metrics: self.metrics.clone(),
+            shield: self.shield.clone(),
         }
+    }
+
+    /// Scales each room's planned rate by the shield's origin-health factor (rooms with
+    /// `[rooms.origin_aware]`; 1 for the others).
+    pub fn with_shield(mut self, shield: Shield) -> Self {
+        self.shield = Some(shield);
+        self
     }
 
     /// Counts re-seeds in `metrics`.
@@ -274,11 +286,16 @@ impl Rooms {
     /// Runs the controller slice and refreshes every room's view once.
     pub async fn refresh(&self) {
         for r in &self.rooms {
+            let factor = self
+                .shield
+                .as_ref()
+                .map_or(1.0, |s| s.origin_factor(r.id(), std::time::Instant::now()));
             let synced = sync_room(
                 self.store.as_ref(),
                 &r.cfg.settings,
                 &r.shared.marks,
                 clock::now(),
+                factor,
             );
             match synced.await {
                 Ok(s) => {

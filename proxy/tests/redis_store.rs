@@ -426,7 +426,15 @@ async fn dead_redis_fails_fast_and_a_restart_empty_is_reseeded() {
         std::num::NonZeroU32::new(1000).expect("nonzero"),
     );
     let marks = parking_lot::Mutex::new(Marks::default());
-    let sync = || sync_room(store.as_ref(), &settings, &marks, flashgate::clock::now());
+    let sync = || {
+        sync_room(
+            store.as_ref(),
+            &settings,
+            &marks,
+            flashgate::clock::now(),
+            1.0,
+        )
+    };
 
     // A sale in progress: tickets issued, serving advanced by the controller.
     for _ in 0..5 {

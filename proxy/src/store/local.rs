@@ -65,11 +65,15 @@ pub struct Synced {
 /// One sync of one room: snapshot → re-seed if the store is behind this node's marks →
 /// controller slice (plan, compare-and-set). Safe to run on every node every slice: re-seeding
 /// only raises numbers, and it happens before any commit this node makes.
+///
+/// `rate_factor` (origin-aware admission, in `(0, 1]`) scales the rate the controller plans
+/// with for this slice only; it is never stored, and operator overrides remain the base.
 pub async fn sync_room<S: Store + ?Sized>(
     store: &S,
     settings: &RoomSettings,
     marks: &parking_lot::Mutex<Marks>,
     now: UnixMillis,
+    rate_factor: f64,
 ) -> Result<Synced, StoreError> {
     let id = settings.id.as_str();
     let mut reseeded = None;
@@ -87,7 +91,17 @@ pub async fn sync_room<S: Store + ?Sized>(
             reseeded = Some(seed);
         }
         marks.lock().observe(&snap);
-        let Some(mut next) = controller::plan(settings, &snap, snap.time) else {
+        let planned = if rate_factor < 1.0 {
+            let mut scaled = snap.clone();
+            let base = waitroom::room::Effective::at(settings, &snap.overrides, snap.time)
+                .new_users_per_minute;
+            scaled.overrides.new_users_per_minute =
+                Some(((f64::from(base) * rate_factor).round() as u32).max(1));
+            std::borrow::Cow::Owned(scaled)
+        } else {
+            std::borrow::Cow::Borrowed(&snap)
+        };
+        let Some(mut next) = controller::plan(settings, &planned, snap.time) else {
             return Ok(Synced {
                 snapshot: snap,
                 reseeded,
@@ -200,7 +214,7 @@ mod tests {
         let mut last = None;
         for i in 0..20u64 {
             store.issue("r", 5).await.expect("issue");
-            let s = sync_room(&store, &settings, &marks, UnixMillis(t0.0 + i * 1000))
+            let s = sync_room(&store, &settings, &marks, UnixMillis(t0.0 + i * 1000), 1.0)
                 .await
                 .expect("sync");
             assert!(s.reseeded.is_none());
@@ -210,7 +224,7 @@ mod tests {
         assert!(before.ctl.serving > 0);
         // The store restarts empty.
         let store = MemoryStore::new();
-        let s = sync_room(&store, &settings, &marks, UnixMillis(t0.0 + 20_000))
+        let s = sync_room(&store, &settings, &marks, UnixMillis(t0.0 + 20_000), 1.0)
             .await
             .expect("sync");
         let seed = s.reseeded.expect("re-seeded");
