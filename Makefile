@@ -18,11 +18,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The example configs read secrets from the environment; check them with placeholder values.
+# The monitoring files must parse and use only metrics the binary exports.
 check-configs:
 	FLASHGATE_KEY_1=example-key-one-example-key-one-0123456789 \
 	FLASHGATE_KEY_2=example-key-two-example-key-two-0123456789 \
 	FLASHGATE_ADMIN_TOKEN=example-admin-token-0123 \
-	$(CARGO) run -q -p flashgate -- check config/*.toml
+	$(CARGO) run -q -p flashgate -- check config/*.toml config/monitoring/*
 
 bench: setup-demo
 	$(CARGO) bench -p waitroom --bench core

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# One benchmark run, one machine, interleaved: the origin direct, nginx proxy_pass (keepalive
-# upstream), a bare Pingora pass-through, Flashgate with a valid pass, and Flashgate answering a
-# waiting-room status poll. Prints req/s, p50/p99 latency and ratios, and writes
-# loadtests/results/<date>.md.
+# One benchmark run, one machine, interleaved rounds. At saturation (wrk, closed loop):
+#   origin direct, nginx proxy_pass (keepalive upstream), a bare Pingora pass-through,
+#   Flashgate with a valid pass, Flashgate answering a waiting-room status poll,
+#   Flashgate issuing a ticket to a new arrival (memory store, and Redis), and a cached catalog
+#   page from Flashgate's origin shield against nginx proxy_cache.
+# At a fixed rate (loadtests `rate`, open loop, latency from the scheduled send time so a stall
+#   is not hidden): nginx, bare Pingora, Flashgate pass, status poll and new arrival.
+# Prints req/s, p50/p99 latency and ratios, and writes loadtests/results/<date>.md.
 #
-#   loadtests/bench.sh [DURATION_SECONDS] [ROUNDS]       (default 10 s, 3 rounds)
+#   loadtests/bench.sh [DURATION_SECONDS] [ROUNDS] [FIXED_RATE]   (default 10 s, 3 rounds, 2000/s)
 #
 # Everything listens on 127.0.0.1 only; every proxy gets one worker thread; wrk uses one thread
 # and 32 connections. On a 2-core machine the load generator, the proxy and the origin share the
 # cores, so compare the ratios measured in the same run, not absolute numbers across machines.
+# With the defaults a run takes about 8 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-10}"
 ROUNDS="${2:-3}"
+FIXED="${3:-2000}"
 CONNS=32
 
 scripts/setup.sh bench
@@ -25,12 +31,19 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 did not come up" >&2; exit 1; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+load_start=$(load)
 
 ORIGIN=$(port); NGINX=$(port); BARE=$(port); FG=$(port); ADMIN=$(port)
+FGR=$(port); ADMINR=$(port); REDIS=$(port)
 
 $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$ORIGIN/healthz
 
+# nginx: proxy_pass for the pass-through rows; proxy_cache on /products for the cache row,
+# configured like Flashgate's shield (origin's max-age, one fetch per miss, stale while
+# revalidating in the background).
+mkdir -p "$work/nginx-cache"
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx.pid;
@@ -38,6 +51,7 @@ error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  proxy_cache_path $work/nginx-cache keys_zone=shop:10m max_size=256m;
   upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX;
@@ -45,6 +59,16 @@ http {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+    }
+    location /products {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache shop;
+      proxy_cache_lock on;
+      proxy_cache_use_stale updating error timeout;
+      proxy_cache_background_update on;
+      add_header X-Cache-Status \$upstream_cache_status;
     }
   }
 }
@@ -55,18 +79,33 @@ wait_http http://127.0.0.1:$NGINX/healthz
 $BIN/bare-pingora --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$ORIGIN --threads 1 >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$BARE/healthz
 
-cat > "$work/flashgate.toml" <<TOML
+redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+# Two nodes, one thread each, the same room: one on the memory store, one on Redis.
+fg_config() { # listen admin store-body
+  cat <<TOML
 [server]
-listen = ["127.0.0.1:$FG"]
-admin_listen = "127.0.0.1:$ADMIN"
+listen = ["127.0.0.1:$1"]
+admin_listen = "127.0.0.1:$2"
 threads = 1
 [keys]
 active = 1
 [[keys.key]]
 id = 1
 secret = "benchmark-secret-benchmark-secret-0123456789"
+[store]
+$3
+[cache]
 [upstreams.shop]
 servers = ["127.0.0.1:$ORIGIN"]
+[[routes]]
+path = "/"
+upstream = "shop"
+[[routes]]
+path = "/products"
+upstream = "shop"
+kind = "catalog"
 [[rooms]]
 id = "bench"
 paths = ["/"]
@@ -74,9 +113,14 @@ new_users_per_minute = 600
 total_active_users = 100000
 session_duration = "1h"
 TOML
+}
+fg_config $FG $ADMIN 'kind = "memory"' > "$work/flashgate.toml"
+fg_config $FGR $ADMINR "kind = \"redis\"
+url = \"redis://127.0.0.1:$REDIS\"" > "$work/flashgate-redis.toml"
 RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate.toml" >/dev/null 2>"$work/flashgate.log" & pids+=($!)
-wait_http http://127.0.0.1:$ADMIN/healthz
-wait_http http://127.0.0.1:$FG/.flashgate/assets/waiting.css
+RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate-redis.toml" >/dev/null 2>"$work/flashgate-redis.log" & pids+=($!)
+for a in $ADMIN $ADMINR; do wait_http http://127.0.0.1:$a/healthz; done
+for p in $FG $FGR; do wait_http http://127.0.0.1:$p/.flashgate/assets/waiting.css; done
 
 # A pass: the room is idle, so the first request is admitted and gets one.
 for _ in $(seq 1 100); do
@@ -84,34 +128,78 @@ for _ in $(seq 1 100); do
   [ -n "$PASS" ] && break; sleep 0.05
 done
 [ -n "$PASS" ] || { echo "bench: could not obtain a pass" >&2; exit 1; }
-# A waiting ticket for the status poll: pause the room, join, keep the ticket.
+# Pause both rooms: every request without a token now gets a new ticket (and waits), and a
+# waiting ticket is kept for the status poll.
 curl -s -o /dev/null -X PATCH -d '{"paused": true}' http://127.0.0.1:$ADMIN/api/rooms/bench
+curl -s -o /dev/null -X PATCH -d '{"paused": true}' http://127.0.0.1:$ADMINR/api/rooms/bench
 TICKET=$(curl -s -o /dev/null -D - -H 'Accept: application/json' http://127.0.0.1:$FG/healthz | sed -n 's/^set-cookie: \(fg_t_bench=[^;]*\).*/\1/ip' | head -1)
 [ -n "$TICKET" ] || { echo "bench: could not obtain a ticket" >&2; exit 1; }
+issued=$(curl -s -o /dev/null -D - http://127.0.0.1:$FGR/healthz | grep -ci '^set-cookie: fg_t_bench=' || true)
+[ "$issued" = 1 ] || { echo "bench: the Redis node issued no ticket" >&2; cat "$work/flashgate-redis.log" >&2; exit 1; }
 
-names=(origin nginx bare_pingora flashgate_pass flashgate_status)
-declare -A url hdr rps p50 p99
+names=(origin nginx bare_pingora flashgate_pass flashgate_status flashgate_arrival_memory flashgate_arrival_redis)
+declare -A url hdr rps p50 p99 reqs
 url[origin]=http://127.0.0.1:$ORIGIN/healthz;            hdr[origin]=""
 url[nginx]=http://127.0.0.1:$NGINX/healthz;              hdr[nginx]=""
 url[bare_pingora]=http://127.0.0.1:$BARE/healthz;        hdr[bare_pingora]=""
 url[flashgate_pass]=http://127.0.0.1:$FG/healthz;        hdr[flashgate_pass]="Cookie: $PASS"
 url[flashgate_status]="http://127.0.0.1:$FG/.flashgate/status?room=bench"; hdr[flashgate_status]="Cookie: $TICKET"
+url[flashgate_arrival_memory]=http://127.0.0.1:$FG/healthz;  hdr[flashgate_arrival_memory]=""
+url[flashgate_arrival_redis]=http://127.0.0.1:$FGR/healthz;  hdr[flashgate_arrival_redis]=""
+url[nginx_cache]=http://127.0.0.1:$NGINX/products;       hdr[nginx_cache]=""
+url[flashgate_cache]=http://127.0.0.1:$FG/products;      hdr[flashgate_cache]="Cookie: $PASS"
+
+# The cache rows only when both caches answer hits after a warm-up.
+cache_note=""
+for _ in 1 2 3; do curl -s -o /dev/null -H "Cookie: $PASS" "${url[flashgate_cache]}"; curl -s -o /dev/null "${url[nginx_cache]}"; sleep 0.2; done
+fg_hit=$(curl -s -o /dev/null -D - -H "Cookie: $PASS" "${url[flashgate_cache]}" | grep -ci '^x-flashgate-cache: hit' || true)
+ng_hit=$(curl -s -o /dev/null -D - "${url[nginx_cache]}" | grep -ci '^x-cache-status: hit' || true)
+if [ "$fg_hit" = 1 ] && [ "$ng_hit" = 1 ]; then
+  names+=(nginx_cache flashgate_cache)
+elif [ "$fg_hit" != 1 ]; then
+  cache_note="cache not wired yet: no \`X-Flashgate-Cache: hit\` on /products after a warm-up; the cache rows were skipped."
+  echo "bench: $cache_note"
+else
+  cache_note="nginx proxy_cache gave no HIT on /products after a warm-up; the cache rows were skipped."
+  echo "bench: $cache_note"
+fi
+
+# Open-loop rows at $FIXED req/s.
+fixed_names=(nginx bare_pingora flashgate_pass flashgate_status flashgate_arrival_memory)
+declare -A f50 f99 f999 fmax fach
 
 # Converts wrk's latency ("812.00us", "1.20ms", "2.1s") to microseconds.
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000} else print v }'; }
+kv() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+redis_scripts() { redis-cli -p $REDIS info commandstats | awk -F'[:,=]' '/^cmdstat_(evalsha|eval|script)/ {n += $3} END {print n+0}'; }
+redis_calls=0; redis_arrivals=0
 
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
     args=(-t1 -c$CONNS -d${DUR}s --latency)
     [ -n "${hdr[$n]}" ] && args+=(-H "${hdr[$n]}")
+    [ "$n" = flashgate_arrival_redis ] && before=$(redis_scripts)
     out=$(wrk "${args[@]}" "${url[$n]}")
     if echo "$out" | grep -q "Non-2xx"; then echo "bench: $n answered non-2xx:"; echo "$out"; exit 1; fi
+    if [ "$n" = flashgate_arrival_redis ]; then
+      redis_calls=$((redis_calls + $(redis_scripts) - before))
+      redis_arrivals=$((redis_arrivals + $(echo "$out" | awk '/requests in/{print $1}')))
+    fi
     rps[$n]+="$(echo "$out" | awk '/Requests\/sec/{print $2}') "
     p50[$n]+="$(to_us "$(echo "$out" | awk '$1=="50%"{print $2}')") "
     p99[$n]+="$(to_us "$(echo "$out" | awk '$1=="99%"{print $2}')") "
     echo "round $r  $n: $(echo "$out" | awk '/Requests\/sec/{print $2}') req/s"
   done
+  for n in "${fixed_names[@]}"; do
+    args=(--rate "$FIXED" --duration ${DUR}s --warmup 1s -c $CONNS --label "$n")
+    [ -n "${hdr[$n]}" ] && args+=(-H "${hdr[$n]}")
+    out=$($BIN/rate "${url[$n]}" "${args[@]}")
+    f50[$n]+="$(kv "$out" p50_us) "; f99[$n]+="$(kv "$out" p99_us) "; f999[$n]+="$(kv "$out" p999_us) "
+    fmax[$n]+="$(kv "$out" max_us) "; fach[$n]+="$(kv "$out" achieved_rps) "
+    echo "round $r  $n at $FIXED/s: p50 $(kv "$out" p50_us) µs, p99 $(kv "$out" p99_us) µs"
+  done
 done
+load_end=$(load)
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A m50 m99 mr
@@ -119,23 +207,58 @@ for n in "${names[@]}"; do
   mr[$n]=$(echo "${rps[$n]}" | median); m50[$n]=$(echo "${p50[$n]}" | median); m99[$n]=$(echo "${p99[$n]}" | median)
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+has() { [[ " ${names[*]} " == *" $1 "* ]]; }
 
 date=$(date -u +%Y-%m-%d)
 report=loadtests/results/$date.md
+mkdir -p loadtests/results
 {
   echo "# Benchmark $date"
   echo
-  echo "\`loadtests/bench.sh $DUR $ROUNDS\` on $(nproc) cores ($(uname -m)); wrk -t1 -c$CONNS, ${DUR}s per run,"
-  echo "$ROUNDS interleaved rounds, medians shown. Every proxy has one worker thread."
+  echo "\`loadtests/bench.sh $DUR $ROUNDS $FIXED\` on $(nproc) cores ($(uname -m)); $ROUNDS interleaved rounds,"
+  echo "medians shown. Every proxy has one worker thread; the load generator, proxies, origin and"
+  echo "Redis share the machine. Load average $load_start at the start, $load_end at the end."
+  echo
+  echo "## At saturation (wrk -t1 -c$CONNS, ${DUR} s a run)"
   echo
   echo "| target | req/s | p50 µs | p99 µs |"
   echo "|---|---:|---:|---:|"
   for n in "${names[@]}"; do echo "| $n | ${mr[$n]} | ${m50[$n]} | ${m99[$n]} |"; done
+  echo
+  echo "- \`flashgate_pass\`: a request with a valid pass, forwarded to the origin (\`/healthz\`)."
+  echo "- \`flashgate_status\`: \`GET /.flashgate/status\` with a waiting ticket (answered by the node)."
+  echo "- \`flashgate_arrival_*\`: a request without cookies to a paused room: a ticket is issued"
+  echo "  (store call, batched on Redis) and the waiting page (HTML) is sent."
+  if has flashgate_cache; then
+    echo "- \`*_cache\`: \`/products\` (a catalog page, \`Cache-Control: max-age=5\`) from the proxy's cache."
+  fi
+  [ -n "$cache_note" ] && echo "- $cache_note"
+  if [ "$redis_arrivals" -gt 0 ]; then
+    echo
+    echo "Redis script calls during \`flashgate_arrival_redis\`: $redis_calls for $redis_arrivals arrivals"
+    echo "($(awk -v a="$redis_calls" -v b="$redis_arrivals" 'BEGIN{printf "%.4f", a/b}') per arrival, $CONNS arrivals in flight; background refreshes included)."
+  fi
   echo
   echo "| ratio | value | target |"
   echo "|---|---:|---|"
   echo "| flashgate_pass / bare_pingora | $(ratio "${mr[flashgate_pass]}" "${mr[bare_pingora]}") | ≥ 0.95 |"
   echo "| flashgate_pass / nginx | $(ratio "${mr[flashgate_pass]}" "${mr[nginx]}") | ≥ 1.0 (moonshot) |"
   echo "| flashgate_status / flashgate_pass | $(ratio "${mr[flashgate_status]}" "${mr[flashgate_pass]}") | ≥ 2 |"
+  echo "| flashgate_arrival_memory / flashgate_pass | $(ratio "${mr[flashgate_arrival_memory]}" "${mr[flashgate_pass]}") | |"
+  echo "| flashgate_arrival_redis / flashgate_arrival_memory | $(ratio "${mr[flashgate_arrival_redis]}" "${mr[flashgate_arrival_memory]}") | |"
+  if has flashgate_cache; then
+    echo "| flashgate_cache / nginx_cache | $(ratio "${mr[flashgate_cache]}" "${mr[nginx_cache]}") | ≥ 1.0 |"
+  fi
+  echo
+  echo "## At a fixed rate ($FIXED req/s, open loop, $CONNS connections, ${DUR} s a run)"
+  echo
+  echo "Latency from each request's scheduled send time (loadtests \`rate\`), so queueing behind"
+  echo "a stall is counted. Medians of the rounds, microseconds."
+  echo
+  echo "| target | achieved req/s | p50 | p99 | p99.9 | max |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for n in "${fixed_names[@]}"; do
+    echo "| $n | $(echo "${fach[$n]}" | median) | $(echo "${f50[$n]}" | median) | $(echo "${f99[$n]}" | median) | $(echo "${f999[$n]}" | median) | $(echo "${fmax[$n]}" | median) |"
+  done
 } > "$report"
 cat "$report"

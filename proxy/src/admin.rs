@@ -6,6 +6,8 @@
 //! - `PATCH /api/rooms/{id}` with a JSON object of any of `new_users_per_minute`,
 //!   `total_active_users`, `paused`, `queue_all`, `drain`, `sold_out`, `message` (null clears a
 //!   number or the message).
+//! - `GET /api/cache` (entries, bytes) and `POST /api/cache/purge` with `{"url": ..}`,
+//!   `{"prefix": ..}` or `{"all": true}` (origin shield; see `docs/origin-shield.md`).
 
 use std::sync::Arc;
 
@@ -25,10 +27,11 @@ use crate::rooms::RoomRuntime;
 /// Largest PATCH body accepted.
 const MAX_BODY: usize = 16 * 1024;
 
+/// The admin service. Its bearer token is the config's in force (`admin_token_env` or
+/// `admin_token_file`), so a reload rotates it.
 #[derive(Debug)]
 pub struct Admin {
     pub node: Arc<Node>,
-    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,7 +45,11 @@ pub struct RoomReport {
     pub active: u64,
     pub entered_total: u64,
     pub admitted_total: u64,
+    /// The rate in force: the configured (or overridden) rate × `origin_factor`.
     pub new_users_per_minute: u32,
+    /// Origin-aware admission: the share of the configured rate the origin's health allows
+    /// now (1 without `[rooms.origin_aware]`).
+    pub origin_factor: f64,
     pub total_active_users: u32,
     pub noshow_ratio: f64,
     pub eta_back_of_line_seconds: Option<u64>,
@@ -71,6 +78,7 @@ pub fn report(r: &RoomRuntime) -> RoomReport {
         entered_total: snap.claimed_total,
         admitted_total: snap.ctl.admitted_total,
         new_users_per_minute: v.new_users_per_minute,
+        origin_factor: r.origin_factor(),
         total_active_users: v.total_active_users,
         noshow_ratio: f64::from(snap.ctl.noshow_milli) / 1000.0,
         eta_back_of_line_seconds: v.eta_for(waiting).map(|b| b.mid.as_secs()),
@@ -152,7 +160,8 @@ pub fn apply_patch(o: &mut Overrides, patch: &Value) -> Result<(), String> {
 
 impl Admin {
     fn authorized(&self, s: &ServerSession) -> bool {
-        let Some(token) = &self.token else {
+        let live = self.node.live();
+        let Some(token) = &live.config.server.admin_token else {
             return true;
         };
         let given = s
@@ -204,13 +213,12 @@ impl Admin {
         if let Err(e) = self.node.store.set_overrides(room.id(), &after).await {
             return error(503, &format!("store unavailable: {e}"));
         }
-        tracing::info!(target: "flashgate::audit", room = room.id(), ?before, ?after, "room overrides changed");
-        self.node.events.emit_room_changes(
-            room.id(),
-            &before,
-            &after,
-            &Actor::admin(self.token.as_deref()),
-        );
+        // Who: the token's fingerprint (never the token).
+        let actor = Actor::admin(self.node.live().config.server.admin_token.as_deref());
+        tracing::info!(target: "flashgate::audit", room = room.id(), %actor, ?before, ?after, "room overrides changed");
+        self.node
+            .events
+            .emit_room_changes(room.id(), &before, &after, &actor);
         // Show the change at once rather than at the next refresh.
         self.node.live().rooms.refresh().await;
         json(
@@ -273,7 +281,7 @@ impl ServeHttp for Admin {
                 })
                 .to_string(),
             ),
-            ("POST", "/api/reload") => match self.node.reload().await {
+            ("POST", "/api/reload") => match self.node.reload("admin API").await {
                 Ok(summary) => json(
                     200,
                     serde_json::json!({ "reloaded": true, "summary": summary }).to_string(),

@@ -27,8 +27,8 @@ use crate::clock;
 use crate::config::{Branding, OnStoreError, RouteKind};
 use crate::events::{AbandonReason, Actor, EndReason, Event, EventKind};
 use crate::http_util::{
-    clear_cookie, client_ip, cookie, percent_encode, query_param, safe_return_path, set_cookie,
-    strip_own_cookies, wants_json, CookieAttrs,
+    clear_cookie, client_ip, cookie, query_param, safe_return_path, set_cookie, strip_own_cookies,
+    wants_json, CookieAttrs,
 };
 use crate::metrics::Outcome;
 use crate::node::{Live, Node};
@@ -51,7 +51,9 @@ pub struct Gate {
     /// The node: the config in force (swapped on reload), the store, metrics, events.
     pub node: Arc<Node>,
     pub pages: Pages,
-    /// Whether shoppers reach us over TLS (cookies get `Secure`).
+    /// Mark every cookie `Secure` even on plain-HTTP listeners (TLS ends in front of us). Each
+    /// request is also secure on its own when it came over TLS, or through a trusted proxy
+    /// that says `X-Forwarded-Proto: https` (see `Ctx::secure`).
     pub secure_cookies: bool,
     pub default_branding: Branding,
 }
@@ -62,6 +64,9 @@ pub struct Ctx {
     /// The config this request runs under, start to end (a reload does not change it midway).
     live: Arc<Live>,
     request_id: String,
+    /// The shopper reached us over HTTPS: cookies get `Secure`, the origin gets
+    /// `X-Forwarded-Proto: https`.
+    secure: bool,
     client: Option<IpAddr>,
     route: Option<usize>,
     room: Option<Arc<RoomRuntime>>,
@@ -75,6 +80,9 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     /// Bot defence said: this shopper waits forever (an "infinite queue").
     tarpit: bool,
+    /// When the request started, and the origin's status (for the access log).
+    started: Instant,
+    upstream_status: Option<u16>,
     /// Origin shield: the cache key, what the cache did, the fill this request leads, the
     /// pool slot it holds, and a stale copy to serve if the origin fails.
     cache_key: Option<CacheKey>,
@@ -107,7 +115,37 @@ fn host_of(req: &RequestHeader) -> String {
         }
         _ => raw,
     };
-    host.to_ascii_lowercase()
+    // `shop.test.` (the fully qualified form) names the same site as `shop.test`.
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// Largest request head (target and header fields) forwarded; larger ones get 431.
+pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// The size of a request's target and header fields, as sent (near enough).
+fn head_bytes(req: &RequestHeader) -> usize {
+    let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + target
+}
+
+/// Why the request's `Host` is unacceptable (RFC 9112 §3.2), if it is.
+fn bad_host(req: &RequestHeader) -> Option<&'static str> {
+    let mut hosts = req.headers.get_all("host").iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header\n"),
+        (Some(h), None) => {
+            let ok = h.to_str().is_ok_and(crate::http_util::valid_host);
+            (!ok).then_some("malformed Host header\n")
+        }
+        (None, _) if req.version == http::Version::HTTP_11 && req.uri.host().is_none() => {
+            Some("HTTP/1.1 needs a Host header\n")
+        }
+        (None, _) => None,
+    }
 }
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -165,9 +203,9 @@ fn ticket_cookie_name(room: &str) -> String {
 }
 
 impl Gate {
-    fn attrs(&self, max_age: Duration) -> CookieAttrs {
+    fn attrs(&self, secure: bool, max_age: Duration) -> CookieAttrs {
         CookieAttrs {
-            secure: self.secure_cookies,
+            secure,
             max_age: Some(max_age.as_secs().max(1)),
         }
     }
@@ -221,7 +259,7 @@ impl Gate {
         ctx.set_cookies.push(set_cookie(
             &pass_cookie_name(room.id()),
             &tok,
-            self.attrs(left),
+            self.attrs(ctx.secure, left),
         ));
         ctx.token_out = Some(tok);
     }
@@ -231,7 +269,7 @@ impl Gate {
         let c = set_cookie(
             &ticket_cookie_name(room.id()),
             &tok,
-            self.attrs(room.cfg.settings.abandon_after),
+            self.attrs(ctx.secure, room.cfg.settings.abandon_after),
         );
         (c, tok)
     }
@@ -296,7 +334,7 @@ impl Gate {
             (None, None) => bot::Credential::None,
         };
         let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
-        facts.tls = self.secure_cookies;
+        facts.tls = ctx.secure;
         facts.route = if route == RouteKind::Catalog {
             RouteClass::Catalog
         } else {
@@ -304,7 +342,12 @@ impl Gate {
         };
         facts.credential = credential;
         facts.poll_after = Some(settings.poll_interval);
-        let verdict = self.node.bot.check(room.id(), &room.cfg.bot, &facts);
+        // A fleet also asks Redis about joins per address (one call per join).
+        let verdict = self
+            .node
+            .bot
+            .check_fleet(room.id(), &room.cfg.bot, &facts)
+            .await;
         match verdict {
             Verdict::Allow => {}
             Verdict::Bypass => {
@@ -395,10 +438,8 @@ impl Gate {
                         ClaimOutcome::Entered => {
                             let p = view.new_pass(settings, &t, now);
                             self.sign_pass_cookie(ctx, room, &p, now);
-                            ctx.set_cookies.push(clear_cookie(
-                                &ticket_cookie_name(room.id()),
-                                self.secure_cookies,
-                            ));
+                            ctx.set_cookies
+                                .push(clear_cookie(&ticket_cookie_name(room.id()), ctx.secure));
                             ctx.pass = Some(p);
                             ctx.outcome = Outcome::Admitted;
                             self.node
@@ -562,9 +603,11 @@ impl Gate {
                 | waitroom::RoomState::Queueing
                 | waitroom::RoomState::Draining
         );
+        // A tarpitted client (bot defence) is never admitted, the store failing or not.
         if room.cfg.on_store_error == OnStoreError::AdmitAtFloorRate
             && err.starts_with("store ")
             && admitting
+            && !ctx.tarpit
             && room.floor_admit(now)
         {
             let settings = &room.cfg.settings;
@@ -572,10 +615,8 @@ impl Gate {
             let ticket = view.new_ticket(settings, 0, binding, now);
             let p = view.new_pass(settings, &ticket, now);
             self.sign_pass_cookie(ctx, room, &p, now);
-            ctx.set_cookies.push(clear_cookie(
-                &ticket_cookie_name(room.id()),
-                self.secure_cookies,
-            ));
+            ctx.set_cookies
+                .push(clear_cookie(&ticket_cookie_name(room.id()), ctx.secure));
             ctx.pass = Some(p);
             ctx.outcome = Outcome::Admitted;
             self.node
@@ -875,7 +916,7 @@ impl Gate {
             bot::Credential::None
         };
         let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
-        facts.tls = self.secure_cookies;
+        facts.tls = ctx.secure;
         facts.route = RouteClass::Poll;
         facts.credential = credential;
         facts.poll_after = Some(room.cfg.settings.poll_interval);
@@ -920,7 +961,7 @@ impl Gate {
         let sol = match bot::parse_solution(&body) {
             Ok(sol) => sol,
             Err(e) => {
-                let r = bot::page::solution_response(&Err(e), None, self.secure_cookies);
+                let r = bot::page::solution_response(&Err(e), None, ctx.secure);
                 return respond(s, r.status, "application/json", r.body, &[]).await;
             }
         };
@@ -935,7 +976,7 @@ impl Gate {
             .await;
         };
         let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
-        facts.tls = self.secure_cookies;
+        facts.tls = ctx.secure;
         let result = self
             .node
             .bot
@@ -946,8 +987,7 @@ impl Gate {
                 self.emit(&room, EventKind::ChallengeFailed { reason }, 0);
             }
         }
-        let r =
-            bot::page::solution_response(&result, sol.return_to.as_deref(), self.secure_cookies);
+        let r = bot::page::solution_response(&result, sol.return_to.as_deref(), ctx.secure);
         let mut headers = Vec::new();
         if let Some(c) = r.set_cookie {
             headers.push(("set-cookie", c));
@@ -1229,11 +1269,11 @@ impl Gate {
         let clear = [
             (
                 "set-cookie",
-                clear_cookie(&pass_cookie_name(room.id()), self.secure_cookies),
+                clear_cookie(&pass_cookie_name(room.id()), ctx.secure),
             ),
             (
                 "set-cookie",
-                clear_cookie(&ticket_cookie_name(room.id()), self.secure_cookies),
+                clear_cookie(&ticket_cookie_name(room.id()), ctx.secure),
             ),
         ];
         if wants_json(header(s.req_header(), "accept")) {
@@ -1262,10 +1302,8 @@ impl Gate {
                     room.mark_ended(p.ticket);
                     // The new pass cookie (if any) must not go out; clear the old one instead.
                     ctx.set_cookies.retain(|c| !c.starts_with("fg_p_"));
-                    ctx.set_cookies.push(clear_cookie(
-                        &pass_cookie_name(room.id()),
-                        self.secure_cookies,
-                    ));
+                    ctx.set_cookies
+                        .push(clear_cookie(&pass_cookie_name(room.id()), ctx.secure));
                     ctx.token_out = None;
                     self.node
                         .metrics
@@ -1336,6 +1374,7 @@ impl ProxyHttp for Gate {
         Ctx {
             live: self.node.live(),
             request_id: String::new(),
+            secure: self.secure_cookies,
             client: None,
             route: None,
             room: None,
@@ -1346,6 +1385,8 @@ impl ProxyHttp for Gate {
             outcome: Outcome::Forwarded,
             upstream_started: None,
             tarpit: false,
+            started: Instant::now(),
+            upstream_status: None,
             cache_key: None,
             cache_status: None,
             fill: None,
@@ -1362,27 +1403,71 @@ impl ProxyHttp for Gate {
             header(s.req_header(), "x-forwarded-for"),
             &ctx.live.config.server.trusted_proxies,
         );
+        // HTTPS: our own TLS listener (H1 or H2), or TLS ended by a proxy we trust.
+        let over_tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let proxied_https = peer.is_some_and(|p| {
+            ctx.live
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&p))
+        }) && header(s.req_header(), "x-forwarded-proto")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        ctx.secure = self.secure_cookies || over_tls || proxied_https;
         Ok(())
     }
 
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let now = clock::now();
         let path = s.req_header().uri.path().to_owned();
+        // RFC 9112 §3.2: a missing (HTTP/1.1), repeated or malformed Host is a 400. A Host the
+        // rooms cannot read must not slip past a host-scoped room.
+        if let Some(why) = bad_host(s.req_header()) {
+            ctx.outcome = Outcome::BadRequest;
+            respond(s, 400, "text/plain", why, &[("connection", "close".into())]).await?;
+            return Ok(true);
+        }
+        // Pingora reads heads of up to 1 MiB; browsers never send more than a few KiB, and
+        // the origin should not have to swallow the rest (nginx refuses above 4 × 8 KiB).
+        if head_bytes(s.req_header()) > MAX_REQUEST_HEAD {
+            ctx.outcome = Outcome::BadRequest;
+            let close = [("connection", "close".into())];
+            respond(s, 431, "text/plain", "request header too large\n", &close).await?;
+            return Ok(true);
+        }
         if let Some(rest) = path.strip_prefix("/.flashgate/") {
             self.reserved(s, ctx, rest, now).await?;
             return Ok(true);
         }
+        // Routes and rooms see the path both as sent and as an origin may normalise it
+        // (`//drops/x`, `/%64rops/x`, `/a/../drops/x`): either falling in a room is gated.
+        let Ok(canon) = crate::http_util::canonical_path(&path) else {
+            ctx.outcome = Outcome::BadRequest;
+            respond(s, 400, "text/plain", "bad request path\n", &[]).await?;
+            return Ok(true);
+        };
         let host = host_of(s.req_header());
-        ctx.route = Self::route_for(&ctx.live, &host, &path);
+        let canon_route = Self::route_for(&ctx.live, &host, &canon);
+        ctx.route = Self::route_for(&ctx.live, &host, &path).or(canon_route);
         let Some(route) = ctx.route.map(|i| &ctx.live.config.routes[i]) else {
             ctx.outcome = Outcome::NotFound;
             respond(s, 404, "text/plain", "no route for this path\n", &[]).await?;
             return Ok(true);
         };
         let kind = route.kind;
-        if kind != RouteKind::Bypass {
+        // A bypass route skips rooms only when the path reads as bypass both ways.
+        let canon_bypass =
+            canon_route.is_none_or(|i| ctx.live.config.routes[i].kind == RouteKind::Bypass);
+        if kind != RouteKind::Bypass || !canon_bypass {
             let method = s.req_header().method.as_str().to_owned();
-            if let Some(room) = ctx.live.rooms.find(&host, &path, &method).cloned() {
+            let room = ctx
+                .live
+                .rooms
+                .find(&host, &path, &method)
+                .or_else(|| ctx.live.rooms.find(&host, &canon, &method))
+                .cloned();
+            if let Some(room) = room {
                 ctx.room = Some(room.clone());
                 if self.gate(s, ctx, &room, kind, now).await? {
                     return Ok(true);
@@ -1481,7 +1566,7 @@ impl ProxyHttp for Gate {
         }
         up.insert_header(
             "x-forwarded-proto",
-            if self.secure_cookies { "https" } else { "http" },
+            if ctx.secure { "https" } else { "http" },
         )?;
         up.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(host) = ctx
@@ -1500,6 +1585,7 @@ impl ProxyHttp for Gate {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
         // The shield sees the origin's own answer, before any per-shopper change.
         if let Some(i) = ctx.route {
             let live = ctx.live.clone();
@@ -1599,6 +1685,11 @@ impl ProxyHttp for Gate {
     async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         ctx.fill = None; // followers stop waiting now
         ctx.permit = None;
+        // Pingora 0.9.1 closes the shopper's connection after a failed proxy attempt whatever
+        // `can_reuse_downstream` says (it is honoured only before peer selection). Say so in
+        // the response (`Connection: close`), or a keep-alive client sends its next request
+        // into a closing socket and gets a reset.
+        s.set_keepalive(None);
         let code = match e.etype() {
             ErrorType::HTTPStatus(c) => *c,
             _ => match e.esource() {
@@ -1665,28 +1756,37 @@ impl ProxyHttp for Gate {
         }
     }
 
+    /// A failure the shopper never saw (a stale copy answered it) is not an error to log once
+    /// per request during an outage; `flashgate_cache_results_total{result="stale"}` and the
+    /// upstream metrics count it.
+    fn suppress_error_log(&self, _s: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        ctx.outcome == Outcome::Cached
+    }
+
     async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.node
             .metrics
             .requests
             .with_label_values(&[ctx.outcome.as_str()])
             .inc();
+        if !ctx.live.config.server.access_log {
+            return;
+        }
+        // One event per request. The path only: a query string may carry what it should not.
         let status = s.response_written().map_or(0, |r| r.status.as_u16());
-        tracing::debug!(
+        tracing::info!(
             target: "flashgate::access",
             id = %ctx.request_id,
             client = ?ctx.client,
             method = %s.req_header().method,
             path = %s.req_header().uri.path(),
             status,
+            upstream_status = ctx.upstream_status,
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             decision = ctx.outcome.as_str(),
             room = ctx.room.as_ref().map(|r| r.id()),
+            cache = ctx.cache_status.map(|c| c.as_str()),
             error = e.map(|e| e.to_string()),
         );
     }
-}
-
-/// Where a waiting page's JS should go back to: the same URL (percent-encoded for a query).
-pub fn return_param(path_and_query: &str) -> String {
-    percent_encode(path_and_query)
 }

@@ -154,8 +154,127 @@ pub fn escape_html(s: &str) -> Cow<'_, str> {
 }
 
 /// Whether a same-site return path is safe to redirect to (no scheme, no `//host`).
+///
+/// Control characters are refused anywhere: browsers drop tabs and newlines from URLs, so
+/// `/\t/evil.example` would otherwise become the protocol-relative `//evil.example`.
 pub fn safe_return_path(p: &str) -> bool {
-    p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\") && !p.contains(['\r', '\n'])
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.starts_with("/\\")
+        && !p.bytes().any(|b| b.is_ascii_control())
+}
+
+/// A request path that cannot be served: it carries a control character or a NUL, raw or
+/// percent-encoded (`%00`, `%0A`, ...). The gate answers 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPath;
+
+/// The path as an origin might read it, for choosing routes and rooms: percent-escapes decoded
+/// (`%64rop` is `drop`, `%2F` is `/`), `\` read as `/`, `;parameters` dropped from each
+/// segment, runs of `/` merged and dot-segments (`.`, `..`) removed.
+///
+/// Common origins normalise paths this way (nginx merges slashes and resolves dot-segments,
+/// servlet containers drop `;jsessionid=`, many frameworks decode escapes before routing), so
+/// the gate must not let `//drops/x` or `/x/../drops/x` past a room on `/drops`. The gate
+/// protects a request when its raw *or* canonical path falls in a room, and forwards the raw
+/// path unchanged. Borrowed when the path needs no change (the common case).
+pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+    let b = raw.as_bytes();
+    if b.iter().any(|c| c.is_ascii_control()) {
+        return Err(BadPath);
+    }
+    let plain = b.first() == Some(&b'/')
+        && !b.iter().any(|c| matches!(c, b'%' | b'\\' | b';'))
+        && !raw.contains("//")
+        && !raw.split('/').any(|seg| seg == "." || seg == "..");
+    if plain {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // Decode every escape; an invalid one stays as it is.
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                decoded.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    if decoded.iter().any(|c| c.is_ascii_control()) {
+        return Err(BadPath);
+    }
+    // Segments, without `;parameters`, empty segments (merged slashes) and dot-segments.
+    let mut out: Vec<&[u8]> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split(|c| *c == b'/' || *c == b'\\') {
+        let seg = seg.split(|c| *c == b';').next().unwrap_or_default();
+        trailing = false;
+        match seg {
+            b"" => trailing = true,
+            b"." => trailing = true,
+            b".." => {
+                out.pop();
+                trailing = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = Vec::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        path.push(b'/');
+        path.extend_from_slice(seg);
+    }
+    if trailing || out.is_empty() {
+        path.push(b'/');
+    }
+    Ok(Cow::Owned(String::from_utf8_lossy(&path).into_owned()))
+}
+
+/// Whether a `Host` header value is a well-formed host with an optional port: a name or IPv4
+/// address of letters, digits, `-`, `.` and `_`, or a bracketed IPv6 literal. Anything else
+/// (spaces, `/`, `@`, non-ASCII, an empty name) is a bad request.
+pub fn valid_host(h: &str) -> bool {
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
+            return false;
+        }
+        match after.strip_prefix(':') {
+            _ if after.is_empty() => return true,
+            None => return false,
+            port => ("v6", port),
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
+    let port_ok = match port {
+        None => true,
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()),
+    };
+    name_ok && port_ok
 }
 
 /// Whether the client prefers JSON: `Accept` names `application/json` and not `text/html`.
@@ -193,6 +312,69 @@ mod tests {
             "fg_p_drop=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
         );
         assert!(clear_cookie("fg_t_drop", false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn canonical_paths_read_like_an_origin_would() {
+        let c = |p: &str| canonical_path(p).map(|c| c.into_owned());
+        assert!(matches!(canonical_path("/drops/x"), Ok(Cow::Borrowed(_))));
+        for (raw, canon) in [
+            ("/drops/x", "/drops/x"),
+            ("//drops/x", "/drops/x"),
+            ("/./drops/x", "/drops/x"),
+            ("/a/../drops/x", "/drops/x"),
+            ("/%64rops/x", "/drops/x"),
+            ("/drops%2Fx", "/drops/x"),
+            ("/drops%2fx", "/drops/x"),
+            ("/%2e%2e/drops", "/drops"),
+            ("/drops;jsessionid=1/x", "/drops/x"),
+            ("/drops\\x", "/drops/x"),
+            ("/drops/", "/drops/"),
+            ("/drops/.", "/drops/"),
+            ("/drops/x/..", "/drops/"),
+            ("/../../", "/"),
+            ("/", "/"),
+            ("", "/"),
+            ("/%zz/%", "/%zz/%"),
+        ] {
+            assert_eq!(c(raw).as_deref(), Ok(canon), "{raw}");
+        }
+        assert_eq!(c("/drops%00"), Err(BadPath));
+        assert_eq!(c("/drops%0a"), Err(BadPath));
+        assert_eq!(c("/a\tb"), Err(BadPath));
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "shop.test",
+            "SHOP.test:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "a_b.internal",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "a@b",
+            "a:b",
+            "a:",
+            ":80",
+            "a:123456",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:",
+            "\u{e9}.test",
+            "a\u{0}b",
+        ] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -244,6 +426,11 @@ mod tests {
         assert!(safe_return_path("/drops/a?b=1"));
         assert!(!safe_return_path("//evil.example"));
         assert!(!safe_return_path("https://evil.example"));
+        assert!(
+            !safe_return_path("/\t/evil.example"),
+            "browsers drop the tab"
+        );
+        assert!(!safe_return_path("/\n/evil.example"));
         assert!(wants_json(Some("application/json")));
         assert!(!wants_json(Some("text/html,application/json;q=0.9")));
         assert!(!wants_json(None));

@@ -11,7 +11,9 @@
 //! | origin shield: catalog cache, coalescing, stale, shedding, origin-aware admission | [`shield`] |
 //! | waiting page, closed page, status JSON | [`pages`] |
 //! | cookies, client address, escaping | [`http_util`] |
+//! | `flashgate check` for the Grafana dashboard and alert rules | [`monitoring`] |
 //! | assembling the Pingora server | [`server`] |
+//! | the TLS listener's certificate (rustls), swapped on reload | [`tls`] |
 //! | the Redis store, ticket batching, circuit breaker | [`store`] |
 //! | the demo shop origin | [`shop`] |
 //! | `flashgate demo` | [`demo`] |
@@ -30,6 +32,7 @@ pub mod events;
 pub mod gate;
 pub mod http_util;
 pub mod metrics;
+pub mod monitoring;
 pub mod node;
 pub mod pages;
 pub mod rooms;
@@ -37,4 +40,5 @@ pub mod server;
 pub mod shield;
 pub mod shop;
 pub mod store;
+pub mod tls;
 pub mod upstream;

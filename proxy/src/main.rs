@@ -43,7 +43,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
     },
-    /// Validate config files; exits 0 when all are valid, 2 otherwise.
+    /// Validate config files (`.toml`) and monitoring files (a Grafana dashboard `.json`,
+    /// Prometheus rules `.yml`: every flashgate_* metric they use must exist); exits 0 when
+    /// all are valid, 2 otherwise.
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -107,8 +109,11 @@ enum TokenCommand {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -123,7 +128,24 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { files } => {
             let mut ok = true;
+            let metrics = flashgate::metrics::Metrics::new();
             for f in &files {
+                if flashgate::monitoring::is_monitoring_file(f) {
+                    match flashgate::monitoring::check_file(f, &metrics.names) {
+                        Ok(c) => println!(
+                            "{}: ok ({} {}, {} metrics)",
+                            f.display(),
+                            c.items,
+                            c.what,
+                            c.metrics
+                        ),
+                        Err(e) => {
+                            eprintln!("{e}");
+                            ok = false;
+                        }
+                    }
+                    continue;
+                }
                 match Config::load(f, now) {
                     Ok(c) => println!(
                         "{}: ok ({} rooms, {} upstreams)",
@@ -233,6 +255,13 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(cfg.server.log_json);
+            if flashgate::clock::skew_ms() != 0 {
+                tracing::warn!(
+                    skew_ms = flashgate::clock::skew_ms(),
+                    "{} is set: this node's clock is offset (for tests only)",
+                    flashgate::clock::SKEW_ENV
+                );
+            }
             match flashgate::server::build(&cfg, Some(config.clone()), upgrade) {
                 Ok((server, _)) => {
                     tracing::info!(listen = ?cfg.server.listen, admin = %cfg.server.admin_listen, "flashgate starting");

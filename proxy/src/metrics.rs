@@ -1,6 +1,10 @@
 //! Prometheus metrics (`flashgate_*`). Label values come from closed sets (decisions, results)
 //! or from the config (room ids, pool names), never from requests.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -32,6 +36,8 @@ pub enum Outcome {
     /// Origin unreachable or failing.
     UpstreamError,
     NotFound,
+    /// Refused before routing: a malformed Host or request path (400).
+    BadRequest,
 }
 
 impl Outcome {
@@ -48,7 +54,37 @@ impl Outcome {
             Self::Shed => "shed",
             Self::UpstreamError => "upstream_error",
             Self::NotFound => "not_found",
+            Self::BadRequest => "bad_request",
         }
+    }
+}
+
+/// The metric family names a process exports (what dashboards and alert rules may use).
+#[derive(Debug, Clone, Default)]
+pub struct MetricNames {
+    pub plain: BTreeSet<String>,
+    pub histograms: BTreeSet<String>,
+}
+
+impl MetricNames {
+    /// Whether `series` is one of ours: a family name, or a histogram's `_bucket`, `_sum` or
+    /// `_count` series.
+    pub fn knows(&self, series: &str) -> bool {
+        self.plain.contains(series)
+            || self.histograms.contains(series)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                series
+                    .strip_suffix(suffix)
+                    .is_some_and(|base| self.histograms.contains(base))
+            })
+    }
+
+    /// Every name, histograms included.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.plain
+            .iter()
+            .chain(&self.histograms)
+            .map(String::as_str)
     }
 }
 
@@ -56,6 +92,8 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// The name of every family registered, with or without samples.
+    pub names: Arc<MetricNames>,
     pub requests: IntCounterVec,
     pub tickets: IntCounterVec,
     pub admissions: IntCounterVec,
@@ -63,6 +101,12 @@ pub struct Metrics {
     pub serving: IntGaugeVec,
     pub issued: IntGaugeVec,
     pub active: IntGaugeVec,
+    /// 1 for the state each room is in, 0 for the others: `room`, `state` (`RoomState::ALL`).
+    pub room_state: IntGaugeVec,
+    /// The admission rate in force per room (overrides and origin-aware factor applied).
+    pub admission_target: IntGaugeVec,
+    /// Config reloads (SIGHUP or `POST /api/reload`) by `result` (`ok`, `refused`).
+    pub reloads: IntCounterVec,
     pub store_errors: IntCounterVec,
     /// 1 while the store's circuit breaker is open or half-open.
     pub store_degraded: IntGauge,
@@ -114,20 +158,30 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        // Every family is registered through `reg`, which also records its name (a registry
+        // lists only families that have samples; `flashgate check` needs them all).
+        let names = std::cell::RefCell::new(MetricNames::default());
+        let reg = |c: Box<dyn Collector>, histogram: bool| {
+            for d in c.desc() {
+                let mut n = names.borrow_mut();
+                if histogram {
+                    n.histograms.insert(d.fq_name.clone());
+                } else {
+                    n.plain.insert(d.fq_name.clone());
+                }
+            }
+            registry.register(c).expect("metric registered once");
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("static metric definition");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
+            reg(Box::new(c.clone()), false);
             c
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g =
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
+            reg(Box::new(g.clone()), false);
             g
         };
         let requests = counter(
@@ -165,6 +219,21 @@ impl Metrics {
             "Active shoppers counted in the room",
             &["room"],
         );
+        let room_state = gauge(
+            "flashgate_room_state",
+            "1 for the state the room is in (idle, prequeue, queueing, paused, queue_all, draining, sold_out, closed)",
+            &["room", "state"],
+        );
+        let admission_target = gauge(
+            "flashgate_admission_target_per_minute",
+            "New shoppers per minute the room admits now (overrides and origin factor applied)",
+            &["room"],
+        );
+        let reloads = counter(
+            "flashgate_reloads_total",
+            "Config reloads (SIGHUP or admin API), by result (ok, refused)",
+            &["result"],
+        );
         let store_errors = counter(
             "flashgate_store_errors_total",
             "Store operations that failed",
@@ -175,9 +244,7 @@ impl Metrics {
             "1 while the store circuit breaker is open or half-open (calls fail fast)",
         ))
         .expect("static metric definition");
-        registry
-            .register(Box::new(store_degraded.clone()))
-            .expect("metric registered once");
+        reg(Box::new(store_degraded.clone()), false);
         let store_mode_changes = counter(
             "flashgate_store_mode_changes_total",
             "Store circuit breaker mode changes, by the mode entered",
@@ -245,9 +312,7 @@ impl Metrics {
         );
         let plain_gauge = |name: &str, help: &str| {
             let g = IntGauge::with_opts(Opts::new(name, help)).expect("static metric definition");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
+            reg(Box::new(g.clone()), false);
             g
         };
         let cache_bytes = plain_gauge(
@@ -263,9 +328,7 @@ impl Metrics {
             &["room"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(origin_factor.clone()))
-            .expect("metric registered once");
+        reg(Box::new(origin_factor.clone()), false);
         let upstream_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "flashgate_upstream_seconds",
@@ -277,11 +340,11 @@ impl Metrics {
             &["pool", "class"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(upstream_seconds.clone()))
-            .expect("metric registered once");
+        reg(Box::new(upstream_seconds.clone()), true);
+        let names = Arc::new(names.into_inner());
         Self {
             registry,
+            names,
             requests,
             tickets,
             admissions,
@@ -289,6 +352,9 @@ impl Metrics {
             serving,
             issued,
             active,
+            room_state,
+            admission_target,
+            reloads,
             store_errors,
             store_degraded,
             store_mode_changes,
@@ -316,5 +382,43 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_defined_here_is_listed() {
+        let m = Metrics::new();
+        let all = include_str!("metrics.rs");
+        let src = all.split(concat!("#[cfg(", "test)]")).next().unwrap_or(all);
+        let needle = concat!("\"", "flash", "gate_");
+        let mut n = 0;
+        for (i, _) in src.match_indices(needle) {
+            let name: String = src[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(m.names.knows(&name), "{name} is registered without `reg`");
+            n += 1;
+        }
+        assert!(n >= 20, "found {n} metric names");
+        assert_eq!(m.names.all().count(), n, "one definition per family");
+    }
+
+    #[test]
+    fn histogram_series_are_known() {
+        let n = Metrics::new().names;
+        assert!(n.knows("flashgate_upstream_seconds_bucket"));
+        assert!(n.knows("flashgate_upstream_seconds_sum"));
+        assert!(n.knows("flashgate_upstream_seconds_count"));
+        assert!(n.knows("flashgate_requests_total"));
+        assert!(
+            !n.knows("flashgate_requests_total_count"),
+            "not a histogram"
+        );
+        assert!(!n.knows("flashgate_nope_total"));
     }
 }

@@ -5,9 +5,10 @@
 //! file is refused with `FILE: key: reason` and the running config stays. Requests in flight
 //! keep the config they started with (each request holds an `Arc<Live>`). Rooms that keep their
 //! id keep their live state (view, ETA history, ended sessions); pools are rebuilt only when
-//! their settings changed. Listeners, the store and the event sink cannot change without a
-//! restart (`flashgate run --upgrade` hands the sockets over with no downtime): a reload that
-//! changes them is refused and says so.
+//! their settings changed. The TLS certificate and key files are re-read: new handshakes get
+//! the new pair. Listeners, the store and the event sink cannot change without a restart
+//! (`flashgate run --upgrade` hands the sockets over with no downtime): a reload that changes
+//! them is refused and says so.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,13 +21,14 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::watch;
 use waitroom::Store;
 
-use crate::bot::BotGuard;
+use crate::bot::{BotGuard, RedisShared};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::shield::{Fetcher, HttpFetcher, Shield};
+use crate::tls::CertStore;
 use crate::upstream::{self, Pools};
 
 /// The configuration in force and what was built from it.
@@ -51,6 +53,8 @@ pub struct Node {
     pub shield: Shield,
     /// Bot defence tables, sized at start; rooms' bot settings follow reloads.
     pub bot: Arc<BotGuard>,
+    /// The certificate the TLS listeners serve (none without `tls_listen`).
+    pub tls: Option<Arc<CertStore>>,
     /// The file a reload reads (none for the demo, whose config is compiled in).
     path: Option<PathBuf>,
     reloading: tokio::sync::Mutex<()>,
@@ -76,12 +80,26 @@ impl Node {
         )
         .with_metrics(metrics.clone())
         .with_shield(shield.clone());
-        let bot = Arc::new(BotGuard::new(
+        let mut bot = BotGuard::new(
             &config.bot,
             config.keys.derive(crate::bot::KEY_PURPOSE),
             &metrics,
-        ));
+        );
+        // A fleet shares single use of solutions and the joins-per-address limit through the
+        // store's Redis (one connection, made lazily inside the runtime that first uses it).
+        if let StoreKind::Redis { url, cluster, .. } = &config.store {
+            let shared = Arc::new(
+                RedisShared::new(url, *cluster)
+                    .map_err(|e| format!("{}: {e}", config.source.display()))?,
+            );
+            bot = bot
+                .with_replay(shared.clone())
+                .with_shared_join_limit(shared);
+        }
+        let bot = Arc::new(bot);
+        let tls = config.server.tls.as_ref().map(|t| CertStore::new(&t.pair));
         Ok(Self {
+            tls,
             live: ArcSwap::from_pointee(Live {
                 config,
                 rooms: Arc::new(rooms),
@@ -105,8 +123,24 @@ impl Node {
     }
 
     /// Re-reads the config file and swaps it in. Returns a one-line summary, or why the file
-    /// was refused (the running config stays).
-    pub async fn reload(&self) -> Result<String, String> {
+    /// was refused (the running config stays). `by` says what asked (`SIGHUP`, `admin API`):
+    /// either way the outcome is logged on `flashgate::audit` and counted.
+    pub async fn reload(&self, by: &str) -> Result<String, String> {
+        let result = self.reload_inner().await;
+        match &result {
+            Ok(summary) => {
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(target: "flashgate::audit", by, "{summary}");
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(target: "flashgate::audit", by, "reload refused, the running config stays: {e}");
+            }
+        }
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<String, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self
             .path
@@ -122,8 +156,15 @@ impl Node {
             let pools = upstream::build(&new.upstreams).map_err(|e| format!("upstreams: {e}"))?;
             (Arc::new(pools), old.pools_generation + 1)
         };
+        let renewed = match (&self.tls, &old.config.server.tls, &new.server.tls) {
+            (Some(store), Some(was), Some(now)) if was.pair != now.pair => {
+                store.replace(&now.pair);
+                ", new TLS certificate"
+            }
+            _ => "",
+        };
         let summary = format!(
-            "reloaded {}: {} rooms, {} upstreams, {} routes",
+            "reloaded {}: {} rooms, {} upstreams, {} routes{renewed}",
             path.display(),
             new.rooms.len(),
             new.upstreams.len(),
@@ -137,7 +178,6 @@ impl Node {
         }));
         self.pools_tx.send_replace(generation);
         rooms.refresh().await;
-        tracing::info!(target: "flashgate::audit", "{summary}");
         Ok(summary)
     }
 }
@@ -149,14 +189,31 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
     if old.server.listen != new.server.listen {
         return Err(format!("{file}: server.listen: {restart}"));
     }
+    let tls_listen = |c: &Config| c.server.tls.as_ref().map(|t| t.listen.clone());
+    if tls_listen(old) != tls_listen(new) {
+        return Err(format!("{file}: server.tls_listen: {restart}"));
+    }
     if old.server.admin_listen != new.server.admin_listen {
         return Err(format!("{file}: server.admin_listen: {restart}"));
     }
     if old.server.threads != new.server.threads {
         return Err(format!("{file}: server.threads: {restart}"));
     }
+    if old.server.grace_period != new.server.grace_period {
+        return Err(format!("{file}: server.grace_period: {restart}"));
+    }
+    if old.server.log_json != new.server.log_json {
+        return Err(format!("{file}: server.log_format: {restart}"));
+    }
     if old.store != new.store {
         return Err(format!("{file}: store: {restart}"));
+    }
+    // Built once at start: the catalog cache (sized by `[cache]`) and the bot tables and lists.
+    if old.cache != new.cache {
+        return Err(format!("{file}: cache: {restart}"));
+    }
+    if old.bot != new.bot {
+        return Err(format!("{file}: bot: {restart}"));
     }
     if old.events != new.events {
         return Err(format!("{file}: events: {restart}"));
@@ -198,6 +255,14 @@ impl BackgroundService for RoomSync {
                         m.issued.with_label_values(&[r.id()]).set(snap.issued as i64);
                         let active = snap.active_total(clock::now().minute(), v.session_minutes);
                         m.active.with_label_values(&[r.id()]).set(active as i64);
+                        for state in waitroom::RoomState::ALL {
+                            m.room_state
+                                .with_label_values(&[r.id(), state.as_str()])
+                                .set(i64::from(v.state == state));
+                        }
+                        m.admission_target
+                            .with_label_values(&[r.id()])
+                            .set(i64::from(v.new_users_per_minute));
                     }
                 }
             }
@@ -254,10 +319,8 @@ impl BackgroundService for ReloadOnHangup {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = hup.recv() => match self.0.reload().await {
-                    Ok(summary) => tracing::info!("SIGHUP: {summary}"),
-                    Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
-                },
+                // The outcome is logged (and counted) by `reload`.
+                _ = hup.recv() => { let _ = self.0.reload("SIGHUP").await; }
             }
         }
     }

@@ -55,6 +55,10 @@ impl CheckIns {
     }
 }
 
+/// How many raters a node remembers per room, so that each ticket rates the wait once (see
+/// [`RoomRuntime::record_feedback`]).
+const RATED_MEMORY: usize = ENDED_MEMORY;
+
 /// A bounded set: the oldest entries are forgotten first.
 #[derive(Debug, Default)]
 struct Recent {
@@ -63,15 +67,41 @@ struct Recent {
 }
 
 impl Recent {
-    fn insert(&mut self, v: u64) {
-        if self.set.insert(v) {
-            self.order.push_back(v);
-            if self.order.len() > ENDED_MEMORY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+    /// Adds `v`; `false` when it was there already.
+    fn insert(&mut self, v: u64) -> bool {
+        self.insert_bounded(v, ENDED_MEMORY)
+    }
+
+    fn insert_bounded(&mut self, v: u64, cap: usize) -> bool {
+        if !self.set.insert(v) {
+            return false;
+        }
+        self.order.push_back(v);
+        if self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
             }
         }
+        true
+    }
+}
+
+/// The wait ratings this node accepted for one room: counts of 1 to 5.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackCounts {
+    pub by_rating: [u64; 5],
+}
+
+impl FeedbackCounts {
+    pub fn count(&self) -> u64 {
+        self.by_rating.iter().sum()
+    }
+
+    /// The mean rating (1-5), or `None` before the first one.
+    pub fn average(&self) -> Option<f64> {
+        let n = self.count();
+        let sum: u64 = (1..=5u64).zip(self.by_rating).map(|(r, c)| r * c).sum();
+        (n > 0).then(|| sum as f64 / n as f64)
     }
 }
 
@@ -96,6 +126,11 @@ struct Shared {
     store_ok: AtomicBool,
     /// High-water marks of the store's numbers, to re-seed a store that lost state.
     marks: Mutex<Marks>,
+    /// Origin-aware admission: the factor of the last sync (`f64` bits; 1 for other rooms).
+    origin_factor: AtomicU64,
+    /// Feedback pulse: tickets that rated the wait on this node, and the ratings by value.
+    rated: Mutex<Recent>,
+    ratings: [AtomicU64; 5],
 }
 
 impl RoomRuntime {
@@ -115,6 +150,9 @@ impl RoomRuntime {
                 checkins: CheckIns::new(),
                 store_ok: AtomicBool::new(true),
                 marks: Mutex::new(Marks::default()),
+                origin_factor: AtomicU64::new(1.0f64.to_bits()),
+                rated: Mutex::new(Recent::default()),
+                ratings: Default::default(),
             }),
             floor: Mutex::new(FloorBucket::default()),
         }
@@ -153,9 +191,22 @@ impl RoomRuntime {
 
     fn install_view(&self, snap: RoomSnapshot) {
         let eta = self.shared.eta.lock();
-        let view = RoomView::new(&self.cfg.settings, snap, &eta);
+        let mut view = RoomView::new(&self.cfg.settings, snap, &eta);
         drop(eta);
+        // The rate the controller planned with (see `sync_room`), so that the ETA fallback and
+        // the admin report tell the truth while the origin holds admission back.
+        let factor = self.origin_factor();
+        if factor < 1.0 {
+            view.new_users_per_minute =
+                ((f64::from(view.new_users_per_minute) * factor).round() as u32).max(1);
+        }
         self.shared.view.store(Arc::new(view));
+    }
+
+    /// The origin-health factor of the last sync: in `[min_factor, 1]` for rooms with
+    /// `[rooms.origin_aware]`, always 1 for the others.
+    pub fn origin_factor(&self) -> f64 {
+        f64::from_bits(self.shared.origin_factor.load(Ordering::Relaxed))
     }
 
     /// Whether this node should check `ticket` in for `minute` (at most once a minute).
@@ -176,6 +227,37 @@ impl RoomRuntime {
         self.floor
             .lock()
             .try_take(now, self.cfg.floor_rate_per_minute)
+    }
+
+    /// Counts a wait rating (1-5) from ticket `ticket` of sale event `event`, once per ticket
+    /// on this node: `false` (nothing counted) when that ticket has rated here before. The
+    /// node remembers the last [`RATED_MEMORY`] raters of the room; a reload keeps them.
+    pub fn record_feedback(&self, event: u32, ticket: u64, rating: u8) -> bool {
+        let Some(slot) = usize::from(rating)
+            .checked_sub(1)
+            .and_then(|i| self.shared.ratings.get(i))
+        else {
+            return false;
+        };
+        // Ticket numbers are per room; the event keeps two sale windows' tickets apart.
+        let key = ticket ^ u64::from(event).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if !self
+            .shared
+            .rated
+            .lock()
+            .insert_bounded(key, RATED_MEMORY)
+        {
+            return false;
+        }
+        slot.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The ratings this node accepted since it started (a reload keeps them).
+    pub fn feedback(&self) -> FeedbackCounts {
+        FeedbackCounts {
+            by_rating: std::array::from_fn(|i| self.shared.ratings[i].load(Ordering::Relaxed)),
+        }
     }
 
     pub fn is_ended(&self, ticket: u64) -> bool {
@@ -290,6 +372,9 @@ impl Rooms {
                 .shield
                 .as_ref()
                 .map_or(1.0, |s| s.origin_factor(r.id(), std::time::Instant::now()));
+            r.shared
+                .origin_factor
+                .store(factor.to_bits(), Ordering::Relaxed);
             let synced = sync_room(
                 self.store.as_ref(),
                 &r.cfg.settings,
@@ -347,5 +432,45 @@ mod tests {
         }
         assert_eq!(r.set.len(), ENDED_MEMORY);
         assert!(!r.set.contains(&0));
+        assert!(r.insert(0), "forgotten, so new again");
+        assert!(!r.insert(0));
+    }
+
+    #[test]
+    fn one_rating_per_ticket_and_event() {
+        let text = r#"
+[keys]
+active = 1
+[[keys.key]]
+id = 1
+secret = "unit-test-secret-unit-test-secret-0123456789"
+
+[upstreams.shop]
+servers = ["127.0.0.1:1"]
+
+[[routes]]
+path = "/"
+upstream = "shop"
+
+[[rooms]]
+id = "drop"
+paths = ["/"]
+new_users_per_minute = 60
+total_active_users = 100
+"#;
+        let mut cfg = crate::config::Config::parse("t.toml", text, clock::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = RoomRuntime::new(cfg.rooms.remove(0));
+        assert_eq!(r.feedback().average(), None);
+        assert!(r.record_feedback(0, 7, 5));
+        assert!(!r.record_feedback(0, 7, 1), "the same ticket again");
+        assert!(r.record_feedback(1, 7, 2), "ticket 7 of another sale event");
+        assert!(r.record_feedback(0, 8, 2));
+        assert!(!r.record_feedback(0, 9, 0) && !r.record_feedback(0, 9, 6));
+        assert!(r.record_feedback(0, 9, 4), "a refused value does not use the rating up");
+        let f = r.feedback();
+        assert_eq!(f.by_rating, [0, 2, 0, 1, 1]);
+        assert_eq!(f.count(), 4);
+        assert_eq!(f.average(), Some(13.0 / 4.0));
     }
 }

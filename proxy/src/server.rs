@@ -1,6 +1,6 @@
-//! Assembles the Pingora server from a validated [`Config`]: the gate on the public listeners,
-//! the admin API on its own, and the background services (room sync, health checks, reload on
-//! SIGHUP, the event stream).
+//! Assembles the Pingora server from a validated [`Config`]: the gate on the public listeners
+//! (plain HTTP, and HTTPS with HTTP/2 when `tls_listen` is set), the admin API on its own, and
+//! the background services (room sync, health checks, reload on SIGHUP, the event stream).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +85,7 @@ pub fn build(
     let gate = Gate {
         node: node.clone(),
         pages: Pages::default(),
+        // Per request instead: `Secure` over TLS, or behind a trusted proxy that says https.
         secure_cookies: false,
         default_branding: Branding {
             title: "Flashgate".into(),
@@ -98,13 +99,12 @@ pub fn build(
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
-    let mut admin = Service::new(
-        "flashgate admin".to_owned(),
-        Admin {
-            node: node.clone(),
-            token: cfg.server.admin_token.clone(),
-        },
-    );
+    if let (Some(tls), Some(certs)) = (&cfg.server.tls, &node.tls) {
+        for addr in &tls.listen {
+            proxy.add_tls_with_settings(&addr.to_string(), None, certs.settings()?);
+        }
+    }
+    let mut admin = Service::new("flashgate admin".to_owned(), Admin { node: node.clone() });
     admin.add_tcp(&cfg.server.admin_listen.to_string());
     admin.threads = Some(1);
 

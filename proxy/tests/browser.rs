@@ -74,16 +74,33 @@ impl Driver {
     }
 
     async fn session(&self, profile: &std::path::Path) -> String {
+        self.session_with(profile, &[]).await
+    }
+
+    /// A session with extra Chromium arguments.
+    async fn session_with(&self, profile: &std::path::Path, extra: &[&str]) -> String {
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=420,900",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=420,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+                "args": args,
             }
         }}});
         let v = self
@@ -93,6 +110,75 @@ impl Driver {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_owned()
+    }
+
+    async fn navigate(&self, sid: &str, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/session/{sid}/url"),
+            Some(json!({ "url": url })),
+        )
+        .await;
+    }
+
+    /// Clicks the first element matching `css`.
+    async fn click(&self, sid: &str, css: &str) {
+        let el = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{sid}/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let id = el
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {el}"))
+            .to_owned();
+        self.call(
+            reqwest::Method::POST,
+            &format!("/session/{sid}/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Polls `js` (which returns a boolean) until it is true.
+    async fn wait_for(&self, sid: &str, what: &str, js: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.script(sid, js).await == true {
+                return;
+            }
+            let text = self
+                .script(sid, "return location.href + ' ' + document.body?.innerText")
+                .await;
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not seen; the page: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the page under the test artifacts directory; returns its path.
+    async fn screenshot(&self, sid: &str, name: &str) -> std::path::PathBuf {
+        use base64::Engine as _;
+        let shot = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/session/{sid}/screenshot"),
+                None,
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot.as_str().expect("a screenshot"))
+            .expect("base64 PNG");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).expect("save the screenshot");
+        path
     }
 
     async fn script(&self, sid: &str, js: &str) -> Value {
@@ -199,6 +285,129 @@ shuffle = true
     }
     assert!(origin.shop.stats().requests >= 1);
     assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
+    driver
+        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
+        .await;
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// The whole shopper journey in a real browser, through a room that makes every new arrival
+/// solve a proof of work: the challenge page's Web Worker solves it, the browser waits in line
+/// (screenshot saved as a test artifact), is let in by the page itself, and checks out through
+/// the shop's own forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_browser_solves_the_challenge_waits_and_checks_out() {
+    let origin = Origin::start().await;
+    let room = r#"
+[[rooms]]
+id = "launch"
+paths = ["/"]
+new_users_per_minute = 60
+total_active_users = 100
+poll_interval = "1s"
+abandon_after = "60s"
+claim_window = "10s"
+message = "Aurora Lip Kit launch: one kit per shopper"
+[rooms.page]
+title = "Aurora Beauty"
+[rooms.bot]
+mode = "enforce"
+challenge = "always"
+difficulty = 12
+"#;
+    let fg = Flashgate::start(origin.addr, room).await;
+    fg.patch_room("launch", json!({"paused": true})).await;
+    let driver = Driver::start().await;
+    let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
+    // A desktop Chrome's user agent: the headless marker would (rightly) score as automation.
+    let ua = "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+              Chrome/124.0.0.0 Safari/537.36";
+    let sid = driver.session_with(&profile, &[ua, "--lang=en-US"]).await;
+    let started = Instant::now();
+    driver.navigate(&sid, &format!("{}/", fg.base)).await;
+
+    // The challenge page solves in a Web Worker, posts, and comes back: the waiting page.
+    driver
+        .wait_for(
+            &sid,
+            "the waiting page after the challenge",
+            "return document.getElementById('fg')?.dataset.state === 'paused'",
+            Duration::from_secs(30),
+        )
+        .await;
+    let solved_after = started.elapsed();
+    let m = fg.metrics().await;
+    let solved = m
+        .lines()
+        .filter(|l| l.starts_with("flashgate_bot_challenges_total{"))
+        .filter(|l| l.contains("result=\"solved\"") && l.contains("room=\"launch\""))
+        .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(solved, Some(1), "the page solved one challenge:\n{m}");
+    let position = driver
+        .script(
+            &sid,
+            "return document.getElementById('fg-position')?.textContent",
+        )
+        .await;
+    assert_eq!(position, "1", "first in line");
+    let shot = driver.screenshot(&sid, "waiting-room-pow.png").await;
+    assert_eq!(
+        origin.shop.stats().requests,
+        0,
+        "nothing reached the shop while waiting"
+    );
+
+    // The line opens: the page takes the browser into the shop by itself.
+    fg.patch_room("launch", json!({"paused": false})).await;
+    driver
+        .wait_for(
+            &sid,
+            "the shop's home page",
+            "return document.getElementById('fg') === null \
+             && document.getElementById('fg-challenge') === null \
+             && document.body.innerText.includes('Aurora')",
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // Shop: a product page, "Add to bag", then "Place order" in the bag.
+    driver
+        .navigate(&sid, &format!("{}/products/AURORA-LIP-KIT", fg.base))
+        .await;
+    driver.click(&sid, "form[action='/cart'] button").await;
+    driver
+        .wait_for(
+            &sid,
+            "the bag",
+            "return location.pathname === '/cart' && document.body.innerText.includes('Your bag') \
+             && document.body.innerText.includes('Aurora Lip Kit')",
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.click(&sid, "form[action='/checkout'] button").await;
+    driver
+        .wait_for(
+            &sid,
+            "the order confirmation",
+            "return document.body.innerText.includes('Thank you!') \
+             && document.body.innerText.includes('ORD-')",
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.screenshot(&sid, "order-confirmed.png").await;
+    let stats = origin.shop.stats();
+    assert_eq!(stats.orders, 1, "one order placed");
+    assert_eq!(
+        stats.requests_with_fg_cookie, 0,
+        "the shop never saw a queue cookie"
+    );
+    assert_eq!(fg.room("launch").await["entered_total"], 1);
+    eprintln!(
+        "challenge solved and waiting page shown after {solved_after:?}; checked out after \
+         {:?}; screenshot {}",
+        started.elapsed(),
+        shot.display()
+    );
     driver
         .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
         .await;

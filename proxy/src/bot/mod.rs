@@ -10,7 +10,8 @@
 //! |---|---|
 //! | settings per room (`[rooms.bot]`) and per node (`[bot]`) | [`settings`] |
 //! | signed challenges, the work check, "challenge passed" tokens | [`challenge`] |
-//! | single use of solutions (memory; Redis contract documented) | [`replay`] |
+//! | single use of solutions, on this node | [`replay`] |
+//! | state a fleet shares through Redis: single use, joins per address | [`fleet`] |
 //! | header and behaviour signals, their weights | [`signals`] |
 //! | GCRA limits and the join-pressure meter | [`gcra`] |
 //! | the fixed-size tables holding all per-client state | [`table`] |
@@ -27,13 +28,20 @@
 //! - per-client memory is fixed at start (`[bot] table_slots` per table) and never grows with
 //!   the number of addresses, prefixes or tokens seen; under a flood the least informative
 //!   entries are evicted first (limits then fail open for the evicted key, never closed);
-//! - nothing here reads a clock: `now` comes in [`RequestFacts`].
+//! - with a fleet on Redis ([`fleet::RedisShared`], installed by the node): a solution is
+//!   redeemed at most once across all nodes, and joins per address are limited fleet-wide by
+//!   [`BotGuard::check_fleet`]; when Redis fails, solutions are refused (fail closed) and
+//!   joins fall back to each node's own limit (fail open). Tests: `fleet`, `bot/tests.rs`,
+//!   and `proxy/tests/bots.rs` against a real `redis-server`;
+//! - nothing here reads a clock: `now` comes in [`RequestFacts`] (the fleet join limit runs
+//!   on Redis `TIME`).
 //!
 //! What it cannot do: tell a patient human from a patient bot running a real browser on a
 //! residential address. Proof of work raises the cost of each ticket; it does not make a farm
 //! impossible. See `docs/bot-defence.md`.
 
 pub mod challenge;
+pub mod fleet;
 pub mod gcra;
 pub mod page;
 pub mod replay;
@@ -57,6 +65,7 @@ use crate::http_util::{cookie, query_param, set_cookie, CookieAttrs};
 use crate::metrics::Metrics;
 
 pub use challenge::{Challenge, ChallengeError, ChallengeId, PassInfo, Signer, Solved};
+pub use fleet::{RedisShared, SharedJoinLimit};
 pub use gcra::Gcra;
 pub use page::ChallengePage;
 pub use replay::{MemoryReplay, ReplayError, ReplayGuard};
@@ -477,6 +486,8 @@ pub struct BotGuard {
     global: BotGlobal,
     signer: Signer,
     replay: Arc<dyn ReplayGuard>,
+    /// The fleet's join limit per address (Redis), asked after this node's own.
+    shared_joins: Option<Arc<dyn SharedJoinLimit>>,
     addrs: BoundedTable<AddrEntry>,
     prefixes: BoundedTable<PrefixEntry>,
     tokens: BoundedTable<TokenEntry>,
@@ -503,6 +514,7 @@ impl BotGuard {
             global: global.clone(),
             signer: Signer::new(&secret),
             replay: Arc::new(MemoryReplay::new(global.replay_slots)),
+            shared_joins: None,
             addrs: BoundedTable::new(slots),
             prefixes: BoundedTable::new(slots),
             tokens: BoundedTable::new(slots),
@@ -522,6 +534,13 @@ impl BotGuard {
     /// Replaces the node-local replay memory (e.g. with a Redis-backed guard for a fleet).
     pub fn with_replay(mut self, replay: Arc<dyn ReplayGuard>) -> Self {
         self.replay = replay;
+        self
+    }
+
+    /// Adds a fleet-wide join limit per address, asked by [`check_fleet`](Self::check_fleet)
+    /// after this node's own limit passed.
+    pub fn with_shared_join_limit(mut self, limit: Arc<dyn SharedJoinLimit>) -> Self {
+        self.shared_joins = Some(limit);
         self
     }
 
@@ -553,6 +572,45 @@ impl BotGuard {
             Mode::Shadow | Mode::Off => Verdict::Allow,
         };
         (v, Some(a))
+    }
+
+    /// [`check`](Self::check), plus the fleet-wide join limit when one is installed: a join
+    /// that this node would let through (allow, challenge or tarpit) costs one call to the
+    /// shared limiter, which may turn it into [`Verdict::Limited`]. Recorded once, like
+    /// `check`. When the shared limiter is unavailable, this node's own limit stands alone.
+    pub async fn check_fleet(
+        &self,
+        room: &str,
+        cfg: &BotSettings,
+        f: &RequestFacts<'_>,
+    ) -> Verdict {
+        if cfg.mode == Mode::Off {
+            return Verdict::Allow;
+        }
+        let mut a = self.assess(room, cfg, f);
+        if let (Some(shared), Some(per_minute), Some(ip)) = (
+            &self.shared_joins,
+            cfg.limits.joins_per_minute_per_ip,
+            f.client,
+        ) {
+            let joining = f.credential == Credential::None && f.route != RouteClass::Poll;
+            let passed_locally =
+                matches!(a.action, Action::Allow | Action::Challenge | Action::Tarpit)
+                    && a.reason != Reason::AllowList;
+            if joining && passed_locally {
+                if let Ok(Some(wait)) = shared.join(room, ip, per_minute).await {
+                    let kind = LimitKind::JoinsPerIp;
+                    a.action = Action::Limited;
+                    a.reason = Reason::Limit(kind);
+                    a.limited = Some((wait, kind));
+                }
+            }
+        }
+        self.record(room, cfg.mode, &a);
+        match cfg.mode {
+            Mode::Enforce => self.enforce(room, cfg, f, &a),
+            Mode::Shadow | Mode::Off => Verdict::Allow,
+        }
     }
 
     fn enforce(

@@ -6,18 +6,9 @@
 //! (solutions per second × challenge TTL), and a hard cap on top.
 //!
 //! [`MemoryReplay`] is one node's memory: a solution replayed against *another* node is not
-//! caught by it. A fleet needs a shared implementation; the Redis one is one command per
-//! redemption:
-//!
-//! ```text
-//! SET fg:{<room>}:pow:<hex id> 1 NX PXAT <expires_at_ms>
-//!   → OK  : first use            (Ok(true))
-//!   → nil : already redeemed     (Ok(false))
-//!   error : Err(ReplayError::Store) — the gate answers 503; the shopper's page retries
-//! ```
-//!
-//! Redis expires the keys itself, so its memory is bounded the same way; the `{<room>}` hash
-//! tag keeps a room's keys on the room's cluster slot.
+//! caught by it. A fleet on Redis uses [`super::fleet::RedisShared`] instead (one
+//! `SET … NX PX` per redemption; a Redis error is `Err(ReplayError::Store)`, and the gate
+//! answers 503 so the shopper's page retries). The node installs it when the store is Redis.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

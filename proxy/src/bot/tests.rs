@@ -352,6 +352,136 @@ fn replays_across_guards_share_one_replay_store() {
     );
 }
 
+/// A fleet-wide join limit: a fixed budget per address shared by every guard given it (what
+/// `fleet::RedisShared` provides), or a dead one.
+#[derive(Debug)]
+struct FakeShared {
+    budget: u32,
+    calls: parking_lot::Mutex<std::collections::HashMap<IpAddr, u32>>,
+    dead: bool,
+}
+
+#[async_trait::async_trait]
+impl SharedJoinLimit for FakeShared {
+    async fn join(
+        &self,
+        _room: &str,
+        client: IpAddr,
+        _per_minute: NonZeroU32,
+    ) -> Result<Option<Duration>, fleet::SharedUnavailable> {
+        if self.dead {
+            return Err(fleet::SharedUnavailable);
+        }
+        let mut calls = self.calls.lock();
+        let n = calls.entry(client).or_default();
+        *n += 1;
+        Ok((*n > self.budget).then(|| Duration::from_secs(7)))
+    }
+}
+
+#[test]
+fn the_fleet_join_limit_is_asked_after_the_node_s_own_and_only_for_joins() {
+    let shared = Arc::new(FakeShared {
+        budget: 3,
+        calls: Default::default(),
+        dead: false,
+    });
+    let m = Metrics::new();
+    let global = BotGlobal {
+        table_slots: 4096,
+        allow_cidrs: vec!["203.0.113.0/24".parse().expect("net")],
+        ..BotGlobal::default()
+    };
+    let a = BotGuard::new(&global, [5; 32], &m).with_shared_join_limit(shared.clone());
+    let b = BotGuard::new(&global, [5; 32], &m).with_shared_join_limit(shared.clone());
+    let cfg = BotSettings {
+        limits: Limits {
+            joins_per_minute_per_ip: nz(3),
+            ..Limits::default()
+        },
+        ..enforce()
+    };
+    let h = browser();
+    // Three joins over two nodes pass; the fourth is refused although each node saw two.
+    for (i, g) in [&a, &b, &a].into_iter().enumerate() {
+        let v = run(g.check_fleet("drop", &cfg, &facts(&h, "198.51.100.7", at(i as u64))));
+        assert_eq!(v, Verdict::Allow, "join {i}");
+    }
+    let v = run(b.check_fleet("drop", &cfg, &facts(&h, "198.51.100.7", at(3))));
+    assert_eq!(
+        v,
+        Verdict::Limited {
+            retry_after: Duration::from_secs(7),
+            limit: LimitKind::JoinsPerIp
+        }
+    );
+    // Recorded once per request: three allowed, one limited.
+    let total = counter(&m, "flashgate_bot_actions_total", &[("room", "drop")]);
+    assert_eq!(total, 4);
+    assert_eq!(
+        counter(
+            &m,
+            "flashgate_bot_actions_total",
+            &[("action", "limited"), ("reason", "joins_per_ip")]
+        ),
+        1
+    );
+    // Not asked: a ticket holder, a status poll, the allow list.
+    let mut with_ticket = facts(&h, "198.51.100.8", at(10));
+    with_ticket.credential = Credential::Ticket(9);
+    assert_eq!(
+        run(a.check_fleet("drop", &cfg, &with_ticket)),
+        Verdict::Allow
+    );
+    let mut poll = facts(&h, "198.51.100.8", at(11));
+    poll.route = RouteClass::Poll;
+    assert_eq!(run(a.check_fleet("drop", &cfg, &poll)), Verdict::Allow);
+    for i in 0..5 {
+        let v = run(a.check_fleet("drop", &cfg, &facts(&h, "203.0.113.1", at(20 + i))));
+        assert_eq!(v, Verdict::Allow, "allow-listed");
+    }
+    let calls = shared.calls.lock().clone();
+    assert_eq!(calls.get(&ip("198.51.100.8")), None);
+    assert_eq!(calls.get(&ip("203.0.113.1")), None);
+    assert_eq!(calls.get(&ip("198.51.100.7")), Some(&4));
+
+    // Shadow: counted as limited, allowed.
+    let shadow = BotSettings {
+        mode: Mode::Shadow,
+        ..cfg.clone()
+    };
+    let v = run(b.check_fleet("drop", &shadow, &facts(&h, "198.51.100.7", at(30))));
+    assert_eq!(v, Verdict::Allow);
+    assert_eq!(
+        counter(
+            &m,
+            "flashgate_bot_actions_total",
+            &[("mode", "shadow"), ("action", "limited")]
+        ),
+        1
+    );
+
+    // A dead fleet limit: each node's own limit stands alone.
+    let dead = Arc::new(FakeShared {
+        budget: 0,
+        calls: Default::default(),
+        dead: true,
+    });
+    let (c, _) = guard();
+    let c = c.with_shared_join_limit(dead);
+    let verdicts: Vec<Verdict> = (0..4)
+        .map(|i| run(c.check_fleet("drop", &cfg, &facts(&h, "198.51.100.9", at(i)))))
+        .collect();
+    assert_eq!(
+        &verdicts[..3],
+        &[Verdict::Allow, Verdict::Allow, Verdict::Allow]
+    );
+    assert!(
+        matches!(verdicts[3], Verdict::Limited { .. }),
+        "{verdicts:?}"
+    );
+}
+
 #[test]
 fn shadow_mode_never_acts_but_counts_what_it_would_do() {
     let (g, m) = guard_with(BotGlobal {

@@ -37,6 +37,13 @@ pub struct FileConfig {
 pub struct ServerSection {
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// HTTPS listeners (HTTP/2 and HTTP/1.1 through ALPN); they need `tls_cert` and `tls_key`.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain, leaf first (re-read on reload).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`: PKCS#8, PKCS#1 or SEC1 (re-read on reload).
+    pub tls_key: Option<String>,
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
@@ -51,6 +58,9 @@ pub struct ServerSection {
     /// `text` or `json` access/event logs.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// One access event per request (target `flashgate::access`, level info).
+    #[serde(default = "default_true")]
+    pub access_log: bool,
     /// Seconds in-flight requests get on shutdown.
     #[serde(default = "default_grace")]
     pub grace_period: String,
@@ -60,12 +70,16 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             threads: default_threads(),
             trusted_proxies: Vec::new(),
             admin_listen: default_admin_listen(),
             admin_token_env: None,
             admin_token_file: None,
             log_format: default_log_format(),
+            access_log: true,
             grace_period: default_grace(),
         }
     }

@@ -134,15 +134,47 @@ pub enum StoreKind {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners and the certificate they serve (`tls_listen`, `tls_cert`, `tls_key`).
+    pub tls: Option<Tls>,
     pub threads: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
     pub log_json: bool,
+    /// One access event per request (`server.access_log`).
+    pub access_log: bool,
     pub grace_period: Duration,
+}
+
+impl fmt::Debug for Server {
+    // The admin token is a secret: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("threads", &self.threads)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("admin_listen", &self.admin_listen)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("log_json", &self.log_json)
+            .field("grace_period", &self.grace_period)
+            .finish()
+    }
+}
+
+/// The TLS listeners: addresses, and the certificate pair read (and checked) at load.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pair: crate::tls::CertPair,
 }
 
 /// The validated configuration.
@@ -487,6 +519,7 @@ fn build_server(ctx: &Ctx<'_>, s: &file::ServerSection) -> Result<Server, Config
             "a non-loopback admin listener needs admin_token_env or admin_token_file",
         ));
     }
+    let tls = build_tls(ctx, s, &listen, admin_listen)?;
     let log_json = match s.log_format.as_str() {
         "text" => false,
         "json" => true,
@@ -494,13 +527,66 @@ fn build_server(ctx: &Ctx<'_>, s: &file::ServerSection) -> Result<Server, Config
     };
     Ok(Server {
         listen,
+        tls,
         threads: s.threads,
         trusted_proxies: trusted,
         admin_listen,
         admin_token,
         log_json,
+        access_log: s.access_log,
         grace_period: ctx.duration("server.grace_period", &s.grace_period)?,
     })
+}
+
+fn build_tls(
+    ctx: &Ctx<'_>,
+    s: &file::ServerSection,
+    plain: &[SocketAddr],
+    admin: SocketAddr,
+) -> Result<Option<Tls>, ConfigError> {
+    let (cert, key) =
+        match (s.tls_listen.is_empty(), &s.tls_cert, &s.tls_key) {
+            (true, None, None) => return Ok(None),
+            (true, _, _) => return Err(ctx.err(
+                "server.tls_listen",
+                "tls_cert and tls_key are only used with tls_listen: add an address or remove them",
+            )),
+            (false, None, _) => {
+                return Err(ctx.err(
+                    "server.tls_cert",
+                    "tls_listen needs a PEM certificate chain file",
+                ))
+            }
+            (false, Some(_), None) => {
+                return Err(ctx.err("server.tls_key", "tls_listen needs a PEM private key file"))
+            }
+            (false, Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
+        };
+    let mut listen = Vec::new();
+    for (i, a) in s.tls_listen.iter().enumerate() {
+        let key = format!("server.tls_listen[{i}]");
+        let addr = socket(ctx, &key, a)?;
+        if let Some(j) = plain.iter().position(|p| *p == addr) {
+            return Err(ctx.err(key, format!("{addr} is already server.listen[{j}]")));
+        }
+        if addr == admin || listen.contains(&addr) {
+            return Err(ctx.err(key, format!("{addr} is used twice")));
+        }
+        listen.push(addr);
+    }
+    let pair = crate::tls::load(&cert, &key).map_err(|e| {
+        let which = match e.file {
+            crate::tls::PemFile::Cert => "server.tls_cert",
+            crate::tls::PemFile::Key => "server.tls_key",
+        };
+        ctx.err(which, e.reason)
+    })?;
+    Ok(Some(Tls {
+        listen,
+        cert,
+        key,
+        pair,
+    }))
 }
 
 fn build_keys(ctx: &Ctx<'_>, k: &file::KeysSection) -> Result<KeyRing, ConfigError> {

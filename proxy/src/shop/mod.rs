@@ -28,7 +28,18 @@
 //! | `GET /api/stats` | [`ShopStats`] as JSON, for load tests running the shop in another process |
 //!
 //! HTML is served unless the client sends `Accept: application/json` or the
-//! path is under `/api/`.
+//! path is under `/api/`. Cacheable pages outside `/api/` say `Vary: Accept`,
+//! so a shared cache keeps the two forms apart.
+//!
+//! # Misbehaving on purpose
+//!
+//! Tests and benchmarks turn a healthy shop into a struggling one at run
+//! time, without restarting it: [`Shop::set_latency`] (every request),
+//! [`Shop::set_failing`] (every request answered with one status),
+//! [`Shop::set_path_fault`] (latency, status or response headers for one
+//! path prefix) and [`Shop::set_down`] (connections refused). Requests are
+//! counted per exact path ([`Shop::path_requests`]) whether or not a fault
+//! answered them, so a test can count what reached the origin.
 
 mod cart;
 mod http;
@@ -37,12 +48,14 @@ mod pages;
 mod routes;
 mod server;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -218,6 +231,60 @@ enum PathClass {
 
 impl PathClass {
     const COUNT: usize = PathClass::Other as usize + 1;
+
+    /// The class of `path` whatever the method (the router's classes do not depend on it).
+    fn of(path: &str) -> Self {
+        match path {
+            "/" | "/products" | "/api/products" => Self::Catalog,
+            "/cart" | "/api/cart" => Self::Cart,
+            "/checkout" | "/api/checkout" => Self::Checkout,
+            "/api/inventory" => Self::Inventory,
+            "/logout-queue" | "/done" => Self::Queue,
+            "/healthz" => Self::Health,
+            "/echo" => Self::Echo,
+            "/api/stats" => Self::Stats,
+            _ if path.starts_with("/products/") || path.starts_with("/api/products/") => {
+                Self::Product
+            }
+            _ => Self::Other,
+        }
+    }
+}
+
+/// At most this many distinct paths are counted one by one (see
+/// [`Shop::path_requests`]); requests for paths beyond are counted only in
+/// [`ShopStats`]. Bounds the memory a crawler of random URLs can cost.
+pub const MAX_COUNTED_PATHS: usize = 4096;
+
+/// Misbehaviour for one path prefix, set with [`Shop::set_path_fault`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathFault {
+    /// Delay before answering, instead of the shop-wide latency.
+    pub latency: Option<Duration>,
+    /// Answer with this status (an error page, `Cache-Control: private,
+    /// no-store`) instead of handling the request. Invalid codes answer 500.
+    pub status: Option<u16>,
+    /// Replaces the response's `Cache-Control` (e.g. `"private"` on a
+    /// catalog page, to check that a proxy does not share it).
+    pub cache_control: Option<&'static str>,
+    /// Extra header fields added to the response, e.g. `("Set-Cookie", ..)`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Header fields a [`PathFault`] adds to responses.
+type ExtraHeaders = Vec<(&'static str, String)>;
+
+/// The faults in force: shop-wide knobs and per-prefix rules.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Shop-wide latency in microseconds.
+    latency_us: AtomicU64,
+    /// Shop-wide failure status; 0 = answer normally.
+    failing: AtomicU32,
+    /// Per-prefix rules; the longest matching prefix wins.
+    paths: RwLock<Vec<(String, PathFault)>>,
+    /// Whether `paths` has any rule: the common case (none) takes no lock.
+    any_paths: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +297,8 @@ struct Counters {
     units_sold: AtomicU64,
     sold_out_rejections: AtomicU64,
     by_path: [AtomicU64; PathClass::COUNT],
+    /// Requests per exact path (at most [`MAX_COUNTED_PATHS`] paths).
+    exact: Mutex<HashMap<String, u64>>,
 }
 
 /// Increments a statistics counter. Relaxed ordering: the counters are
@@ -241,7 +310,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 #[derive(Debug)]
 struct ShopInner {
     name: String,
-    latency: Duration,
+    faults: Faults,
     inventory: Inventory,
     counters: Counters,
     /// `true` while the shop plays dead. A watch channel rather than a bare
@@ -286,10 +355,14 @@ impl Shop {
     }
 
     fn build(name: String, products: Vec<Product>, latency: Duration) -> Self {
+        let faults = Faults::default();
+        faults
+            .latency_us
+            .store(duration_us(latency), Ordering::Relaxed);
         Shop {
             inner: Arc::new(ShopInner {
                 name,
-                latency,
+                faults,
                 inventory: Inventory::new(products),
                 counters: Counters::default(),
                 down: watch::Sender::new(false),
@@ -353,6 +426,103 @@ impl Shop {
         *self.inner.down.borrow()
     }
 
+    /// Delays every response by `latency` from now on (replacing
+    /// [`ShopConfig::latency`]); paths with a [`PathFault::latency`] keep
+    /// theirs. Requests already waiting keep the delay they started with.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner
+            .faults
+            .latency_us
+            .store(duration_us(latency), Ordering::Relaxed);
+    }
+
+    /// Answers every request with `status` (an error page that may not be
+    /// cached) instead of handling it, until `set_failing(None)`. Paths with a
+    /// [`PathFault::status`] keep theirs. Failed requests are still counted.
+    pub fn set_failing(&self, status: Option<u16>) {
+        self.inner
+            .faults
+            .failing
+            .store(status.map_or(0, u32::from), Ordering::Relaxed);
+    }
+
+    /// Sets (or with `None` clears) the misbehaviour of every path that
+    /// starts with `prefix`. Field by field, the longest matching prefix
+    /// that sets the field wins, else the shop-wide knob applies.
+    pub fn set_path_fault(&self, prefix: &str, fault: Option<PathFault>) {
+        let mut paths = self.inner.faults.paths.write();
+        paths.retain(|(p, _)| p != prefix);
+        if let Some(f) = fault {
+            paths.push((prefix.to_owned(), f));
+            paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
+        self.inner
+            .faults
+            .any_paths
+            .store(!paths.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Well-formed requests received for exactly `path` (no query), since the
+    /// shop was created, whatever the method or answer. Counted on arrival,
+    /// before any latency, so a request still being delayed is included.
+    pub fn path_requests(&self, path: &str) -> u64 {
+        self.inner
+            .counters
+            .exact
+            .lock()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The delay before answering a request for `path`.
+    fn latency_for(&self, path: &str) -> Duration {
+        let f = &self.inner.faults;
+        self.path_fault(path, |p| p.latency)
+            .unwrap_or_else(|| Duration::from_micros(f.latency_us.load(Ordering::Relaxed)))
+    }
+
+    /// The status to fail a request for `path` with, if any.
+    fn failing_for(&self, path: &str) -> Option<u16> {
+        self.path_fault(path, |p| p.status).or_else(|| {
+            match self.inner.faults.failing.load(Ordering::Relaxed) {
+                0 => None,
+                s => Some(u16::try_from(s).unwrap_or(500)),
+            }
+        })
+    }
+
+    /// `field` of the longest-prefix rule for `path` that sets it.
+    fn path_fault<T>(&self, path: &str, field: impl Fn(&PathFault) -> Option<T>) -> Option<T> {
+        if !self.inner.faults.any_paths.load(Ordering::Relaxed) {
+            return None;
+        }
+        let paths = self.inner.faults.paths.read();
+        paths
+            .iter()
+            .filter(|(p, _)| path.starts_with(p.as_str()))
+            .find_map(|(_, f)| field(f))
+    }
+
+    /// Header changes for a response to `path`: the `Cache-Control` to use
+    /// and extra fields, each from the longest matching rule that sets it.
+    fn response_overrides(&self, path: &str) -> (Option<&'static str>, Option<ExtraHeaders>) {
+        (
+            self.path_fault(path, |f| f.cache_control),
+            self.path_fault(path, |f| (!f.headers.is_empty()).then(|| f.headers.clone())),
+        )
+    }
+
+    /// Counts one request for exactly `path`.
+    fn count_path(&self, path: &str) {
+        let mut exact = self.inner.counters.exact.lock();
+        if let Some(n) = exact.get_mut(path) {
+            *n += 1;
+        } else if exact.len() < MAX_COUNTED_PATHS {
+            exact.insert(path.to_owned(), 1);
+        }
+    }
+
     /// Shop name from the config.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -362,6 +532,10 @@ impl Shop {
     pub fn stock(&self, sku: &str) -> Option<u32> {
         self.inner.inventory.find(sku).map(|(_, item)| item.stock())
     }
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Serde adapter storing a [`Duration`] as whole milliseconds, the unit

@@ -35,8 +35,21 @@ pub(crate) fn handle(shop: &Shop, req: &Request<'_>, peer: SocketAddr) -> Respon
                 .header("accept")
                 .is_some_and(|a| contains_ignore_ascii_case(a, b"application/json")),
     };
-    let (class, response) = ctx.dispatch(peer);
+    if let Some(status) = shop.failing_for(req.path) {
+        // A fault: the request is counted but not handled (no order, no cart change).
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        bump(&counters.by_path[PathClass::of(req.path) as usize], 1);
+        return ctx.error(status, "injected failure");
+    }
+    let (class, mut response) = ctx.dispatch(peer);
     bump(&counters.by_path[class as usize], 1);
+    let (cache_control, headers) = shop.response_overrides(req.path);
+    if let Some(cc) = cache_control {
+        response.cache_control = cc;
+    }
+    for (name, value) in headers.into_iter().flatten() {
+        response = response.header(name, value);
+    }
     response
 }
 
@@ -187,7 +200,7 @@ impl Ctx<'_> {
         } else {
             Response::html(StatusCode::OK, pages::home(&self.inner.name, items))
         };
-        response.cache(CATALOG_CACHE)
+        self.negotiated(response.cache(CATALOG_CACHE))
     }
 
     fn catalog(&self) -> Response {
@@ -197,7 +210,17 @@ impl Ctx<'_> {
         } else {
             Response::html(StatusCode::OK, pages::catalog(&self.inner.name, items))
         };
-        response.cache(CATALOG_CACHE)
+        self.negotiated(response.cache(CATALOG_CACHE))
+    }
+
+    /// A shared cache must keep the HTML and JSON forms of a page apart: outside `/api/` the
+    /// form follows the `Accept` header, so say so.
+    fn negotiated(&self, response: Response) -> Response {
+        if self.req.path.starts_with("/api/") {
+            response
+        } else {
+            response.header("Vary", "Accept")
+        }
     }
 
     fn product_list(&self, items: &[Item]) -> Response {
@@ -214,7 +237,7 @@ impl Ctx<'_> {
         } else {
             Response::html(StatusCode::OK, pages::product(&self.inner.name, item))
         };
-        response.cache(CATALOG_CACHE)
+        self.negotiated(response.cache(CATALOG_CACHE))
     }
 
     fn inventory(&self) -> Response {

@@ -148,8 +148,12 @@ async fn connection(
                     if shop.is_down() {
                         return;
                     }
-                    if !shop.inner.latency.is_zero() {
-                        tokio::time::sleep(shop.inner.latency).await;
+                    // Counted on arrival, so a test sees a slow request as soon as it
+                    // reaches the origin.
+                    shop.count_path(request.path);
+                    let latency = shop.latency_for(request.path);
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
                     }
                     let response = routes::handle(&shop, &request, peer);
                     // Once shutdown has begun, say so, so the client does

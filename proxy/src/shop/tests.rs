@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use super::{Product, Shop, ShopConfig, ShopConfigError, ShopStats};
+use super::{PathClass, PathFault, Product, Shop, ShopConfig, ShopConfigError, ShopStats};
 
 /// Upper bound for any single network wait in these tests.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -171,6 +171,7 @@ async fn catalog_pages_are_html_and_cacheable() {
             Some("public, max-age=5")
         );
         assert!(resp.headers().contains_key(CONTENT_LENGTH));
+        assert_eq!(header(&resp, "vary"), Some("Accept"), "{path}: negotiated");
         let body = resp.text().await.unwrap();
         assert!(body.contains("Aurora Lip Kit"), "{path}: {body}");
         assert!(body.starts_with("<!doctype html>"));
@@ -206,6 +207,7 @@ async fn json_when_asked_or_under_api() {
         header(&resp, CACHE_CONTROL.as_str()),
         Some("public, max-age=5")
     );
+    assert_eq!(header(&resp, "vary"), None, "always JSON under /api/");
     let list: Value = resp.json().await.unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 5);
@@ -750,6 +752,141 @@ async fn artificial_latency_delays_responses() {
     let resp = client().get(shop.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(started.elapsed() >= latency);
+    shop.shutdown().await;
+}
+
+#[tokio::test]
+async fn latency_and_failures_can_be_switched_at_run_time() {
+    let shop = start(small_shop(5)).await;
+    let c = client();
+    let latency = Duration::from_millis(40);
+    shop.shop.set_latency(latency);
+    let started = Instant::now();
+    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= latency);
+    shop.shop.set_latency(Duration::ZERO);
+
+    shop.shop.set_failing(Some(503));
+    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[CACHE_CONTROL], "private, no-store");
+    // A failing shop handles nothing: no order is placed.
+    let resp = c
+        .post(shop.url("/checkout"))
+        .json(&json!({"sku": "LIMITED", "qty": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shop.shop.stock("LIMITED"), Some(5));
+    shop.shop.set_failing(None);
+    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Every request is counted, failed or not, per exact path and per class.
+    assert_eq!(shop.shop.path_requests("/products"), 3);
+    assert_eq!(shop.shop.path_requests("/checkout"), 1);
+    assert_eq!(shop.shop.path_requests("/cart"), 0);
+    let stats = shop.shop.stats();
+    assert_eq!(stats.by_path.catalog, 3);
+    assert_eq!(stats.by_path.checkout, 1);
+    assert_eq!(stats.orders, 0);
+    shop.shutdown().await;
+}
+
+#[tokio::test]
+async fn path_faults_apply_to_their_prefix_only() {
+    let shop = start(small_shop(5)).await;
+    let c = client();
+    shop.shop.set_path_fault(
+        "/products/",
+        Some(PathFault {
+            status: Some(500),
+            ..PathFault::default()
+        }),
+    );
+    shop.shop.set_path_fault(
+        "/products/PLENTY",
+        Some(PathFault {
+            cache_control: Some("private, max-age=5"),
+            headers: vec![("Set-Cookie", "seen=1; Path=/".to_owned())],
+            latency: Some(Duration::from_millis(30)),
+            ..PathFault::default()
+        }),
+    );
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = shop.url(path);
+        async move { c.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get("/products").await.status(), StatusCode::OK);
+    assert_eq!(
+        get("/products/LIMITED").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // The longer prefix sets no status, so the shorter one's applies.
+    let started = Instant::now();
+    let resp = get("/products/PLENTY").await;
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    shop.shop.set_path_fault("/products/", None);
+    let resp = get("/products/PLENTY").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[CACHE_CONTROL], "private, max-age=5");
+    assert_eq!(resp.headers()[SET_COOKIE], "seen=1; Path=/");
+    shop.shop.set_path_fault("/products/PLENTY", None);
+    let resp = get("/products/PLENTY").await;
+    assert_eq!(resp.headers()[CACHE_CONTROL], "public, max-age=5");
+    assert!(resp.headers().get(SET_COOKIE).is_none());
+    shop.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_requests_are_counted_in_the_routers_class() {
+    let shop = start(small_shop(5)).await;
+    let c = client();
+    let paths = [
+        "/",
+        "/products",
+        "/api/products",
+        "/products/PLENTY",
+        "/api/products/NOPE",
+        "/cart",
+        "/api/checkout",
+        "/api/inventory",
+        "/done",
+        "/healthz",
+        "/echo",
+        "/api/stats",
+        "/nowhere",
+    ];
+    for failing in [false, true] {
+        shop.shop.set_failing(failing.then_some(500));
+        for p in paths {
+            let before = shop.shop.stats().by_path;
+            c.get(shop.url(p)).send().await.unwrap();
+            let after = shop.shop.stats().by_path;
+            let class = PathClass::of(p);
+            let count = |b: &super::PathCounts| match class {
+                PathClass::Catalog => b.catalog,
+                PathClass::Product => b.product,
+                PathClass::Cart => b.cart,
+                PathClass::Checkout => b.checkout,
+                PathClass::Inventory => b.inventory,
+                PathClass::Queue => b.queue,
+                PathClass::Health => b.health,
+                PathClass::Echo => b.echo,
+                PathClass::Stats => b.stats,
+                PathClass::Other => b.other,
+            };
+            assert_eq!(
+                count(&after),
+                count(&before) + 1,
+                "{p} (failing: {failing})"
+            );
+        }
+    }
     shop.shutdown().await;
 }
 

@@ -71,6 +71,16 @@ pub struct Flashgate {
     pub base: String,
     pub admin: String,
     pub config: PathBuf,
+    /// Where its stderr goes, when started with [`Launch::log`] (kept after the process ends).
+    pub log: Option<PathBuf>,
+}
+
+/// How [`Flashgate::launch`] starts a node: extra environment, and a file for its stderr.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    pub env: Vec<(String, String)>,
+    /// Capture stderr in this file (for scanning logs for panics and secrets).
+    pub log: Option<PathBuf>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -180,9 +190,105 @@ impl Flashgate {
             base: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin}"),
             config: path,
+            log: None,
         };
         fg.wait_ready().await;
         fg
+    }
+
+    /// Starts flashgate with config `text` on `port`/`admin`, with `how`'s environment and
+    /// stderr capture (RUST_LOG defaults to `warn`; set it in `how.env` to change that).
+    pub async fn launch(text: &str, port: u16, admin: u16, how: Launch) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "flashgate-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("flashgate.toml");
+        std::fs::write(&path, text).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+        cmd.args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in &how.env {
+            cmd.env(k, v);
+        }
+        match &how.log {
+            Some(file) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .expect("log file");
+                cmd.stderr(Stdio::from(f));
+            }
+            None => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
+        let child = cmd.spawn().expect("spawn flashgate");
+        let fg = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            config: path,
+            log: how.log,
+        };
+        fg.wait_ready().await;
+        fg
+    }
+
+    /// The process id (for signals and `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (a panic that aborts, or an exit, ends it).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. "HUP", "KILL") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    /// The captured stderr so far (empty without [`Launch::log`]).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Panics if the captured stderr shows a Rust panic.
+    pub fn assert_no_panic(&self) {
+        let log = self.log_text();
+        assert!(
+            !log.contains("panicked"),
+            "flashgate panicked (log {:?}):\n{log}",
+            self.log
+        );
+    }
+
+    /// The resident set size in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     async fn wait_ready(&self) {

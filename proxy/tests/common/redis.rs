@@ -144,6 +144,28 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers — a hung Redis,
+    /// unlike [`kill`](Self::kill) where connections are refused.
+    pub fn freeze(&self) {
+        self.send_signal("STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT), with its data.
+    pub fn thaw(&self) {
+        self.send_signal("CONT");
+    }
+
+    fn send_signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart_empty(&mut self) {
         self.kill();
