@@ -138,6 +138,7 @@ load_end=$(load)
 
 date=$(date -u +%Y-%m-%d)
 report=loadtests/results/scale-$date.md
+n=2; while [ -e "$report" ]; do report=loadtests/results/scale-$date-$n.md; n=$((n + 1)); done
 mkdir -p loadtests/results
 {
   echo "# Scale figures $date"

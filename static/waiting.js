@@ -8,7 +8,9 @@
     unknown: '—', etaUnknown: 'Not known yet', now: 'Starting now…',
     lost: 'Connection lost. Retrying…',
     lessMin: 'less than a minute', about: 'about ', min: ' minute', mins: ' minutes', hour: ' hour', hours: ' hours',
-    day: ' day ', days: ' days ', number: 'You are number ', inLine: ' in line.', wait: ' Estimated wait: '
+    day: ' day ', days: ' days ', number: 'You are number ', inLine: ' in line.', wait: ' Estimated wait: ',
+    thanks: 'Thanks for telling us!', rated: 'You already rated your wait. Thanks!',
+    rateFailed: 'Your rating could not be sent. Please try again.'
   };
   var QUEUE = { queueing: 1, paused: 1, queue_all: 1, draining: 1 };
   var es = null, pollTimer = 0, tickTimer = 0, started = false, done = false, failures = 0, lastPoll = 0;
@@ -214,6 +216,34 @@
   if (!getText('seed-hash')) show($('fair'), false);
   var count = $('prequeue-count');
   if (count && !count.textContent) show(count.parentNode, false);
+
+  // Feedback pulse: send the tapped rating with fetch and thank in place. Without JS the form
+  // posts and its 303 comes back to #fg-thanks.
+  var rate = $('rate');
+  function sendRating(btn) {
+    var url = safeUrl(rate.getAttribute('action'), true), buttons = rate.querySelectorAll('button');
+    var busy = function (on) { Array.prototype.forEach.call(buttons, function (b) { b.disabled = on; }); };
+    var status = $('rate-status');
+    busy(true);
+    fetch(url, {
+      method: 'POST', credentials: 'same-origin', cache: 'no-store',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ rating: parseInt(btn.value, 10) })
+    }).then(function (res) {
+      if (!res.ok && res.status !== 429) throw new Error(String(res.status));
+      rate.classList.add('done'); // hides the buttons
+      setText('rate-status', res.ok ? T.thanks : T.rated);
+      if (status) { status.tabIndex = -1; status.focus(); } // the focused button is gone
+    }).catch(function () {
+      busy(false);
+      setText('rate-status', T.rateFailed);
+    });
+  }
+  if (rate && safeUrl(rate.getAttribute('action'), true)) {
+    Array.prototype.forEach.call(rate.querySelectorAll('button[name=rating]'), function (b) {
+      b.addEventListener('click', function (e) { e.preventDefault(); sendRating(b); });
+    });
+  }
 
   function wake() { // catch up after the tab was hidden or offline (polling mode only)
     if (started && !done && !es && !document.hidden && Date.now() - lastPoll > 5000) poll();

@@ -2,7 +2,7 @@
 //! status and live overrides. A bearer token, when configured, is compared in constant time.
 //!
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`
-//! - `GET /api/rooms`, `GET /api/rooms/{id}`
+//! - `GET /api/rooms`, `GET /api/rooms/{id}` (with this node's feedback pulse)
 //! - `PATCH /api/rooms/{id}` with a JSON object of any of `new_users_per_minute`,
 //!   `total_active_users`, `paused`, `queue_all`, `drain`, `sold_out`, `message` (null clears a
 //!   number or the message).
@@ -59,6 +59,20 @@ pub struct RoomReport {
     pub sold_out: bool,
     pub message: Option<String>,
     pub store_ok: bool,
+    /// The feedback pulse as this node counted it (see [`FeedbackReport`]).
+    pub feedback: FeedbackReport,
+}
+
+/// Wait ratings this node accepted since it started, for one room. Node-local: each node counts
+/// the ratings posted to it (a shopper rates once per node); the fleet's total is the sum over
+/// nodes, e.g. `sum by (rating) (flashgate_feedback_total{room="drop"})` in Prometheus.
+#[derive(Debug, Serialize)]
+pub struct FeedbackReport {
+    pub count: u64,
+    /// Mean rating, 1 to 5, rounded to two decimals; `null` before the first rating.
+    pub average: Option<f64>,
+    /// Ratings of 1, 2, 3, 4 and 5, in that order.
+    pub by_rating: [u64; 5],
 }
 
 /// The operator's view of one room.
@@ -88,6 +102,14 @@ pub fn report(r: &RoomRuntime) -> RoomReport {
         sold_out: snap.overrides.sold_out,
         message: v.message.clone(),
         store_ok: r.store_ok(),
+        feedback: {
+            let f = r.feedback();
+            FeedbackReport {
+                count: f.count(),
+                average: f.average().map(|a| (a * 100.0).round() / 100.0),
+                by_rating: f.by_rating,
+            }
+        },
     }
 }
 

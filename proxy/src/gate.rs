@@ -27,8 +27,8 @@ use crate::clock;
 use crate::config::{Branding, OnStoreError, RouteKind};
 use crate::events::{AbandonReason, Actor, EndReason, Event, EventKind};
 use crate::http_util::{
-    clear_cookie, client_ip, cookie, query_param, safe_return_path, set_cookie, strip_own_cookies,
-    wants_json, CookieAttrs,
+    clear_cookie, client_ip, cookie_for, query_param, safe_return_path, set_cookie,
+    strip_own_cookies, wants_json, CookieAttrs,
 };
 use crate::metrics::Outcome;
 use crate::node::{Live, Node};
@@ -92,11 +92,23 @@ pub struct Ctx {
     stale: Option<Arc<Entry>>,
 }
 
+/// A request id: 24 hex digits, a random per-process prefix and a counter. Unique per node and
+/// cheap (no system call per request); it need not be unpredictable.
 fn request_id() -> String {
-    let mut b = [0u8; 12];
-    // A failing OS RNG leaves zeros: an unhelpful id, not a failed request.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    waitroom::shuffle::hex(&b)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 4];
+        // A failing OS RNG leaves zeros: ids stay unique on this node.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        u32::from_be_bytes(b)
+    });
+    format!(
+        "{prefix:08x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn host_of(req: &RequestHeader) -> String {
@@ -152,6 +164,12 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Content-Security-Policy of Flashgate's own pages (waiting, challenge, closed, error).
+pub const PAGE_CSP: &str =
+    "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+     style-src-attr 'unsafe-inline'; img-src 'self' https: data:; connect-src 'self'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// A response written by the gate itself: always with Content-Length, so keep-alive survives.
 async fn respond(
     s: &mut Session,
@@ -165,6 +183,13 @@ async fn respond(
     h.insert_header("content-type", content_type)?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
+    if content_type.starts_with("text/html") {
+        // Our pages load only our own assets; the logo may be an https URL. The one inline
+        // style attribute (brand colours on <body>) needs style-src-attr.
+        h.insert_header("content-security-policy", PAGE_CSP)?;
+        h.insert_header("x-content-type-options", "nosniff")?;
+        h.insert_header("referrer-policy", "same-origin")?;
+    }
     for (k, v) in headers {
         h.append_header(k.to_string(), v.as_str())?;
     }
@@ -213,8 +238,8 @@ impl Gate {
     /// The tokens a request carries for `room`: (pass, ticket) strings, unverified.
     fn tokens<'a>(&self, req: &'a RequestHeader, room: &str) -> (Option<&'a str>, Option<&'a str>) {
         let cookies = || req.headers.get_all("cookie").iter().map(|v| v.as_bytes());
-        let pass = cookie(cookies(), &pass_cookie_name(room));
-        let ticket = cookie(cookies(), &ticket_cookie_name(room));
+        let pass = cookie_for(cookies(), "fg_p_", room);
+        let ticket = cookie_for(cookies(), "fg_t_", room);
         let header = header(req, TOKEN_HEADER);
         // The header may hold either kind; verification tells which.
         (pass.or(header), ticket.or(header))
@@ -999,7 +1024,9 @@ impl Gate {
     }
 
     /// `POST /.flashgate/feedback?room=ID`: a waiting or admitted shopper rates the wait
-    /// (`rating` 1-5, optional short `comment`), sent to the event stream.
+    /// (`rating` 1-5, optional short `comment`): counted in the room's report and metrics and
+    /// sent to the event stream, once per ticket on this node (429 after that). A form post
+    /// gets 303 back to `return`, JSON gets 204.
     async fn feedback(
         &self,
         s: &mut Session,
@@ -1020,15 +1047,17 @@ impl Gate {
         let keys = &ctx.live.config.keys;
         let expect = self.expect(room, s.req_header(), ctx, now);
         let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
-        let number = pass_tok
+        let rater = pass_tok
             .and_then(|t| keys.verify_pass(t, &expect).ok())
-            .map(|p| p.ticket)
+            .map(|p| (p.event, p.ticket))
             .or_else(|| {
                 ticket_tok
                     .and_then(|t| keys.verify_ticket(t, &expect).ok())
-                    .map(|t| t.number)
+                    .map(|t| (t.event, t.number))
             });
-        let Some(number) = number else {
+        // Ticket 0 is shared by every pass minted at the floor rate while the store failed:
+        // those shoppers never waited, and one rating each could not be enforced.
+        let Some((event, number)) = rater.filter(|(_, n)| *n != 0) else {
             return respond(
                 s,
                 403,
@@ -1049,16 +1078,44 @@ impl Gate {
         };
         match crate::events::parse_feedback(ctype.as_deref(), &body) {
             Ok(kind) => {
+                let EventKind::Feedback { rating, .. } = &kind else {
+                    // `parse_feedback` makes nothing else.
+                    let body = r#"{"error":"not a rating"}"#;
+                    return respond(s, 400, "application/json", body, &[]).await;
+                };
+                let rating = rating.get();
+                // One rating per ticket (a pass carries its ticket's number) on this node.
+                if !room.record_feedback(event, number, rating) {
+                    return if json {
+                        let body = r#"{"error":"this ticket has already rated the wait"}"#;
+                        respond(s, 429, "application/json", body, &[]).await
+                    } else {
+                        let back = crate::http_util::escape_html(&return_to);
+                        let html = format!(
+                            "<!doctype html><meta charset=\"utf-8\"><title>Thank you</title>\
+                             <p>You have already rated your wait. Thank you!</p>\
+                             <p><a href=\"{back}\">Back to your place in line</a></p>\n"
+                        );
+                        respond(s, 429, "text/html; charset=utf-8", html, &[]).await
+                    };
+                }
+                self.node
+                    .metrics
+                    .feedback
+                    .with_label_values(&[room.id(), &rating.to_string()])
+                    .inc();
                 self.emit(room, kind, number);
                 if json {
                     respond(s, 204, "application/json", "", &[]).await
                 } else {
+                    // `#fg-thanks` is the waiting page's "thanks" note (shown by CSS :target).
+                    let location = format!("{return_to}#fg-thanks");
                     respond(
                         s,
                         303,
                         "text/plain",
                         "Thank you!\n",
-                        &[("location", return_to)],
+                        &[("location", location)],
                     )
                     .await
                 }
@@ -1189,7 +1246,7 @@ impl Gate {
         )
         .await?;
         let started = Instant::now();
-        let mut done = first.admitted;
+        let mut done = first.admitted || matches!(first.state, "sold_out" | "closed");
         while !done && started.elapsed() < SSE_LIFETIME {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (st, _) = self.status_of(s.req_header(), ctx, room, tarpit, clock::now());
@@ -1448,8 +1505,13 @@ impl ProxyHttp for Gate {
             return Ok(true);
         };
         let host = host_of(s.req_header());
-        let canon_route = Self::route_for(&ctx.live, &host, &canon);
-        ctx.route = Self::route_for(&ctx.live, &host, &path).or(canon_route);
+        let raw_route = Self::route_for(&ctx.live, &host, &path);
+        let canon_route = if canon == path.as_str() {
+            raw_route
+        } else {
+            Self::route_for(&ctx.live, &host, &canon)
+        };
+        ctx.route = raw_route.or(canon_route);
         let Some(route) = ctx.route.map(|i| &ctx.live.config.routes[i]) else {
             ctx.outcome = Outcome::NotFound;
             respond(s, 404, "text/plain", "no route for this path\n", &[]).await?;
@@ -1764,11 +1826,7 @@ impl ProxyHttp for Gate {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        self.node
-            .metrics
-            .requests
-            .with_label_values(&[ctx.outcome.as_str()])
-            .inc();
+        self.node.metrics.request(ctx.outcome);
         if !ctx.live.config.server.access_log {
             return;
         }

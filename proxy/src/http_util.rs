@@ -24,6 +24,27 @@ pub fn cookie<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option
     None
 }
 
+/// The value of cookie `<prefix><name>` (e.g. `fg_p_` + room), without building the name.
+pub fn cookie_for<'a>(
+    headers: impl Iterator<Item = &'a [u8]>,
+    prefix: &str,
+    name: &str,
+) -> Option<&'a str> {
+    for h in headers {
+        let Ok(h) = std::str::from_utf8(h) else {
+            continue;
+        };
+        for pair in h.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k.trim().strip_prefix(prefix) == Some(name) {
+                    return Some(v.trim().trim_matches('"'));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// A `Cookie` header value without Flashgate's own cookies (`fg_*`), or `None` when nothing is
 /// left. The origin never sees queue tokens.
 pub fn strip_own_cookies(header: &str) -> Option<String> {
@@ -272,7 +293,8 @@ pub fn valid_host(h: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     let port_ok = match port {
         None => true,
-        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()),
+        // RFC 3986 allows an empty port (`shop.test:`).
+        Some(p) => p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()),
     };
     name_ok && port_ok
 }
@@ -292,6 +314,9 @@ mod tests {
         assert_eq!(cookie(h.iter().copied(), "fg_t_drop"), Some("abc"));
         assert_eq!(cookie(h.iter().copied(), "fg_p_drop"), Some("xyz"));
         assert_eq!(cookie(h.iter().copied(), "fg_t"), None);
+        assert_eq!(cookie_for(h.iter().copied(), "fg_t_", "drop"), Some("abc"));
+        assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "drop"), Some("xyz"));
+        assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "dro"), None);
         let bad: [&[u8]; 1] = [b"\xff\xfe=; ;;=;x"];
         assert_eq!(cookie(bad.iter().copied(), "x"), None);
         assert_eq!(
@@ -354,6 +379,8 @@ mod tests {
             "[::1]",
             "[::1]:8443",
             "a_b.internal",
+            "shop.test:",
+            "[::1]:",
         ] {
             assert!(valid_host(ok), "{ok}");
         }
@@ -363,13 +390,12 @@ mod tests {
             "a/b",
             "a@b",
             "a:b",
-            "a:",
+            "a:1:2",
             ":80",
             "a:123456",
             "[::1",
             "[]",
             "[::1]x",
-            "[::1]:",
             "\u{e9}.test",
             "a\u{0}b",
         ] {

@@ -41,6 +41,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (index = `self as usize`).
+    pub const ALL: [Outcome; 12] = [
+        Self::Forwarded,
+        Self::Admitted,
+        Self::Queued,
+        Self::Rejected,
+        Self::Reserved,
+        Self::StoreError,
+        Self::Bot,
+        Self::Cached,
+        Self::Shed,
+        Self::UpstreamError,
+        Self::NotFound,
+        Self::BadRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Forwarded => "forwarded",
@@ -95,6 +111,8 @@ pub struct Metrics {
     /// The name of every family registered, with or without samples.
     pub names: Arc<MetricNames>,
     pub requests: IntCounterVec,
+    /// `requests` resolved once per outcome: counting a request is one atomic add.
+    requests_by: Vec<prometheus::IntCounter>,
     pub tickets: IntCounterVec,
     pub admissions: IntCounterVec,
     pub sessions_ended: IntCounterVec,
@@ -147,6 +165,8 @@ pub struct Metrics {
     pub events_dropped: IntCounterVec,
     /// Failed delivery attempts (each is retried): `sink` (`redis`, `file`).
     pub events_sink_errors: IntCounterVec,
+    /// Feedback pulse: wait ratings accepted, by `room` and `rating` (`1` to `5`).
+    pub feedback: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -295,6 +315,11 @@ impl Metrics {
             "Failed event deliveries (the batch is kept and retried)",
             &["sink"],
         );
+        let feedback = counter(
+            "flashgate_feedback_total",
+            "Wait ratings from the waiting page (one per ticket per node), by rating 1-5",
+            &["room", "rating"],
+        );
         let cache_results = counter(
             "flashgate_cache_results_total",
             "Catalog cache lookups by route kind and result",
@@ -345,6 +370,10 @@ impl Metrics {
         Self {
             registry,
             names,
+            requests_by: Outcome::ALL
+                .iter()
+                .map(|o| requests.with_label_values(&[o.as_str()]))
+                .collect(),
             requests,
             tickets,
             admissions,
@@ -374,6 +403,14 @@ impl Metrics {
             events_sent,
             events_dropped,
             events_sink_errors,
+            feedback,
+        }
+    }
+
+    /// Counts one request with its decision.
+    pub fn request(&self, o: Outcome) {
+        if let Some(c) = self.requests_by.get(o as usize) {
+            c.inc();
         }
     }
 

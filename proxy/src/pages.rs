@@ -12,7 +12,7 @@ use waitroom::shuffle::hex;
 use waitroom::{RoomState, WaitInfo};
 
 use crate::config::Branding;
-use crate::http_util::escape_html;
+use crate::http_util::{escape_html, percent_encode};
 
 pub const WAITING_HTML: &str = include_str!("../../static/waiting.html");
 pub const CLOSED_HTML: &str = include_str!("../../static/closed.html");
@@ -259,6 +259,11 @@ impl Pages {
                 "status_url" => Cow::Owned(format!("/.flashgate/status{room_q}")),
                 "events_url" => Cow::Owned(format!("/.flashgate/events{room_q}")),
                 "leave_url" => Cow::Owned(format!("/.flashgate/leave{room_q}")),
+                // The form's 303 comes back to this page (see `gate::feedback`).
+                "feedback_url" => Cow::Owned(format!(
+                    "/.flashgate/feedback{room_q}&return={}",
+                    percent_encode(p.return_to)
+                )),
                 "return_to" => Cow::Owned(p.return_to.to_owned()),
                 "asset_base" => Cow::Borrowed("/.flashgate/assets"),
                 "seed_hash" => Cow::Owned(s.seed_hash.clone().unwrap_or_default()),
@@ -352,6 +357,7 @@ mod tests {
             "status_url",
             "events_url",
             "leave_url",
+            "feedback_url",
             "return_to",
             "asset_base",
             "seed_hash",
@@ -381,6 +387,12 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("Aurora &lt;Beauty&gt;"));
         assert!(!html.contains("\"><script>"));
+        assert!(
+            html.contains(
+                "action=\"/.flashgate/feedback?room=drop&amp;return=/drops/%22%3E%3Cscript%3E\""
+            ),
+            "the feedback form comes back to the page, encoded"
+        );
         assert!(!html.contains("{{"), "all placeholders filled");
         let closed = pages.render_closed(&branding(), "Sold out", "<b>bye</b>");
         assert!(closed.contains("&lt;b&gt;bye"));

@@ -126,6 +126,10 @@ struct Shared {
     store_ok: AtomicBool,
     /// High-water marks of the store's numbers, to re-seed a store that lost state.
     marks: Mutex<Marks>,
+    /// One sync of this room at a time on this node (the background sync and an admin read
+    /// may both refresh): a sync holding an older snapshot must never compare it with marks a
+    /// concurrent sync has just raised, or it would see the store "behind" and re-seed it.
+    sync: tokio::sync::Mutex<()>,
     /// Origin-aware admission: the factor of the last sync (`f64` bits; 1 for other rooms).
     origin_factor: AtomicU64,
     /// Feedback pulse: tickets that rated the wait on this node, and the ratings by value.
@@ -150,6 +154,7 @@ impl RoomRuntime {
                 checkins: CheckIns::new(),
                 store_ok: AtomicBool::new(true),
                 marks: Mutex::new(Marks::default()),
+                sync: tokio::sync::Mutex::new(()),
                 origin_factor: AtomicU64::new(1.0f64.to_bits()),
                 rated: Mutex::new(Recent::default()),
                 ratings: Default::default(),
@@ -241,12 +246,7 @@ impl RoomRuntime {
         };
         // Ticket numbers are per room; the event keeps two sale windows' tickets apart.
         let key = ticket ^ u64::from(event).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        if !self
-            .shared
-            .rated
-            .lock()
-            .insert_bounded(key, RATED_MEMORY)
-        {
+        if !self.shared.rated.lock().insert_bounded(key, RATED_MEMORY) {
             return false;
         }
         slot.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +375,7 @@ impl Rooms {
             r.shared
                 .origin_factor
                 .store(factor.to_bits(), Ordering::Relaxed);
+            let _one_sync = r.shared.sync.lock().await;
             let synced = sync_room(
                 self.store.as_ref(),
                 &r.cfg.settings,
@@ -467,7 +468,10 @@ total_active_users = 100
         assert!(r.record_feedback(1, 7, 2), "ticket 7 of another sale event");
         assert!(r.record_feedback(0, 8, 2));
         assert!(!r.record_feedback(0, 9, 0) && !r.record_feedback(0, 9, 6));
-        assert!(r.record_feedback(0, 9, 4), "a refused value does not use the rating up");
+        assert!(
+            r.record_feedback(0, 9, 4),
+            "a refused value does not use the rating up"
+        );
         let f = r.feedback();
         assert_eq!(f.by_rating, [0, 2, 0, 1, 1]);
         assert_eq!(f.count(), 4);

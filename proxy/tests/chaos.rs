@@ -1024,6 +1024,10 @@ async fn clock_skew_within_the_leeway_between_nodes() {
     )
     .await;
     let (fa, fb) = (a.fg(), b.fg());
+    assert!(
+        fa.log_text().contains("FLASHGATE_CLOCK_SKEW_MS is set"),
+        "a skewed node says so"
+    );
     pause(fa, fb).await;
 
     // Twelve join, half on each node, and then poll the *other* node too: every token crosses

@@ -151,6 +151,15 @@ async fn html_and_json_negotiation_and_escaping() {
         .to_str()
         .unwrap_or("")
         .starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     let html = r.text().await.expect("body");
     assert!(
         html.contains("http-equiv=\"refresh\""),

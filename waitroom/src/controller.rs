@@ -49,7 +49,12 @@ pub fn plan(
     let mut c = old.clone();
     c.last_tick = slice;
 
-    expire_history(settings, snap, &mut c, now);
+    // No-shows are learned only while shoppers can actually enter: admissions that expire in a
+    // pre-queue, a pause or a closed room were unclaimable, not abandoned (counting them would
+    // push the compensation to its ceiling and over-admit after the start).
+    let learn = admits(eff.state(snap))
+        && matches!(eff.method, QueueingMethod::Fifo | QueueingMethod::Random);
+    expire_history(settings, snap, &mut c, now, learn);
     apply_phase(
         settings,
         snap,
@@ -84,7 +89,25 @@ pub fn plan(
         c.advanced_in_minute = 0;
     }
     let minute_cap = rate_eff_milli_per_min.div_ceil(1000);
-    let budget = (c.credit_milli / 1000).min(minute_cap.saturating_sub(c.advanced_in_minute));
+    // Never admit more than this minute can still let in: entries are capped exactly per
+    // minute, and positions admitted beyond the cap would wait for the next minute and then
+    // enter by when they poll rather than by their place (FIFO). Expected claims of pending
+    // admissions are discounted by the measured no-show share.
+    let claims_now = if snap.claims_minute == now.minute() {
+        snap.claims_in_minute
+    } else {
+        0
+    };
+    let pending_now: u64 = c
+        .history
+        .iter()
+        .map(|r| r.admitted.saturating_sub(r.claimed))
+        .sum();
+    let expected = pending_now * (1000 - noshow) / 1000;
+    let minute_room = rate.saturating_sub(claims_now + expected);
+    let budget = (c.credit_milli / 1000)
+        .min(minute_cap.saturating_sub(c.advanced_in_minute))
+        .min(minute_room);
 
     // Free capacity.
     let active = snap.active_total(now.minute(), eff.session_minutes());
@@ -143,12 +166,16 @@ fn expire_history(
     snap: &RoomSnapshot,
     c: &mut ControllerState,
     now: UnixMillis,
+    learn: bool,
 ) {
     let window = settings.claim_window;
     let mut kept = Vec::with_capacity(c.history.len() + 1);
     for r in c.history.drain(..) {
         if now.since(r.at) < window {
             kept.push(r);
+            continue;
+        }
+        if !learn {
             continue;
         }
         // Positions beyond the ticket counter were lead slots nobody arrived for: not no-shows.

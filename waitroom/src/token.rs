@@ -142,6 +142,22 @@ impl KeyRing {
         out
     }
 
+    /// Derives a 32-byte secret for `purpose` from the key with the lowest id — stable across
+    /// a rotation that adds a key and makes it active, as long as the old key stays listed.
+    /// The shuffle seeds use it, so that a seed hash published during a pre-queue still
+    /// matches the seed revealed at the start.
+    pub fn derive_stable(&self, purpose: &[u8]) -> [u8; 32] {
+        let (_, key) = self
+            .keys
+            .iter()
+            .min_by_key(|(id, _)| *id)
+            .unwrap_or(&self.keys[self.active]);
+        let tag = hmac::sign(key, purpose);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Signs a ticket.
     pub fn sign_ticket(&self, t: &Ticket) -> String {
         let mut buf = self.header(KIND_TICKET, &t.room);
@@ -557,6 +573,17 @@ mod tests {
         let mut e = expect(1_100);
         e.room = "checkout";
         assert_eq!(ring().verify_ticket(&tok, &e), Err(TokenError::WrongRoom));
+    }
+
+    #[test]
+    fn stable_derivation_survives_an_active_key_switch() {
+        let before = KeyRing::new(&[(1, &[7u8; 32])], 1).expect("valid ring");
+        let rotated = KeyRing::new(&[(1, &[7u8; 32]), (2, &[9u8; 32])], 2).expect("valid ring");
+        assert_eq!(
+            before.derive_stable(b"seed"),
+            rotated.derive_stable(b"seed")
+        );
+        assert_ne!(before.derive(b"seed"), rotated.derive(b"seed"));
     }
 
     #[test]

@@ -271,3 +271,30 @@ fn a_view_older_than_a_pause_lets_nobody_in() {
     let got = block_on(store.claim(ROOM, &req)).expect("claim");
     assert_ne!(got, ClaimOutcome::Entered, "entered 50 ms into a pause");
 }
+
+/// Found by the crowd simulator (`loadtests/scenarios/launch.toml`): positions granted as the
+/// idle lead just before a pre-queue cannot be claimed during it; they used to expire as
+/// "no-shows", push the compensation to its ceiling and over-admit after the start, so the
+/// minute's entry cap ran out and shoppers entered by poll timing instead of by place.
+#[test]
+fn unclaimable_admissions_in_a_prequeue_are_not_learned_as_no_shows() {
+    let t0 = 1_750_000_020_000;
+    let mut s = shuffled_room(t0, 5_000, 120_000);
+    s.claim_window = std::time::Duration::from_secs(20);
+    // Idle: the controller grants its lead before anyone comes.
+    let store = MemoryStore::new();
+    tick_until(&store, &s, t0, t0 + 4_000, 1_000);
+    let lead = view_at(&store, &s, t0 + 4_000).serving();
+    assert!(lead > 0, "an idle room grants a lead");
+    // The pre-queue opens; a crowd takes tickets, the lead's numbers among them.
+    for i in 0..300 {
+        let _ = ticket_for(&store, &s, t0 + 10_000 + i);
+    }
+    // The lead's admissions expire during the pre-queue: nobody could claim them.
+    tick_until(&store, &s, t0 + 10_000, t0 + 119_000, 1_000);
+    let snap = block_on(store.snapshot(ROOM, UnixMillis(t0 + 119_000))).expect("snapshot");
+    assert_eq!(
+        snap.ctl.noshow_milli, 0,
+        "unclaimable admissions are not no-shows"
+    );
+}

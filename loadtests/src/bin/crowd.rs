@@ -135,7 +135,11 @@ async fn main_async(args: Args) -> Result<bool, String> {
         // Only rooms with event times need the arrivals to start on a planned second.
         let margin = if spec.room.contains("{{t+") { 6 } else { 0 };
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + margin);
-        let f = Fleet::start(&spec, &sc.room, &bin, start, &out).await?;
+        // Ctrl-C while starting drops the half-started fleet, which stops what it started.
+        let f = tokio::select! {
+            f = Fleet::start(&spec, &sc.room, &bin, start, &out) => f?,
+            _ = tokio::signal::ctrl_c() => return Err("interrupted".into()),
+        };
         sc.targets = f.targets.clone();
         sc.admin = f.admin.clone();
         spawned = Some(f.summary.clone());
@@ -143,7 +147,10 @@ async fn main_async(args: Args) -> Result<bool, String> {
             eprintln!("crowd: {}", f.summary);
         }
         match start.duration_since(SystemTime::now()) {
-            Ok(wait) => tokio::time::sleep(wait).await,
+            Ok(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::signal::ctrl_c() => return Err("interrupted".into()),
+            },
             Err(_) if margin == 0 => {}
             Err(_) => eprintln!(
                 "crowd: the fleet took more than 6 s to start; event times in the room are early by {:?}",

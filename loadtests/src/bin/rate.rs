@@ -154,6 +154,7 @@ async fn worker(plan: Arc<Plan>, shared: Arc<Shared>) -> WorkerOut {
         last_done: None,
     };
     let mut conn: Option<Conn> = None;
+    tokio::time::sleep_until(plan.start.into()).await;
     loop {
         // Which request is next, and when it is due.
         let (j, scheduled) = match plan.rate {

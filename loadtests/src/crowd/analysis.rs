@@ -52,6 +52,7 @@ pub struct Counts {
     pub stopped_waiting: u64,
     pub persistent_not_admitted: u64,
     pub requeued: u64,
+    pub claims_refused: u64,
     pub pages: u64,
     pub carts: u64,
     pub orders: u64,
@@ -101,6 +102,8 @@ pub struct RateFigures {
     pub max_in_window: u64,
     pub window_bound: Option<f64>,
     pub max_noshow_ratio: f64,
+    /// Seconds with a long line during which the cap, not the rate, limited admissions.
+    pub cap_limited_s: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -228,7 +231,8 @@ pub fn fifo_inversions(records: &[Record], tolerance: Duration) -> FifoFigures {
             (None, Some(t), false) if t > 0 => t,
             _ => continue,
         };
-        let slack = r.poll_after_ms + tolerance.as_millis() as u64;
+        // Polls are jittered ±10 %, as the waiting page does.
+        let slack = r.poll_after_ms * 11 / 10 + tolerance.as_millis() as u64;
         let e = by_order.entry(order).or_insert((at, slack));
         if at < e.0 {
             *e = (at, slack);
@@ -322,6 +326,7 @@ pub fn analyse(
         }
         c.waited += u64::from(r.waited);
         c.requeued += u64::from(r.requeued);
+        c.claims_refused += u64::from(r.claims_refused);
         c.pages += u64::from(r.pages);
         c.carts += u64::from(r.carted);
         c.orders += u64::from(r.ordered);
@@ -386,19 +391,49 @@ pub fn analyse(
         rate * span / 60.0 + 3.0 * slice
     });
 
-    // Rate while the line was long.
+    // Rate while the line was long and the room had space: the seconds when enough shoppers
+    // waited that the controller always had someone to admit (a poll interval and two slices
+    // of admissions, at least 20), and — from the admin API — the cap left room for as many.
+    // Measured over the longest such stretch, minus its first poll interval (entries lag
+    // admissions by up to one poll).
     let waiting = m.waiting.values(secs);
     let (mut measured, mut from_s, mut to_s) = (None, None, None);
+    let mut cap_limited_s = 0u64;
     if let Some(t) = target {
-        // Long enough that the controller always has someone to admit: a poll interval and
-        // two slices of admissions, and at least 20 shoppers.
         let per_s = f64::from(t) / 60.0;
         let span = max_poll as f64 / 1000.0 + 2.0 * sc.checks.tick.as_secs_f64();
         let threshold = (per_s * span).max(20.0) as u64;
-        let first = waiting.iter().position(|w| *w >= threshold);
-        let last = waiting.iter().rposition(|w| *w >= threshold);
-        if let (Some(a), Some(b)) = (first, last) {
-            // Skip the first poll interval: entries lag admissions by up to one poll.
+        let full = |sec: usize| -> bool {
+            let end = (sec as u64 + 1) * 1000;
+            let i = admin.partition_point(|a| a.t_ms <= end);
+            i.checked_sub(1)
+                .and_then(|i| admin.get(i))
+                .is_some_and(|a| {
+                    a.total_active_users > 0
+                        && a.active as f64 + per_s * span >= f64::from(a.total_active_users)
+                })
+        };
+        let long: Vec<bool> = waiting.iter().map(|w| *w >= threshold).collect();
+        let ok: Vec<bool> = long
+            .iter()
+            .enumerate()
+            .map(|(sec, l)| *l && !full(sec))
+            .collect();
+        cap_limited_s = long.iter().zip(&ok).filter(|(l, o)| **l && !**o).count() as u64;
+        let (mut best, mut run_start) = (None::<(usize, usize)>, None::<usize>);
+        for (sec, good) in ok.iter().chain(std::iter::once(&false)).enumerate() {
+            match (good, run_start) {
+                (true, None) => run_start = Some(sec),
+                (false, Some(a)) => {
+                    if best.is_none_or(|(x, y)| sec - a > y - x) {
+                        best = Some((a, sec));
+                    }
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some((a, b)) = best {
             let a_ms = a as u64 * 1000 + max_poll;
             let b_ms = b as u64 * 1000;
             if b_ms > a_ms + 10_000 {
@@ -419,6 +454,7 @@ pub fn analyse(
         max_in_window: max_win,
         window_bound: window_bound.map(|b| (b * 10.0).round() / 10.0),
         max_noshow_ratio: max_noshow,
+        cap_limited_s,
     };
 
     // Waits.
@@ -444,7 +480,7 @@ pub fn analyse(
     for r in recs.iter().filter(|r| !r.bot) {
         if let (Some((at, lo, mid, hi)), Some(adm)) = (r.eta, r.admitted_ms) {
             let real = adm.saturating_sub(at) as f64 / 1000.0;
-            let slack = r.poll_after_ms as f64 / 1000.0;
+            let slack = r.poll_after_ms as f64 * 1.1 / 1000.0;
             eta_n += 1;
             if real + slack >= lo as f64 && real - slack <= hi as f64 {
                 eta_in += 1;

@@ -301,8 +301,10 @@ fn fifo(path: &Path, r: &RunResult) -> Result<(), String> {
     let pts = &r.admissions;
     let xmax = ymax(pts.iter().map(|p| p.0));
     let ymax_ = ymax(pts.iter().map(|p| p.1 as f64));
-    // At most ~6,000 points in the file; every inverted one is kept.
-    let step = (pts.len() / 6000).max(1);
+    // At most ~3,000 entries and ~1,000 inversions drawn, to keep the file small.
+    let step = (pts.len() / 3000).max(1);
+    let inverted = pts.iter().filter(|p| p.2).count();
+    let inv_step = (inverted / 1000).max(1);
     let mut c = ChartBuilder::on(&root)
         .caption(
             format!(
@@ -333,6 +335,7 @@ fn fifo(path: &Path, r: &RunResult) -> Result<(), String> {
     c.draw_series(
         pts.iter()
             .filter(|p| p.2)
+            .step_by(inv_step)
             .map(|p| Circle::new((p.0, p.1 as f64), 3, RED.filled())),
     )
     .map_err(e)?

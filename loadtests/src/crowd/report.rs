@@ -64,7 +64,7 @@ pub fn markdown(r: &RunResult, plots: &[String]) -> String {
 
     let _ = writeln!(s, "## Shoppers\n");
     let _ = writeln!(s, "| | count |\n|---|---:|");
-    let rows: [(&str, String); 18] = [
+    let rows: [(&str, String); 19] = [
         ("arrived (planned)", r.arrivals_planned.to_string()),
         ("arrived", c.arrived.to_string()),
         ("humans", c.humans.to_string()),
@@ -91,6 +91,10 @@ pub fn markdown(r: &RunResult, plots: &[String]) -> String {
             format!("{} / {} / {}", c.sold_out, c.closed, c.challenged),
         ),
         ("ended by errors", c.errors.to_string()),
+        (
+            "entries refused at the turn (minute or room full)",
+            c.claims_refused.to_string(),
+        ),
         ("pages browsed", c.pages.to_string()),
         ("carts / orders", format!("{} / {}", c.carts, c.orders)),
         ("sessions ended (leave)", c.sessions_ended.to_string()),
@@ -116,6 +120,13 @@ pub fn markdown(r: &RunResult, plots: &[String]) -> String {
             _ => "not measurable (line too short)".to_owned(),
         }
     );
+    if rt.cap_limited_s > 0 {
+        let _ = writeln!(
+            s,
+            "| seconds when the cap, not the rate, held admissions back | {} |",
+            rt.cap_limited_s
+        );
+    }
     let _ = writeln!(
         s,
         "| busiest server minute | {} entries |",

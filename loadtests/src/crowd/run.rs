@@ -33,6 +33,8 @@ pub enum StopReason {
     Completed,
     MaxDuration,
     MaxRequests,
+    /// Ctrl-C.
+    Interrupted,
 }
 
 impl StopReason {
@@ -41,6 +43,7 @@ impl StopReason {
             StopReason::Completed => "completed",
             StopReason::MaxDuration => "max_duration",
             StopReason::MaxRequests => "max_requests",
+            StopReason::Interrupted => "interrupted",
         }
     }
 }
@@ -83,6 +86,13 @@ pub struct AdminSample {
     pub noshow_ratio: f64,
 }
 
+/// Shopper `id`'s client address: one of 198.18.0.0/15 (RFC 2544's benchmarking range),
+/// scattered so that consecutive shoppers land in different /24s.
+pub fn client_address(id: u32) -> std::net::Ipv4Addr {
+    let n = id.wrapping_mul(2_654_435_761) >> 15; // 17 bits
+    std::net::Ipv4Addr::from(0xC612_0000u32 | n)
+}
+
 /// A request as a shopper describes it.
 #[derive(Debug, Clone)]
 pub struct Req<'a> {
@@ -93,6 +103,8 @@ pub struct Req<'a> {
     pub bot: bool,
     pub cookie: Option<String>,
     pub form: Option<String>,
+    /// Sent as `X-Forwarded-For` when the scenario asks for it.
+    pub client: std::net::Ipv4Addr,
 }
 
 /// What came back.
@@ -236,6 +248,9 @@ impl Run {
                 .header("user-agent", sc.client.user_agent.as_str())
                 .header("accept-language", "en-GB,en;q=0.9")
                 .header("accept-encoding", "identity");
+        }
+        if sc.client.forwarded_for {
+            b = b.header("x-forwarded-for", req.client.to_string());
         }
         if let Some(c) = &req.cookie {
             b = b.header("cookie", c.as_str());
@@ -468,6 +483,16 @@ pub async fn execute(sc: Scenario, opts: &RunOptions) -> Result<RunOutput, Strin
         })
     };
 
+    // Ctrl-C stops the run like a cap: the report is still written, spawned processes stopped.
+    let interrupter = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                run.stop(StopReason::Interrupted);
+            }
+        })
+    };
+
     // The main loop: gauges, progress, stop conditions.
     let tty = std::io::stderr().is_terminal();
     let mut last_requests = 0u64;
@@ -553,6 +578,7 @@ pub async fn execute(sc: Scenario, opts: &RunOptions) -> Result<RunOutput, Strin
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    interrupter.abort();
     let _ = spawner.await;
     let _ = sampler.await;
     let duration = run.elapsed();
@@ -572,4 +598,28 @@ pub async fn execute(sc: Scenario, opts: &RunOptions) -> Result<RunOutput, Strin
         started_at,
         arrivals_planned,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+
+    #[test]
+    fn client_addresses_are_in_the_benchmark_range_and_spread() {
+        let net = ipnet_contains;
+        let mut prefixes = std::collections::HashSet::new();
+        for id in 0..1000u32 {
+            let a = client_address(id);
+            assert!(net(a), "{a}");
+            let o = a.octets();
+            prefixes.insert((o[1], o[2]));
+        }
+        assert!(prefixes.len() > 400, "{}", prefixes.len());
+        assert_ne!(client_address(1), client_address(2));
+    }
+
+    fn ipnet_contains(a: std::net::Ipv4Addr) -> bool {
+        let o = a.octets();
+        o[0] == 198 && (o[1] == 18 || o[1] == 19)
+    }
 }

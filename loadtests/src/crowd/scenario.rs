@@ -250,6 +250,13 @@ pub struct ClientSection {
     pub request_timeout: String,
     #[serde(default = "default_browser_ua")]
     pub user_agent: String,
+    /// Send each shopper's own client address in `X-Forwarded-For` (from 198.18.0.0/15, the
+    /// range set aside for benchmarks), as a load balancer in front of the nodes would. The
+    /// simulator runs on one address; without this, per-address limits of bot defence see the
+    /// whole crowd as one client. Nodes believe it only from `server.trusted_proxies` (spawned
+    /// nodes trust loopback).
+    #[serde(default = "yes")]
+    pub forwarded_for: bool,
 }
 
 fn default_conns() -> usize {
@@ -270,6 +277,7 @@ impl Default for ClientSection {
             max_connections: default_conns(),
             request_timeout: default_timeout(),
             user_agent: default_browser_ua(),
+            forwarded_for: true,
         }
     }
 }
@@ -425,6 +433,7 @@ pub struct Client {
     pub max_connections: usize,
     pub request_timeout: Duration,
     pub user_agent: String,
+    pub forwarded_for: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -724,6 +733,7 @@ fn build(ctx: &Ctx<'_>, f: ScenarioFile, allow_remote: bool) -> Result<Scenario,
         max_connections: c.max_connections,
         request_timeout,
         user_agent: c.user_agent.clone(),
+        forwarded_for: c.forwarded_for,
     };
 
     let k = &f.checks;

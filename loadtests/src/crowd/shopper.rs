@@ -95,6 +95,8 @@ pub struct Record {
     pub polls: u32,
     /// Times the shopper lost its ticket and joined again.
     pub requeued: u32,
+    /// Times the status said "your turn" but the entry was refused (minute or room full).
+    pub claims_refused: u32,
     pub pages: u32,
     pub carted: bool,
     pub ordered: bool,
@@ -158,6 +160,7 @@ struct Shopper {
     leave_path: String,
     poll_after: Duration,
     bot: bool,
+    client: std::net::Ipv4Addr,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -191,6 +194,7 @@ pub async fn run_one(run: Arc<Run>, id: u32, role: Option<(usize, bool)>) {
         leave_path: format!("/.flashgate/leave?room={room}"),
         poll_after: Duration::from_secs(1),
         bot,
+        client: super::run::client_address(id),
         run: run.clone(),
     };
     let end = match role {
@@ -256,6 +260,7 @@ impl Shopper {
                     bot: self.bot,
                     cookie,
                     form,
+                    client: self.client,
                 },
             )
             .await;
@@ -422,7 +427,11 @@ impl Shopper {
         let since = self.run.elapsed();
         self.became_waiting();
         loop {
-            let mut pause = poll_every.unwrap_or(self.poll_after);
+            // Like the waiting page: the server's interval, jittered ±10 % (a bot: its own).
+            let mut pause = match poll_every {
+                Some(every) => every,
+                None => self.poll_after.mul_f64(0.9 + 0.2 * self.rng.unit()),
+            };
             if let Some(p) = give_up_after {
                 let waited = self.run.elapsed().saturating_sub(since);
                 if waited >= p {
@@ -448,6 +457,10 @@ impl Shopper {
             };
             self.rec.polls += 1;
             r.absorb(&mut self.jar);
+            if r.status == 403 {
+                // Bot defence blocked this client.
+                return Err(End::Challenged);
+            }
             if r.status != 200 {
                 let at = self.run.elapsed();
                 self.run
@@ -480,7 +493,11 @@ impl Shopper {
                 // Our turn: open the page again, which claims the entry.
                 match self.join(Endpoint::Claim).await? {
                     Answer::In => return Ok(()),
-                    _ => self.became_waiting(),
+                    // The store said not yet: this minute's entries or the room are full.
+                    _ => {
+                        self.rec.claims_refused += 1;
+                        self.became_waiting();
+                    }
                 }
             } else if st.ticket.is_none() {
                 // The ticket is gone (expired, given up, or refused): join again.

@@ -80,6 +80,8 @@ pub fn node_config(
 listen = ["127.0.0.1:{port}"]
 admin_listen = "127.0.0.1:{admin}"
 threads = {threads}
+# The simulator stands in for the load balancer: it sends each shopper's address.
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
 [keys]
 active = 1

@@ -358,7 +358,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let seed_secret = keys.derive(b"flashgate shuffle seed secret v1");
+    let seed_secret = keys.derive_stable(b"flashgate shuffle seed secret v1");
     let mut rooms: Vec<Room> = Vec::new();
     for (i, r) in raw.rooms.iter().enumerate() {
         let room = build_room(ctx, i, r, seed_secret)?;
