@@ -201,6 +201,22 @@ async fn respond(
     Ok(())
 }
 
+/// Answers 405 unless the request is a POST; `Ok(true)` when it is one.
+async fn post_only(s: &mut Session) -> Result<bool> {
+    if s.req_header().method == http::Method::POST {
+        return Ok(true);
+    }
+    respond(
+        s,
+        405,
+        "text/plain",
+        "use POST\n",
+        &[("allow", "POST".into())],
+    )
+    .await?;
+    Ok(false)
+}
+
 /// The pass behind an expired pass token (signature, room and client still checked).
 fn expired_pass(keys: &waitroom::KeyRing, token: &str, expect: &Expect<'_>) -> Option<Pass> {
     let far = Expect {
@@ -963,15 +979,8 @@ impl Gate {
     /// `POST /.flashgate/challenge`: verifies a proof-of-work solution and sets the
     /// challenge-passed cookie.
     async fn challenge(&self, s: &mut Session, ctx: &mut Ctx, now: UnixMillis) -> Result<()> {
-        if s.req_header().method != http::Method::POST {
-            return respond(
-                s,
-                405,
-                "text/plain",
-                "use POST\n",
-                &[("allow", "POST".into())],
-            )
-            .await;
+        if !post_only(s).await? {
+            return Ok(());
         }
         let Some(body) = Self::read_body(s, bot::MAX_SOLUTION_BODY).await? else {
             return respond(
@@ -1034,15 +1043,8 @@ impl Gate {
         room: &RoomRuntime,
         now: UnixMillis,
     ) -> Result<()> {
-        if s.req_header().method != http::Method::POST {
-            return respond(
-                s,
-                405,
-                "text/plain",
-                "use POST\n",
-                &[("allow", "POST".into())],
-            )
-            .await;
+        if !post_only(s).await? {
+            return Ok(());
         }
         let keys = &ctx.live.config.keys;
         let expect = self.expect(room, s.req_header(), ctx, now);
@@ -1273,15 +1275,8 @@ impl Gate {
         room: &RoomRuntime,
         now: UnixMillis,
     ) -> Result<()> {
-        if s.req_header().method != http::Method::POST {
-            return respond(
-                s,
-                405,
-                "text/plain",
-                "use POST\n",
-                &[("allow", "POST".into())],
-            )
-            .await;
+        if !post_only(s).await? {
+            return Ok(());
         }
         let expect = self.expect(room, s.req_header(), ctx, now);
         let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
