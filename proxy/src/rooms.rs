@@ -121,7 +121,8 @@ pub struct RoomRuntime {
 struct Shared {
     view: ArcSwap<RoomView>,
     eta: Mutex<EtaEstimator>,
-    ended: Mutex<Recent>,
+    /// Read on every pass check, written on leave/revoke: a read-write lock.
+    ended: parking_lot::RwLock<Recent>,
     checkins: CheckIns,
     store_ok: AtomicBool,
     /// High-water marks of the store's numbers, to re-seed a store that lost state.
@@ -150,7 +151,7 @@ impl RoomRuntime {
             shared: Arc::new(Shared {
                 view: ArcSwap::from_pointee(view),
                 eta: Mutex::new(eta),
-                ended: Mutex::new(Recent::default()),
+                ended: parking_lot::RwLock::new(Recent::default()),
                 checkins: CheckIns::new(),
                 store_ok: AtomicBool::new(true),
                 marks: Mutex::new(Marks::default()),
@@ -222,7 +223,7 @@ impl RoomRuntime {
     pub fn mark_ended(&self, ticket: u64) {
         // Ticket 0 is shared by every pass minted at the floor rate: it cannot be ended alone.
         if ticket != 0 {
-            self.shared.ended.lock().insert(ticket);
+            self.shared.ended.write().insert(ticket);
         }
     }
 
@@ -261,7 +262,7 @@ impl RoomRuntime {
     }
 
     pub fn is_ended(&self, ticket: u64) -> bool {
-        self.shared.ended.lock().set.contains(&ticket)
+        self.shared.ended.read().set.contains(&ticket)
     }
 
     pub fn store_ok(&self) -> bool {
