@@ -201,6 +201,13 @@ async fn respond(
     Ok(())
 }
 
+/// What a request carries, verified ([`Gate::verified`]).
+#[derive(Debug, Default)]
+struct Verified {
+    pass: Option<Pass>,
+    ticket: Option<Ticket>,
+}
+
 /// Answers 405 unless the request is a POST; `Ok(true)` when it is one.
 async fn post_only(s: &mut Session) -> Result<bool> {
     if s.req_header().method == http::Method::POST {
@@ -926,7 +933,8 @@ impl Gate {
         match rest {
             "status" | "events" => {
                 // Poll limits and the infinite queue apply to polls too.
-                let tarpit = match self.poll_verdict(s, ctx, &room, now) {
+                let verified = self.verified(s.req_header(), ctx, &room, now);
+                let tarpit = match self.poll_verdict(s, ctx, &room, &verified, now) {
                     Verdict::Tarpit => true,
                     v @ (Verdict::Block(_) | Verdict::Limited { .. }) => {
                         return self.respond_bot(s, ctx, &room, v).await
@@ -934,9 +942,9 @@ impl Gate {
                     Verdict::Allow | Verdict::Bypass | Verdict::Challenge(_) => false,
                 };
                 if rest == "status" {
-                    self.status(s, ctx, &room, tarpit, now).await
+                    self.status(s, ctx, &room, tarpit, &verified, now).await
                 } else {
-                    self.events(s, ctx, &room, tarpit).await
+                    self.events(s, ctx, &room, tarpit, &verified).await
                 }
             }
             "feedback" => self.feedback(s, ctx, &room, now).await,
@@ -945,16 +953,18 @@ impl Gate {
     }
 
     /// The bot verdict for a status poll or event stream of `room`.
-    fn poll_verdict(&self, s: &Session, ctx: &Ctx, room: &RoomRuntime, now: UnixMillis) -> Verdict {
-        let keys = &ctx.live.config.keys;
-        let expect = self.expect(room, s.req_header(), ctx, now);
-        let (pass_tok, ticket_tok) = self.tokens(s.req_header(), room.id());
-        let credential = if let Some(p) = pass_tok.and_then(|t| keys.verify_pass(t, &expect).ok()) {
-            bot::Credential::Pass(p.ticket)
-        } else if let Some(t) = ticket_tok.and_then(|t| keys.verify_ticket(t, &expect).ok()) {
-            bot::Credential::Ticket(t.number)
-        } else {
-            bot::Credential::None
+    fn poll_verdict(
+        &self,
+        s: &Session,
+        ctx: &Ctx,
+        room: &RoomRuntime,
+        v: &Verified,
+        now: UnixMillis,
+    ) -> Verdict {
+        let credential = match (&v.pass, &v.ticket) {
+            (Some(p), _) => bot::Credential::Pass(p.ticket),
+            (None, Some(t)) => bot::Credential::Ticket(t.number),
+            (None, None) => bot::Credential::None,
         };
         let mut facts = RequestFacts::new(&s.req_header().headers, ctx.client, now);
         facts.tls = ctx.secure;
@@ -962,6 +972,29 @@ impl Gate {
         facts.credential = credential;
         facts.poll_after = Some(room.cfg.settings.poll_interval);
         self.node.bot.check(room.id(), &room.cfg.bot, &facts)
+    }
+
+    /// The request's pass (valid and not ended) or, without one, its ticket: verified once and
+    /// shared by the bot check and the status of a poll.
+    fn verified(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        room: &RoomRuntime,
+        now: UnixMillis,
+    ) -> Verified {
+        let keys = &ctx.live.config.keys;
+        let expect = self.expect(room, req, ctx, now);
+        let (pass_tok, ticket_tok) = self.tokens(req, room.id());
+        let pass = pass_tok
+            .and_then(|t| keys.verify_pass(t, &expect).ok())
+            .filter(|p| !room.is_ended(p.ticket));
+        let ticket = if pass.is_some() {
+            None
+        } else {
+            ticket_tok.and_then(|t| keys.verify_ticket(t, &expect).ok())
+        };
+        Verified { pass, ticket }
     }
 
     /// Reads a request body of at most `max` bytes (`None` when larger).
@@ -1147,12 +1180,11 @@ impl Gate {
         ctx: &Ctx,
         room: &RoomRuntime,
         tarpit: bool,
+        verified: &Verified,
         now: UnixMillis,
     ) -> (Status, Option<(String, String)>) {
         let view = room.view();
         let settings = &room.cfg.settings;
-        let expect = self.expect(room, req, ctx, now);
-        let (pass_tok, ticket_tok) = self.tokens(req, room.id());
         let return_to = query_param(req.uri.query(), "return")
             .filter(|r| safe_return_path(r))
             .map(|r| r.into_owned());
@@ -1163,16 +1195,12 @@ impl Gate {
             settings.poll_interval,
             view.message.clone(),
         );
-        if pass_tok
-            .and_then(|t| ctx.live.config.keys.verify_pass(t, &expect).ok())
-            .is_some_and(|p| !room.is_ended(p.ticket))
-        {
+        if verified.pass.is_some() {
             bare.admitted = true;
             bare.redirect = return_to;
             return (bare, None);
         }
-        let Some(t) = ticket_tok.and_then(|t| ctx.live.config.keys.verify_ticket(t, &expect).ok())
-        else {
+        let Some(t) = verified.ticket.clone() else {
             return (bare, None);
         };
         match view.decide(settings, Credential::Ticket(&t), now) {
@@ -1210,9 +1238,10 @@ impl Gate {
         ctx: &mut Ctx,
         room: &RoomRuntime,
         tarpit: bool,
+        verified: &Verified,
         now: UnixMillis,
     ) -> Result<()> {
-        let (st, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, now);
+        let (st, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, verified, now);
         let mut headers = vec![("retry-after", (st.poll_after_ms / 1000).max(1).to_string())];
         if let Some((cookie, tok)) = renewed {
             headers.push(("set-cookie", cookie));
@@ -1229,9 +1258,10 @@ impl Gate {
         ctx: &mut Ctx,
         room: &RoomRuntime,
         tarpit: bool,
+        verified: &Verified,
     ) -> Result<()> {
         let now = clock::now();
-        let (first, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, now);
+        let (first, renewed) = self.status_of(s.req_header(), ctx, room, tarpit, verified, now);
         let mut h = ResponseHeader::build(200, Some(5))?;
         h.insert_header("content-type", "text/event-stream")?;
         h.insert_header("cache-control", "no-store")?;
@@ -1251,7 +1281,10 @@ impl Gate {
         let mut done = first.admitted || matches!(first.state, "sold_out" | "closed");
         while !done && started.elapsed() < SSE_LIFETIME {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let (st, _) = self.status_of(s.req_header(), ctx, room, tarpit, clock::now());
+            // Re-verified each second: a ticket or pass may expire during the stream.
+            let now = clock::now();
+            let v = self.verified(s.req_header(), ctx, room, now);
+            let (st, _) = self.status_of(s.req_header(), ctx, room, tarpit, &v, now);
             let json = st.to_json();
             done = st.admitted || matches!(st.state, "sold_out" | "closed");
             if json != last {
