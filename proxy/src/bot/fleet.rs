@@ -40,16 +40,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Script};
-use tokio::sync::OnceCell;
 use waitroom::UnixMillis;
 
 use super::challenge::ChallengeId;
 use super::replay::{ReplayError, ReplayGuard};
-use crate::store::redis::{CALL_TIMEOUT, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::store::redis::{Conn, LazyRedis, CALL_TIMEOUT};
 
 /// Kept on top of a challenge's remaining lifetime (tolerated clock difference between nodes).
 pub const SKEW_MARGIN: Duration = Duration::from_secs(5);
@@ -108,22 +104,10 @@ redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now)
 return 0
 "#;
 
-enum Target {
-    Single(redis::Client),
-    Cluster(Box<ClusterClient>),
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
 /// [`ReplayGuard`] and [`SharedJoinLimit`] on the store's Redis, on one connection. Cheap to
 /// build (no I/O); connects on first use.
 pub struct RedisShared {
-    target: Target,
-    conn: OnceCell<Conn>,
+    redis: LazyRedis,
     join_limit: Script,
     /// Unix ms until which the join limit is not asked (Redis failed just before).
     down_until: AtomicU64,
@@ -133,8 +117,8 @@ impl fmt::Debug for RedisShared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the URL: it may carry a password.
         f.debug_struct("RedisShared")
-            .field("cluster", &matches!(self.target, Target::Cluster(_)))
-            .field("connected", &self.conn.initialized())
+            .field("cluster", &self.redis.is_cluster())
+            .field("connected", &self.redis.connected())
             .finish()
     }
 }
@@ -143,43 +127,15 @@ impl RedisShared {
     /// Shared state on `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
     pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
-        let target = if cluster {
-            ClusterClient::builder(vec![url])
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
-                .build()
-                .map(|c| Target::Cluster(Box::new(c)))
-        } else {
-            redis::Client::open(url).map(Target::Single)
-        }
-        .map_err(|e| format!("store.url: {e}"))?;
         Ok(Self {
-            target,
-            conn: OnceCell::new(),
+            redis: LazyRedis::new(url, cluster)?,
             join_limit: Script::new(JOIN_LIMIT),
             down_until: AtomicU64::new(0),
         })
     }
 
     async fn conn(&self) -> redis::RedisResult<Conn> {
-        self.conn
-            .get_or_try_init(|| async {
-                match &self.target {
-                    Target::Single(c) => {
-                        let cfg = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                            .set_number_of_retries(1)
-                            .set_min_delay(Duration::from_millis(20))
-                            .set_max_delay(Duration::from_millis(100));
-                        ConnectionManager::new_lazy_with_config(c.clone(), cfg).map(Conn::Single)
-                    }
-                    Target::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
-                }
-            })
-            .await
-            .cloned()
+        self.redis.conn().await
     }
 
     /// Runs `cmd` within [`CALL_TIMEOUT`]; `None` on any failure (logged at debug).

@@ -122,16 +122,77 @@ enum Target {
 }
 
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// A Redis client built once from the config and connected lazily, inside the Pingora runtime
+/// that first uses it (services get their own runtimes). Shared by the store and by bot
+/// defence's fleet-wide state.
+pub(crate) struct LazyRedis {
+    target: Target,
+    conn: OnceCell<Conn>,
+}
+
+impl LazyRedis {
+    /// A client for `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
+    /// client with `url` as the seed node. No I/O.
+    pub(crate) fn new(url: &str, cluster: bool) -> Result<Self, String> {
+        let target = if cluster {
+            ClusterClient::builder(vec![url])
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(2)
+                .build()
+                .map(|c| Target::Cluster(Box::new(c)))
+        } else {
+            redis::Client::open(url).map(Target::Single)
+        }
+        .map_err(|e| format!("store.url: {e}"))?;
+        Ok(Self {
+            target,
+            conn: OnceCell::new(),
+        })
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    pub(crate) fn connected(&self) -> bool {
+        self.conn.initialized()
+    }
+
+    /// The connection, made on first use.
+    pub(crate) async fn conn(&self) -> redis::RedisResult<Conn> {
+        self.conn
+            .get_or_try_init(|| async {
+                match &self.target {
+                    Target::Single(c) => {
+                        let cfg = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                            // Few, quick reconnect attempts: a call waiting on a reconnect
+                            // must still fail within CALL_TIMEOUT, and the breaker spaces out
+                            // the probes anyway.
+                            .set_number_of_retries(1)
+                            .set_min_delay(Duration::from_millis(20))
+                            .set_max_delay(Duration::from_millis(100));
+                        ConnectionManager::new_lazy_with_config(c.clone(), cfg).map(Conn::Single)
+                    }
+                    Target::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+                }
+            })
+            .await
+            .cloned()
+    }
 }
 
 /// [`Store`] on Redis. Cheap to build (no I/O); connects on first use.
 pub struct RedisStore {
     url: String,
-    target: Target,
-    conn: OnceCell<Conn>,
+    redis: LazyRedis,
     scripts: Scripts,
     /// Per room, the highest ticket counter read: issuing below it is refused.
     floors: Mutex<HashMap<String, u64>>,
@@ -141,8 +202,8 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &redact(&self.url))
-            .field("cluster", &matches!(self.target, Target::Cluster(_)))
-            .field("connected", &self.conn.initialized())
+            .field("cluster", &self.redis.is_cluster())
+            .field("connected", &self.redis.connected())
             .finish()
     }
 }
@@ -181,48 +242,16 @@ impl RedisStore {
     /// A store for `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
     pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
-        let target = if cluster {
-            ClusterClient::builder(vec![url])
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
-                .build()
-                .map(|c| Target::Cluster(Box::new(c)))
-        } else {
-            redis::Client::open(url).map(Target::Single)
-        }
-        .map_err(|e| format!("store.url: {e}"))?;
         Ok(Self {
             url: url.to_owned(),
-            target,
-            conn: OnceCell::new(),
+            redis: LazyRedis::new(url, cluster)?,
             scripts: Scripts::new(),
             floors: Mutex::new(HashMap::new()),
         })
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        self.conn
-            .get_or_try_init(|| async {
-                match &self.target {
-                    Target::Single(c) => {
-                        let cfg = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                            // Few, quick reconnect attempts: a call waiting on a reconnect
-                            // must still fail within CALL_TIMEOUT, and the breaker spaces out
-                            // the probes anyway.
-                            .set_number_of_retries(1)
-                            .set_min_delay(Duration::from_millis(20))
-                            .set_max_delay(Duration::from_millis(100));
-                        ConnectionManager::new_lazy_with_config(c.clone(), cfg).map(Conn::Single)
-                    }
-                    Target::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
-                }
-                .map_err(unavailable)
-            })
-            .await
-            .cloned()
+        self.redis.conn().await.map_err(unavailable)
     }
 
     /// Runs one script, within [`CALL_TIMEOUT`].
