@@ -112,6 +112,8 @@ pub struct RoomRuntime {
     /// What a reload carries over when the room keeps its id: its view, ETA history, ended
     /// sessions, check-ins and high-water marks.
     shared: Arc<Shared>,
+    /// The id, shared with every event about the room (no allocation per event).
+    name: Arc<str>,
     /// Admissions while the store fails (`admit_at_floor_rate`); reset by a reload, since its
     /// rate may change.
     floor: Mutex<FloorBucket>,
@@ -146,6 +148,7 @@ impl RoomRuntime {
             ..RoomSnapshot::default()
         };
         let view = RoomView::new(&cfg.settings, snap, &eta);
+        let name = Arc::from(cfg.settings.id.as_str());
         Self {
             cfg,
             shared: Arc::new(Shared {
@@ -160,6 +163,7 @@ impl RoomRuntime {
                 rated: Mutex::new(Recent::default()),
                 ratings: Default::default(),
             }),
+            name,
             floor: Mutex::new(FloorBucket::default()),
         }
     }
@@ -170,6 +174,7 @@ impl RoomRuntime {
         let r = Self {
             cfg,
             shared: self.shared.clone(),
+            name: self.name.clone(),
             floor: Mutex::new(FloorBucket::default()),
         };
         let snap = r.view().snapshot.clone();
@@ -179,6 +184,11 @@ impl RoomRuntime {
 
     pub fn id(&self) -> &str {
         &self.cfg.settings.id
+    }
+
+    /// The id as a shared string (for events).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// The latest view (lock-free).

@@ -13,6 +13,7 @@
 //! [`Actor::admin`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use waitroom::{Overrides, UnixMillis};
@@ -33,16 +34,17 @@ pub const TOKEN_RUN: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The room id (from the config: `a-z0-9-_`, at most 32 bytes).
-    pub room: String,
+    pub room: Arc<str>,
     /// The shopper's ticket number, where there is one.
     pub ticket: Option<u64>,
     pub kind: EventKind,
 }
 
 impl Event {
-    pub fn new(room: &str, kind: EventKind) -> Self {
+    /// An event about `room` (pass an `Arc<str>` to share the room's id instead of copying it).
+    pub fn new(room: impl Into<Arc<str>>, kind: EventKind) -> Self {
         Self {
-            room: room.to_owned(),
+            room: room.into(),
             ticket: None,
             kind,
         }

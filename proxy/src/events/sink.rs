@@ -30,9 +30,10 @@ pub(super) enum Delivery {
 /// One serialized event on its way out.
 #[derive(Debug)]
 pub(super) struct Record {
-    pub json: String,
+    /// The event's JSON text (UTF-8).
+    pub json: Vec<u8>,
     pub kind: &'static str,
-    pub room: String,
+    pub room: Arc<str>,
     /// The room's own stream key (Redis), if it has one.
     pub stream: Option<Arc<str>>,
     pub state: Delivery,
@@ -137,7 +138,7 @@ impl RedisSink {
                 .arg("kind")
                 .arg(r.kind)
                 .arg("room")
-                .arg(&r.room);
+                .arg(&*r.room);
         }
         let conn = self.connect().await?;
         let replies: Vec<RedisResult<String>> = match pipe.query_async(conn).await {
@@ -212,7 +213,7 @@ impl FileSink {
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(pending.len());
         for &i in &pending {
-            buf.extend_from_slice(batch[i].json.as_bytes());
+            buf.extend_from_slice(&batch[i].json);
             buf.push(b'\n');
             ends.push(buf.len());
         }

@@ -235,6 +235,24 @@ fn envelope_and_fields_are_the_documented_schema() {
 }
 
 #[test]
+fn kinds_written_directly_match_serde() {
+    for kind in [
+        EventKind::TicketIssued { serving: 0 },
+        EventKind::TicketIssued { serving: u64::MAX },
+        EventKind::Admitted { waited_ms: 61_500 },
+    ] {
+        let e = Event::new("drop", kind.clone()).with_ticket(7);
+        let got = json_of(&e);
+        let by_serde = serde_json::to_string(&kind).expect("serializes");
+        assert!(
+            got.ends_with(&format!(",{}", &by_serde[1..])),
+            "{got} does not end with {by_serde}"
+        );
+        serde_json::from_str::<serde_json::Value>(&got).expect("valid JSON");
+    }
+}
+
+#[test]
 fn room_changes_lists_only_what_changed() {
     let before = Overrides {
         paused: true,
@@ -551,7 +569,7 @@ fn a_partial_line_is_ended_before_appending() {
             keep_files: 1,
         });
         let mut batch = vec![sink::Record {
-            json: "{\"v\":1}".into(),
+            json: b"{\"v\":1}".to_vec(),
             kind: "admitted",
             room: "drop".into(),
             stream: None,
