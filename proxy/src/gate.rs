@@ -34,10 +34,13 @@ use crate::metrics::Outcome;
 use crate::node::{Live, Node};
 use crate::pages::{Pages, Status, WaitingPage, WAITING_CSS, WAITING_JS};
 use crate::rooms::RoomRuntime;
-use crate::shield::{CacheKey, CacheStatus, Entry, FillGuard, Permit, Resolved, CACHE_HEADER};
+use crate::shield::{CacheKey, CacheStatus, Entry, FillGuard, Permit, Resolved, CACHE_HEADER_NAME};
 
 /// Header carrying a ticket or pass for apps that keep no cookies (both directions).
 pub const TOKEN_HEADER: &str = "x-flashgate-token";
+/// Header names written on every response, parsed once.
+const TOKEN_NAME: http::HeaderName = http::HeaderName::from_static(TOKEN_HEADER);
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 /// Response header through which the origin gives commands (stripped before the shopper).
 pub const COMMAND_HEADER: &str = "x-flashgate-command";
 
@@ -105,10 +108,15 @@ fn request_id() -> String {
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
         u32::from_be_bytes(b)
     });
-    format!(
-        "{prefix:08x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    // 24 hex digits, written by hand: `format!` costs a microsecond here, on every request.
+    let n = (u128::from(prefix) << 64) | u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut id = String::with_capacity(24);
+    for shift in (0..24).rev() {
+        id.push(char::from(
+            b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize],
+        ));
+    }
+    id
 }
 
 fn host_of(req: &RequestHeader) -> String {
@@ -538,7 +546,7 @@ impl Gate {
     /// Emits an event for `room` (never blocks; off unless configured).
     fn emit(&self, room: &RoomRuntime, kind: EventKind, ticket: u64) {
         if self.node.events.is_enabled() {
-            let mut e = Event::new(room.id(), kind);
+            let mut e = Event::new(room.name().clone(), kind);
             if ticket != 0 {
                 e = e.with_ticket(ticket);
             }
@@ -872,12 +880,12 @@ impl Gate {
     ) -> Result<()> {
         let mut h = e.response_header(Instant::now(), status)?;
         for c in ctx.set_cookies.drain(..) {
-            h.append_header("set-cookie", c)?;
+            h.append_header(http::header::SET_COOKIE, c)?;
         }
         if let Some(tok) = ctx.token_out.take() {
-            h.insert_header(TOKEN_HEADER, tok)?;
+            h.insert_header(TOKEN_NAME, tok)?;
         }
-        h.insert_header("x-request-id", ctx.request_id.as_str())?;
+        h.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let head_only = s.req_header().method == http::Method::HEAD;
         s.write_response_header(Box::new(h), head_only).await?;
         if !head_only {
@@ -1267,8 +1275,8 @@ impl Gate {
         h.insert_header("cache-control", "no-store")?;
         h.insert_header("x-accel-buffering", "no")?;
         if let Some((cookie, tok)) = renewed {
-            h.append_header("set-cookie", cookie)?;
-            h.insert_header(TOKEN_HEADER, tok)?;
+            h.append_header(http::header::SET_COOKIE, cookie)?;
+            h.insert_header(TOKEN_NAME, tok)?;
         }
         s.write_response_header(Box::new(h), false).await?;
         let mut last = first.to_json();
@@ -1581,7 +1589,14 @@ impl ProxyHttp for Gate {
             .lb
             .select_with(b"", 256, |b, healthy| healthy && !tried.contains(b))
             .ok_or_else(|| {
-                Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
+                if tried.is_empty() {
+                    Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
+                } else {
+                    // A retry (e.g. after a pooled connection the origin had closed) with every
+                    // server already tried: the origin failed, which is a 502 like the first
+                    // failure, not "no healthy server".
+                    Error::explain(ErrorType::HTTPStatus(502), "every upstream server failed")
+                }
             })?;
         let mut peer = HttpPeer::new(&backend, false, String::new());
         peer.options.connection_timeout = Some(pool.cfg.connect_timeout);
@@ -1658,7 +1673,7 @@ impl ProxyHttp for Gate {
             "x-forwarded-proto",
             if ctx.secure { "https" } else { "http" },
         )?;
-        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(host) = ctx
             .route
             .and_then(|i| ctx.live.pools.get(&ctx.live.config.routes[i].upstream))
@@ -1741,14 +1756,17 @@ impl ProxyHttp for Gate {
         ctx: &mut Ctx,
     ) -> Result<()> {
         for c in ctx.set_cookies.drain(..) {
-            resp.append_header("set-cookie", c)?;
+            resp.append_header(http::header::SET_COOKIE, c)?;
         }
         if let Some(tok) = ctx.token_out.take() {
-            resp.insert_header(TOKEN_HEADER, tok)?;
+            resp.insert_header(TOKEN_NAME, tok)?;
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(st) = ctx.cache_status {
-            resp.insert_header(CACHE_HEADER, st.as_str())?;
+            resp.insert_header(
+                CACHE_HEADER_NAME,
+                http::HeaderValue::from_static(st.as_str()),
+            )?;
         }
         Ok(())
     }

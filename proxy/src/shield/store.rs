@@ -13,6 +13,8 @@ use crate::config::prefix_matches;
 
 /// Response header telling how the response was served.
 pub const CACHE_HEADER: &str = "x-flashgate-cache";
+/// [`CACHE_HEADER`] as a header name (no parsing per response).
+pub const CACHE_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(CACHE_HEADER);
 
 /// The value of [`CACHE_HEADER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +95,19 @@ impl Entry {
         }
         if self.status != 204 {
             // RFC 9110 §8.6: no Content-Length on 204.
-            h.insert_header(http::header::CONTENT_LENGTH, self.body.len().to_string())?;
+            h.insert_header(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(self.body.len()),
+            )?;
         }
-        h.insert_header(http::header::AGE, self.age(now).as_secs().to_string())?;
-        h.insert_header(CACHE_HEADER, status.as_str())?;
+        h.insert_header(
+            http::header::AGE,
+            http::HeaderValue::from(self.age(now).as_secs()),
+        )?;
+        h.insert_header(
+            CACHE_HEADER_NAME,
+            http::HeaderValue::from_static(status.as_str()),
+        )?;
         Ok(h)
     }
 
