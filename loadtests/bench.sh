@@ -5,7 +5,9 @@
 #   Flashgate issuing a ticket to a new arrival (memory store, and Redis), and a cached catalog
 #   page from Flashgate's origin shield against nginx proxy_cache.
 # At a fixed rate (loadtests `rate`, open loop, latency from the scheduled send time so a stall
-#   is not hidden): nginx, bare Pingora, Flashgate pass, status poll and new arrivals.
+#   is not hidden): nginx, bare Pingora, Flashgate pass, status poll and new arrivals; and the
+#   cached catalog page while the origin takes 2 s per request (Flashgate's shield and nginx
+#   proxy_cache, each in front of its own slow origin).
 # Prints req/s, p50/p99 latency and ratios, and writes loadtests/results/<date>.md.
 #
 #   loadtests/bench.sh [DURATION_SECONDS] [ROUNDS] [FIXED_RATE]   (default 10 s, 3 rounds, 2000/s)
@@ -24,21 +26,21 @@ CONNS=32
 scripts/setup.sh bench
 cargo build --release -q -p flashgate -p loadtests
 BIN=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source loadtests/lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 did not come up" >&2; exit 1; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_start=$(load)
 
 ORIGIN=$(port); NGINX=$(port); BARE=$(port); FG=$(port); ADMIN=$(port)
 FGR=$(port); ADMINR=$(port); REDIS=$(port)
+SLOW=$(port); NGINXS=$(port); FGS=$(port); ADMINS=$(port)
+SLOW_MS=2000
 
 $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$ORIGIN/healthz
+# The slow origin: the same shop, every response delayed by SLOW_MS.
+$BIN/flashgate shop --listen 127.0.0.1:$SLOW --latency-ms $SLOW_MS >/dev/null 2>&1 & pids+=($!)
+wait_http http://127.0.0.1:$SLOW/healthz
 
 # nginx: proxy_pass for the pass-through rows; proxy_cache on /products for the cache row,
 # configured like Flashgate's shield (origin's max-age, one fetch per miss, stale while
@@ -74,6 +76,20 @@ http {
       add_header X-Cache-Status \$upstream_cache_status;
     }
   }
+  upstream slow { server 127.0.0.1:$SLOW; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINXS;
+    location /products {
+      proxy_pass http://slow;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache shop;
+      proxy_cache_lock on;
+      proxy_cache_use_stale updating error timeout;
+      proxy_cache_background_update on;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+  }
 }
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
@@ -86,13 +102,13 @@ redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >/dev/null
 for _ in $(seq 1 100); do redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 # Two nodes, one thread each, the same room: one on the memory store, one on Redis.
-fg_config() { # listen admin store-body
+fg_config() { # listen admin store-body [origin]
   cat <<TOML
 [server]
 listen = ["127.0.0.1:$1"]
 admin_listen = "127.0.0.1:$2"
 threads = 1
-# Like nginx's `access_log off` above: compare proxying, not log formatting.
+# Like nginx's 'access_log off' above: compare proxying, not log formatting.
 access_log = false
 [keys]
 active = 1
@@ -103,7 +119,7 @@ secret = "benchmark-secret-benchmark-secret-0123456789"
 $3
 [cache]
 [upstreams.shop]
-servers = ["127.0.0.1:$ORIGIN"]
+servers = ["127.0.0.1:${4:-$ORIGIN}"]
 [[routes]]
 path = "/"
 upstream = "shop"
@@ -122,10 +138,12 @@ TOML
 fg_config $FG $ADMIN 'kind = "memory"' > "$work/flashgate.toml"
 fg_config $FGR $ADMINR "kind = \"redis\"
 url = \"redis://127.0.0.1:$REDIS\"" > "$work/flashgate-redis.toml"
+fg_config $FGS $ADMINS 'kind = "memory"' $SLOW > "$work/flashgate-slow.toml"
 RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate.toml" >/dev/null 2>"$work/flashgate.log" & pids+=($!)
 RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate-redis.toml" >/dev/null 2>"$work/flashgate-redis.log" & pids+=($!)
-for a in $ADMIN $ADMINR; do wait_http http://127.0.0.1:$a/healthz; done
-for p in $FG $FGR; do wait_http http://127.0.0.1:$p/.flashgate/assets/waiting.css; done
+RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate-slow.toml" >/dev/null 2>"$work/flashgate-slow.log" & pids+=($!)
+for a in $ADMIN $ADMINR $ADMINS; do wait_http http://127.0.0.1:$a/healthz; done
+for p in $FG $FGR $FGS; do wait_http http://127.0.0.1:$p/.flashgate/assets/waiting.css; done
 
 # A pass: the room is idle, so the first request is admitted and gets one.
 for _ in $(seq 1 100); do
@@ -153,6 +171,8 @@ url[flashgate_arrival_memory]=http://127.0.0.1:$FG/healthz;  hdr[flashgate_arriv
 url[flashgate_arrival_redis]=http://127.0.0.1:$FGR/healthz;  hdr[flashgate_arrival_redis]=""
 url[nginx_cache]=http://127.0.0.1:$NGINX/products;       hdr[nginx_cache]=""
 url[flashgate_cache]=http://127.0.0.1:$FG/products;      hdr[flashgate_cache]="Cookie: $PASS"
+url[nginx_cache_slow]=http://127.0.0.1:$NGINXS/products;  hdr[nginx_cache_slow]=""
+url[flashgate_cache_slow]=http://127.0.0.1:$FGS/products; hdr[flashgate_cache_slow]="Cookie: $PASS"
 
 # The cache rows only when both caches answer hits after a warm-up.
 cache_note=""
@@ -171,7 +191,24 @@ fi
 
 # Open-loop rows at $FIXED req/s.
 fixed_names=(nginx bare_pingora flashgate_pass flashgate_status flashgate_arrival_memory flashgate_arrival_redis)
-declare -A f50 f99 f999 fmax fach
+
+# The slow-origin rows once both caches hold /products (each first fetch takes SLOW_MS). The
+# origin says max-age=5: during every run both caches go stale several times and must refresh
+# in the background while answering from the stale copy.
+slow_note=""
+for _ in 1 2 3; do
+  curl -s -o /dev/null -H "Cookie: $PASS" "${url[flashgate_cache_slow]}" & c=$!
+  curl -s -o /dev/null "${url[nginx_cache_slow]}"; wait $c
+done
+fg_hit=$(curl -s -o /dev/null -D - -H "Cookie: $PASS" "${url[flashgate_cache_slow]}" | grep -ci '^x-flashgate-cache: \(hit\|stale\)' || true)
+ng_hit=$(curl -s -o /dev/null -D - "${url[nginx_cache_slow]}" | grep -ci '^x-cache-status: \(hit\|updating\|stale\)' || true)
+if [ "$fg_hit" = 1 ] && [ "$ng_hit" = 1 ]; then
+  fixed_names+=(nginx_cache_slow flashgate_cache_slow)
+else
+  slow_note="the slow-origin cache rows were skipped: no cached answer after a warm-up (flashgate $fg_hit, nginx $ng_hit)."
+  echo "bench: $slow_note"
+fi
+declare -A f50 f99 f999 fmax fach slow_bad slow_stale
 
 # Converts wrk's latency ("812.00us", "1.20ms", "2.1s") to microseconds.
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000} else print v }'; }
@@ -198,7 +235,20 @@ for r in $(seq 1 "$ROUNDS"); do
   for n in "${fixed_names[@]}"; do
     args=(--rate "$FIXED" --duration ${DUR}s --warmup 1s -c $CONNS --label "$n")
     [ -n "${hdr[$n]}" ] && args+=(-H "${hdr[$n]}")
+    # A hot catalog: fill the cache right before the run (the run outlasts max-age, so it
+    # crosses expiries and background refreshes; a cold miss would wait for the origin).
+    case "$n" in *_slow)
+      for _ in 1 2; do curl -s -o /dev/null -H "${hdr[$n]:-X-Warm: 1}" "${url[$n]}"; done ;;
+    esac
+    case "$n" in
+      flashgate_cache_slow) args+=(--count-header "X-Flashgate-Cache: stale") ;;
+      nginx_cache_slow) args+=(--count-header "X-Cache-Status: UPDATING") ;;
+    esac
     out=$($BIN/rate "${url[$n]}" "${args[@]}")
+    case "$n" in *_slow)
+      slow_bad[$n]=$(( ${slow_bad[$n]:-0} + $(kv "$out" errors) + $(kv "$out" non_2xx_3xx) ))
+      slow_stale[$n]=$(( ${slow_stale[$n]:-0} + $(kv "$out" header_hits) )) ;;
+    esac
     f50[$n]+="$(kv "$out" p50_us) "; f99[$n]+="$(kv "$out" p99_us) "; f999[$n]+="$(kv "$out" p999_us) "
     fmax[$n]+="$(kv "$out" max_us) "; fach[$n]+="$(kv "$out" achieved_rps) "
     echo "round $r  $n at $FIXED/s: p50 $(kv "$out" p50_us) µs, p99 $(kv "$out" p99_us) µs"
@@ -268,5 +318,19 @@ mkdir -p loadtests/results
   for n in "${fixed_names[@]}"; do
     echo "| $n | $(echo "${fach[$n]}" | median) | $(echo "${f50[$n]}" | median) | $(echo "${f99[$n]}" | median) | $(echo "${f999[$n]}" | median) | $(echo "${fmax[$n]}" | median) |"
   done
+  if [[ " ${fixed_names[*]} " == *" flashgate_cache_slow "* ]]; then
+    echo
+    echo "- \`*_cache_slow\`: \`/products\` through a cache whose origin takes $SLOW_MS ms per request"
+    echo "  (\`max-age=5\`, so every run crosses several expiries and background refreshes)."
+    echo "  Answers served stale while a refresh was in flight, all rounds: Flashgate"
+    echo "  ${slow_stale[flashgate_cache_slow]}, nginx ${slow_stale[nginx_cache_slow]} (\`UPDATING\`). Failed or non-2xx answers:"
+    echo "  Flashgate ${slow_bad[flashgate_cache_slow]}, nginx ${slow_bad[nginx_cache_slow]}."
+    echo
+    echo "| slow origin | value | target |"
+    echo "|---|---:|---|"
+    echo "| flashgate_cache_slow p99 µs | $(echo "${f99[flashgate_cache_slow]}" | median) | < 10000 |"
+    echo "| flashgate_cache_slow p99 / nginx_cache_slow p99 | $(ratio "$(echo "${f99[flashgate_cache_slow]}" | median)" "$(echo "${f99[nginx_cache_slow]}" | median)") | |"
+  fi
+  [ -n "$slow_note" ] && echo "- $slow_note"
 } > "$report"
 cat "$report"

@@ -24,13 +24,8 @@ POLL_INTERVAL=5
 scripts/setup.sh bench
 cargo build --release -q -p flashgate -p loadtests
 BIN=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source loadtests/lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "scale: $1 did not come up" >&2; exit 1; }
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 redis_mem() { redis-cli -p "$REDIS" info memory | tr -d '\r' | awk -F: '$1=="used_memory"{print $2}'; }
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}'; }

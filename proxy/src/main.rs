@@ -42,6 +42,9 @@ enum Command {
     Shop {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
+        /// Delay every response by this many milliseconds (a slow origin, for benchmarks).
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        latency_ms: u64,
     },
     /// Validate config files (`.toml`) and monitoring files (a Grafana dashboard `.json`,
     /// Prometheus rules `.yml`: every flashgate_* metric they use must exist); exits 0 when
@@ -273,7 +276,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Shop { listen } => {
+        Command::Shop { listen, latency_ms } => {
             init_logs(false);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -287,7 +290,10 @@ fn main() -> ExitCode {
             };
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
-                let shop = flashgate::shop::Shop::new(flashgate::shop::ShopConfig::demo());
+                let shop = flashgate::shop::Shop::new(flashgate::shop::ShopConfig {
+                    latency: std::time::Duration::from_millis(latency_ms),
+                    ..flashgate::shop::ShopConfig::demo()
+                });
                 shop.serve(listener, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

@@ -1,0 +1,15 @@
+# Shared by the scripts in loadtests/ (source it from the project root): a scratch directory,
+# child processes killed on exit, free loopback ports, waiting for a server to answer.
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+# A free TCP port on 127.0.0.1.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_http URL [TRIES]: polls every 50 ms (default 200 tries, 10 s); exits the script if none answers.
+wait_http() {
+  local _
+  for _ in $(seq 1 "${2:-200}"); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
+  echo "$(basename "$0" .sh): $1 did not come up" >&2
+  exit 1
+}
