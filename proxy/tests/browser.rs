@@ -208,14 +208,16 @@ message = "Aurora launch"
 [[rooms.events]]
 name = "browser-test"
 prequeue_at = "+0s"
-starts_at = "+6s"
+starts_at = "+10s"
 ends_at = "+1h"
 shuffle = true
 "#;
-    let fg = Flashgate::start(origin.addr, room).await;
+    // The browser first: the pre-queue window starts with the node, and a browser that takes
+    // long to start on a busy machine must not eat into it.
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
     let sid = driver.session(&profile).await;
+    let fg = Flashgate::start(origin.addr, room).await;
     driver
         .call(
             reqwest::Method::POST,
