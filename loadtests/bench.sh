@@ -49,6 +49,10 @@ wait_http http://127.0.0.1:$SLOW/healthz
 mkdir -p "$work/nginx-cache"
 chmod 755 "$work"
 chmod 777 "$work/nginx-cache"
+# The cache directives shared by both cached locations.
+NGINX_CACHE='proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_cache shop; proxy_cache_lock on; proxy_cache_use_stale updating error timeout;
+      proxy_cache_background_update on; add_header X-Cache-Status $upstream_cache_status;'
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx.pid;
@@ -67,13 +71,7 @@ http {
     }
     location /products {
       proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache shop;
-      proxy_cache_lock on;
-      proxy_cache_use_stale updating error timeout;
-      proxy_cache_background_update on;
-      add_header X-Cache-Status \$upstream_cache_status;
+      $NGINX_CACHE
     }
   }
   upstream slow { server 127.0.0.1:$SLOW; keepalive 64; }
@@ -81,13 +79,7 @@ http {
     listen 127.0.0.1:$NGINXS;
     location /products {
       proxy_pass http://slow;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache shop;
-      proxy_cache_lock on;
-      proxy_cache_use_stale updating error timeout;
-      proxy_cache_background_update on;
-      add_header X-Cache-Status \$upstream_cache_status;
+      $NGINX_CACHE
     }
   }
 }

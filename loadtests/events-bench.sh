@@ -32,32 +32,7 @@ wait_http http://127.0.0.1:$ORIGIN/healthz
 
 node() { # name events-table
   local p a; p=$(port); a=$(port)
-  cat > "$work/$1.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$p"]
-admin_listen = "127.0.0.1:$a"
-threads = 1
-access_log = false
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "benchmark-secret-benchmark-secret-0123456789"
-[upstreams.shop]
-servers = ["127.0.0.1:$ORIGIN"]
-$2
-[[rooms]]
-id = "bench"
-paths = ["/healthz"]
-new_users_per_minute = 600
-total_active_users = 1000000
-session_duration = "1h"
-[[rooms]]
-id = "join"
-paths = ["/products"]
-new_users_per_minute = 600
-total_active_users = 1000
-TOML
+  events_node_toml "$p" "$a" "$ORIGIN" "$2" > "$work/$1.toml"
   RUST_LOG=warn taskset -c 1 $BIN/flashgate run -c "$work/$1.toml" >/dev/null 2>&1 & pids+=($!)
   echo $! > "$work/$1.pid"
   echo "$a" > "$work/$1.admin"

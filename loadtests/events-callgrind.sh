@@ -30,26 +30,7 @@ for mode in off on; do
   [ $mode = on ] && events="[events]
 sink = \"file\"
 path = \"$work/events.jsonl\""
-  cat > "$work/$mode.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$p"]
-admin_listen = "127.0.0.1:$a"
-threads = 1
-access_log = false
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "benchmark-secret-benchmark-secret-0123456789"
-[upstreams.shop]
-servers = ["127.0.0.1:$ORIGIN"]
-$events
-[[rooms]]
-id = "join"
-paths = ["/products"]
-new_users_per_minute = 600
-total_active_users = 1000
-TOML
+  events_node_toml "$p" "$a" "$ORIGIN" "$events" > "$work/$mode.toml"
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg-$mode.out" \
     $BIN/flashgate run -c "$work/$mode.toml" >"$work/$mode.log" 2>&1 & vp=$!; pids+=($vp)
   wait_http http://127.0.0.1:$a/healthz 800

@@ -13,3 +13,34 @@ wait_http() {
   echo "$(basename "$0" .sh): $1 did not come up" >&2
   exit 1
 }
+# events_node_toml LISTEN_PORT ADMIN_PORT ORIGIN_PORT [EVENTS_TABLE]: the node config of the
+# events benchmarks — one worker thread, no access log; room "bench" on /healthz (pass-through)
+# and room "join" on /products (pause it: every request is a new arrival).
+events_node_toml() {
+  cat <<TOML
+[server]
+listen = ["127.0.0.1:$1"]
+admin_listen = "127.0.0.1:$2"
+threads = 1
+access_log = false
+[keys]
+active = 1
+[[keys.key]]
+id = 1
+secret = "benchmark-secret-benchmark-secret-0123456789"
+[upstreams.shop]
+servers = ["127.0.0.1:$3"]
+${4:-}
+[[rooms]]
+id = "bench"
+paths = ["/healthz"]
+new_users_per_minute = 600
+total_active_users = 1000000
+session_duration = "1h"
+[[rooms]]
+id = "join"
+paths = ["/products"]
+new_users_per_minute = 600
+total_active_users = 1000
+TOML
+}

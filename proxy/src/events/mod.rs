@@ -19,7 +19,7 @@
 //!   buffer under a short lock ([`buffer`]). It cannot wait for the sink. With the sink off, it
 //!   is one branch. It wakes the delivery task only when the buffer was empty; under load the
 //!   task lingers [`LINGER`] after each delivery and takes what accumulated, so events are
-//!   delivered in batches at most a few milliseconds late and the request path makes no system
+//!   delivered in batches at most about `LINGER` late and the request path makes no system
 //!   call for them.
 //! - **Bounded memory.** At most `buffer` events wait in memory, plus one batch in flight.
 //!   When the buffer is full the new event is dropped and counted in
@@ -251,8 +251,8 @@ pub fn to_json(e: &Event, id: EventId, at: UnixMillis, node: &str) -> String {
 struct Encoder {
     /// `"node":"<escaped name>",`
     node_field: String,
-    /// The second `second_text` was formatted for, plus one (0: none yet).
-    second: u64,
+    /// The second `second_text` was formatted for.
+    second: Option<u64>,
     /// `YYYY-MM-DDTHH:MM:SS` of `second`.
     second_text: String,
 }
@@ -262,7 +262,7 @@ impl Encoder {
         let quoted = serde_json::to_string(node).unwrap_or_else(|_| "\"\"".to_owned());
         Self {
             node_field: format!("\"node\":{quoted},"),
-            second: 0,
+            second: None,
             second_text: String::new(),
         }
     }
@@ -276,11 +276,11 @@ impl Encoder {
 
     fn write(&mut self, out: &mut Vec<u8>, e: &Event, id: EventId, at: UnixMillis) {
         let secs = at.0 / 1000;
-        if self.second != secs + 1 {
+        if self.second != Some(secs) {
             let t = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
             self.second_text = t.to_string();
             self.second_text.truncate(19);
-            self.second = secs + 1;
+            self.second = Some(secs);
         }
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(b"{\"v\":");
