@@ -421,12 +421,18 @@ impl Gate {
             if let Decision::Allow { renewed, check_in } =
                 view.decide(settings, Credential::Pass(&p), now)
             {
-                if let Some((from, to)) = check_in {
-                    if room.should_check_in(p.ticket, to) {
+                // Once a minute per ticket on this node: check in and send the renewed pass.
+                // A client that keeps sending the old pass (a script, a lost response) is not
+                // re-signed on every request: its pass stays valid and is renewed next minute.
+                // Ticket 0 (floor-rate passes) is shared, so each of its holders is renewed.
+                let first = match check_in {
+                    Some((from, to)) if room.should_check_in(p.ticket, to) => {
                         self.spawn_check_in(room.clone(), p.ticket, from, to);
+                        true
                     }
-                }
-                match renewed {
+                    _ => false,
+                };
+                match renewed.filter(|_| first || p.ticket == 0) {
                     Some(r) => {
                         self.sign_pass_cookie(ctx, room, &r, now);
                         ctx.pass = Some(r);

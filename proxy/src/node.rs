@@ -202,6 +202,9 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
     if old.server.grace_period != new.server.grace_period {
         return Err(format!("{file}: server.grace_period: {restart}"));
     }
+    if old.server.write_buffer != new.server.write_buffer {
+        return Err(format!("{file}: server.write_buffer: {restart}"));
+    }
     if old.server.log_json != new.server.log_json {
         return Err(format!("{file}: server.log_format: {restart}"));
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -96,12 +97,19 @@ pub fn build(
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "flashgate");
+    // Pingora's default write buffer (1460 bytes) sends a response's header and its body in
+    // two writes, each waking the client: gather up to `server.write_buffer` bytes first.
+    let l4_buffer = L4BufferSettings::default().write(cfg.server.write_buffer);
     for addr in &cfg.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer));
     }
     if let (Some(tls), Some(certs)) = (&cfg.server.tls, &node.tls) {
         for addr in &tls.listen {
-            proxy.add_tls_with_settings(&addr.to_string(), None, certs.settings()?);
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(certs.settings()?)
+                    .l4_buffer(l4_buffer),
+            );
         }
     }
     let mut admin = Service::new("flashgate admin".to_owned(), Admin { node: node.clone() });

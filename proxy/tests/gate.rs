@@ -268,6 +268,57 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pass_is_renewed_once_a_minute_not_per_request() {
+    let origin = Origin::start().await;
+    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
+    let renewed = |r: &reqwest::Response| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.starts_with("fg_p_drop=")))
+    };
+    // A pass checked in last minute, sent twice within this minute by a client that ignores
+    // the renewed cookie (a script): renewed the first time only. Ticket 0 (floor-rate passes,
+    // shared by many shoppers) is renewed every time. If the minute turns between the two
+    // requests the second is a legitimate renewal: try again with another ticket.
+    for (ticket, every_time) in [(7u64, false), (0, true)] {
+        let mut checked = false;
+        for attempt in 0..3u64 {
+            let now = now_secs();
+            let tok = ours.sign_pass(&Pass {
+                room: "drop".into(),
+                event: 0,
+                ticket: if ticket == 0 { 0 } else { ticket + attempt },
+                admitted_at: now - 100,
+                checkin_minute: (now / 60) as u32 - 1,
+                expires_at: now + 600,
+                binding: 0,
+                fixed_session: false,
+            });
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let r = reqwest::Client::new()
+                    .get(format!("{}/echo", fg.base))
+                    .header("cookie", format!("fg_p_drop={tok}"))
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(r.status(), 200, "a valid pass is forwarded");
+                seen.push(renewed(&r));
+            }
+            if now_secs() / 60 != now / 60 {
+                continue;
+            }
+            assert_eq!(seen, [true, every_time], "ticket {ticket}: renewals");
+            checked = true;
+            break;
+        }
+        assert!(checked, "three attempts each crossed a minute boundary");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_frees_capacity_at_once() {
     let origin = Origin::start().await;
     let room = r#"

@@ -64,6 +64,10 @@ pub struct ServerSection {
     /// Seconds in-flight requests get on shutdown.
     #[serde(default = "default_grace")]
     pub grace_period: String,
+    /// Bytes of a response gathered before each write to a client connection (default
+    /// 16KiB): a response this small leaves in one write.
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer: String,
 }
 
 impl Default for ServerSection {
@@ -81,6 +85,7 @@ impl Default for ServerSection {
             log_format: default_log_format(),
             access_log: true,
             grace_period: default_grace(),
+            write_buffer: default_write_buffer(),
         }
     }
 }
@@ -96,6 +101,9 @@ fn default_admin_listen() -> String {
 }
 fn default_log_format() -> String {
     "text".into()
+}
+fn default_write_buffer() -> String {
+    "16KiB".into()
 }
 fn default_grace() -> String {
     "10s".into()

@@ -147,6 +147,8 @@ pub struct Server {
     /// One access event per request (`server.access_log`).
     pub access_log: bool,
     pub grace_period: Duration,
+    /// The client connection's write buffer in bytes (`server.write_buffer`).
+    pub write_buffer: usize,
 }
 
 impl fmt::Debug for Server {
@@ -164,6 +166,7 @@ impl fmt::Debug for Server {
             )
             .field("log_json", &self.log_json)
             .field("grace_period", &self.grace_period)
+            .field("write_buffer", &self.write_buffer)
             .finish()
     }
 }
@@ -535,6 +538,13 @@ fn build_server(ctx: &Ctx<'_>, s: &file::ServerSection) -> Result<Server, Config
         log_json,
         access_log: s.access_log,
         grace_period: ctx.duration("server.grace_period", &s.grace_period)?,
+        write_buffer: shield::size_between(
+            ctx,
+            "server.write_buffer",
+            &s.write_buffer,
+            0,
+            crate::shield::settings::MIB,
+        )? as usize,
     })
 }
 

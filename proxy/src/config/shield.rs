@@ -19,6 +19,21 @@ fn size(ctx: &Ctx<'_>, key: &str, s: &str) -> Result<u64, ConfigError> {
     })
 }
 
+/// A size within `lo..=hi` bytes.
+pub(super) fn size_between(
+    ctx: &Ctx<'_>,
+    key: &str,
+    s: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<u64, ConfigError> {
+    let n = size(ctx, key, s)?;
+    if n < lo || n > hi {
+        return Err(ctx.err(key, format!("must be between {lo} and {hi} bytes")));
+    }
+    Ok(n)
+}
+
 fn between(
     ctx: &Ctx<'_>,
     key: &str,
