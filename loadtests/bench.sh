@@ -13,8 +13,10 @@
 #   loadtests/bench.sh [DURATION_SECONDS] [ROUNDS] [FIXED_RATE]   (default 10 s, 3 rounds, 2000/s)
 #
 # Everything listens on 127.0.0.1 only; every proxy gets one worker thread; wrk uses one thread
-# and 32 connections. On a 2-core machine the load generator, the proxy and the origin share the
-# cores, so compare the ratios measured in the same run, not absolute numbers across machines.
+# and 32 connections. With two or more cores the proxies (nginx, bare Pingora, the Flashgate
+# nodes, with all their threads) are pinned to CPU 1 and the load generators, origins and Redis
+# to CPU 0, so that every proxy gets one core of its own; compare the ratios measured in the same
+# run, not absolute numbers across machines.
 # With the defaults a run takes about 8 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,15 @@ BIN=target/release
 source loadtests/lib.sh
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+# "${on_load[@]}" CMD / "${on_proxy[@]}" CMD: run CMD on the load generators' CPU or on the
+# proxies' CPU (taskset execs CMD, so `$!` is CMD's pid).
+if [ "$(nproc)" -ge 2 ]; then
+  on_load=(taskset -c 0); on_proxy=(taskset -c 1)
+  pinning="proxies pinned to CPU 1; wrk, rate, origins and Redis to CPU 0"
+else
+  on_load=(); on_proxy=()
+  pinning="one CPU: nothing pinned"
+fi
 load_start=$(load)
 
 ORIGIN=$(port); NGINX=$(port); BARE=$(port); FG=$(port); ADMIN=$(port)
@@ -36,10 +47,10 @@ FGR=$(port); ADMINR=$(port); REDIS=$(port)
 SLOW=$(port); NGINXS=$(port); FGS=$(port); ADMINS=$(port)
 SLOW_MS=2000
 
-$BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
+"${on_load[@]}" $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$ORIGIN/healthz
 # The slow origin: the same shop, every response delayed by SLOW_MS.
-$BIN/flashgate shop --listen 127.0.0.1:$SLOW --latency-ms $SLOW_MS >/dev/null 2>&1 & pids+=($!)
+"${on_load[@]}" $BIN/flashgate shop --listen 127.0.0.1:$SLOW --latency-ms $SLOW_MS >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$SLOW/healthz
 
 # nginx: proxy_pass for the pass-through rows; proxy_cache on /products for the cache row,
@@ -84,13 +95,13 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+"${on_proxy[@]}" nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 wait_http http://127.0.0.1:$NGINX/healthz
 
-$BIN/bare-pingora --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$ORIGIN --threads 1 >/dev/null 2>&1 & pids+=($!)
+"${on_proxy[@]}" $BIN/bare-pingora --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$ORIGIN --threads 1 >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$BARE/healthz
 
-redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
+"${on_load[@]}" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 # Two nodes, one thread each, the same room: one on the memory store, one on Redis.
@@ -131,9 +142,9 @@ fg_config $FG $ADMIN 'kind = "memory"' > "$work/flashgate.toml"
 fg_config $FGR $ADMINR "kind = \"redis\"
 url = \"redis://127.0.0.1:$REDIS\"" > "$work/flashgate-redis.toml"
 fg_config $FGS $ADMINS 'kind = "memory"' $SLOW > "$work/flashgate-slow.toml"
-RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate.toml" >/dev/null 2>"$work/flashgate.log" & pids+=($!)
-RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate-redis.toml" >/dev/null 2>"$work/flashgate-redis.log" & pids+=($!)
-RUST_LOG=warn $BIN/flashgate run -c "$work/flashgate-slow.toml" >/dev/null 2>"$work/flashgate-slow.log" & pids+=($!)
+RUST_LOG=warn "${on_proxy[@]}" $BIN/flashgate run -c "$work/flashgate.toml" >/dev/null 2>"$work/flashgate.log" & pids+=($!)
+RUST_LOG=warn "${on_proxy[@]}" $BIN/flashgate run -c "$work/flashgate-redis.toml" >/dev/null 2>"$work/flashgate-redis.log" & pids+=($!)
+RUST_LOG=warn "${on_proxy[@]}" $BIN/flashgate run -c "$work/flashgate-slow.toml" >/dev/null 2>"$work/flashgate-slow.log" & pids+=($!)
 for a in $ADMIN $ADMINR $ADMINS; do wait_http http://127.0.0.1:$a/healthz; done
 for p in $FG $FGR $FGS; do wait_http http://127.0.0.1:$p/.flashgate/assets/waiting.css; done
 
@@ -213,7 +224,7 @@ for r in $(seq 1 "$ROUNDS"); do
     args=(-t1 -c$CONNS -d${DUR}s --latency)
     [ -n "${hdr[$n]}" ] && args+=(-H "${hdr[$n]}")
     [ "$n" = flashgate_arrival_redis ] && before=$(redis_scripts)
-    out=$(wrk "${args[@]}" "${url[$n]}")
+    out=$("${on_load[@]}" wrk "${args[@]}" "${url[$n]}")
     if echo "$out" | grep -q "Non-2xx"; then echo "bench: $n answered non-2xx:"; echo "$out"; exit 1; fi
     if [ "$n" = flashgate_arrival_redis ]; then
       redis_calls=$((redis_calls + $(redis_scripts) - before))
@@ -235,13 +246,13 @@ for r in $(seq 1 "$ROUNDS"); do
     case "$n" in *_slow)
       warm=(--rate 10 --duration 3s --warmup 0s -c 1)
       [ -n "${hdr[$n]}" ] && warm+=(-H "${hdr[$n]}")
-      $BIN/rate "${url[$n]}" "${warm[@]}" >/dev/null ;;
+      "${on_load[@]}" $BIN/rate "${url[$n]}" "${warm[@]}" >/dev/null ;;
     esac
     case "$n" in
       flashgate_cache_slow) args+=(--count-header "X-Flashgate-Cache: stale") ;;
       nginx_cache_slow) args+=(--count-header "X-Cache-Status: UPDATING") ;;
     esac
-    out=$($BIN/rate "${url[$n]}" "${args[@]}")
+    out=$("${on_load[@]}" $BIN/rate "${url[$n]}" "${args[@]}")
     case "$n" in *_slow)
       slow_bad[$n]=$(( ${slow_bad[$n]:-0} + $(kv "$out" errors) + $(kv "$out" non_2xx_3xx) ))
       slow_stale[$n]=$(( ${slow_stale[$n]:-0} + $(kv "$out" header_hits) )) ;;
@@ -269,8 +280,8 @@ mkdir -p loadtests/results
   echo "# Benchmark $date"
   echo
   echo "\`loadtests/bench.sh $DUR $ROUNDS $FIXED\` on $(nproc) cores ($(uname -m)); $ROUNDS interleaved rounds,"
-  echo "medians shown. Every proxy has one worker thread; the load generator, proxies, origin and"
-  echo "Redis share the machine. Load average $load_start at the start, $load_end at the end."
+  echo "medians shown. Every proxy has one worker thread; $pinning."
+  echo "Load average $load_start at the start, $load_end at the end."
   echo
   echo "## At saturation (wrk -t1 -c$CONNS, ${DUR} s a run)"
   echo

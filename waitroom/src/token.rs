@@ -203,7 +203,7 @@ impl KeyRing {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Encoding);
         }
-        let bytes = URL_SAFE_NO_PAD
+        let mut bytes = URL_SAFE_NO_PAD
             .decode(token.as_bytes())
             .map_err(|_| TokenError::Encoding)?;
         if bytes.len() < 4 + TAG_LEN {
@@ -216,9 +216,11 @@ impl KeyRing {
             return Err(TokenError::WrongKind);
         }
         let key = self.key(bytes[2]).ok_or(TokenError::UnknownKey(bytes[2]))?;
-        let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+        let body_len = bytes.len() - TAG_LEN;
+        let (body, tag) = bytes.split_at(body_len);
         hmac::verify(key, body, tag).map_err(|_| TokenError::BadSignature)?;
-        Ok(body.to_vec())
+        bytes.truncate(body_len);
+        Ok(bytes)
     }
 
     /// Verifies a ticket for `expect.room` and the client binding, and checks its expiry.

@@ -314,6 +314,10 @@ impl GuardState {
             body,
         } = *p;
         let fresh_until = stored_at + life.fresh;
+        let Ok(head) = Entry::stored_head(status, &headers, body.len()) else {
+            // Stored names and values are valid already; a failure here stores nothing.
+            return Err(self.abandon(NotStored::Incomplete));
+        };
         let entry = Arc::new(Entry {
             status,
             headers,
@@ -327,6 +331,7 @@ impl GuardState {
             host: self.host.clone(),
             path: self.path.clone(),
             vary: vary.clone(),
+            head,
         });
         if vary.is_empty() {
             self.inner

@@ -65,6 +65,9 @@ pub struct Entry {
     pub(crate) path: String,
     /// The request headers this variant was chosen by (empty: no `Vary`).
     pub(crate) vary: Arc<[HeaderName]>,
+    /// `headers` and `Content-Length` as a response header, built once when stored: a hit
+    /// clones it (no header-name conversion or hashing per response).
+    pub(crate) head: ResponseHeader,
 }
 
 impl Entry {
@@ -82,6 +85,27 @@ impl Entry {
         self.revalidate_until.max(self.error_until)
     }
 
+    /// The stored part of the response header: the origin's `headers` and `Content-Length`
+    /// (room for the few the caller adds).
+    pub(crate) fn stored_head(
+        status: u16,
+        headers: &[(HeaderName, HeaderValue)],
+        body_len: usize,
+    ) -> pingora::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(status, Some(headers.len() + 6))?;
+        for (k, v) in headers {
+            h.append_header(k.clone(), v.clone())?;
+        }
+        if status != 204 {
+            // RFC 9110 §8.6: no Content-Length on 204.
+            h.insert_header(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(body_len),
+            )?;
+        }
+        Ok(h)
+    }
+
     /// A response header for this entry: stored headers, `Content-Length`, `Age` and
     /// `X-Flashgate-Cache`. Set-Cookie, request ids and the like are the caller's to add.
     pub fn response_header(
@@ -89,17 +113,7 @@ impl Entry {
         now: Instant,
         status: CacheStatus,
     ) -> pingora::Result<ResponseHeader> {
-        let mut h = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
-        for (k, v) in &self.headers {
-            h.append_header(k.clone(), v.clone())?;
-        }
-        if self.status != 204 {
-            // RFC 9110 §8.6: no Content-Length on 204.
-            h.insert_header(
-                http::header::CONTENT_LENGTH,
-                http::HeaderValue::from(self.body.len()),
-            )?;
-        }
+        let mut h = self.head.clone();
         h.insert_header(
             http::header::AGE,
             http::HeaderValue::from(self.age(now).as_secs()),
@@ -121,7 +135,7 @@ impl Entry {
             + self.family.len() * 2
             + self.path.len()
             + self.host.len()
-            + headers
+            + headers * 2 // `headers` and `head`
             + self.body.len()
     }
 }
