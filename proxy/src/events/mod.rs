@@ -372,7 +372,7 @@ impl EventsService {
     fn record(&self, enc: &mut Encoder, s: Stamped) -> Record {
         Record {
             json: enc.json(&s.event, s.id, s.at),
-            kind: s.event.kind.name(),
+            kind: s.event.kind.index(),
             room: s.event.room,
             stream: s.stream,
             state: Delivery::Pending,
@@ -392,9 +392,7 @@ impl EventsService {
         let mut rejected = 0;
         batch.retain(|r| match r.state {
             Delivery::Sent => {
-                if let Some(i) = EventKind::NAMES.iter().position(|n| *n == r.kind) {
-                    sent[i] += 1;
-                }
+                sent[r.kind] += 1;
                 false
             }
             Delivery::Rejected => {

@@ -96,14 +96,19 @@ pub enum EventKind {
 impl EventKind {
     /// The `kind` field: also the Redis stream entry's `kind` field and the metrics label.
     pub fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    /// The kind's place in [`Self::NAMES`] (counters are kept per kind in that order).
+    pub fn index(&self) -> usize {
         match self {
-            Self::TicketIssued { .. } => "ticket_issued",
-            Self::Admitted { .. } => "admitted",
-            Self::SessionEnded { .. } => "session_ended",
-            Self::Abandoned { .. } => "abandoned",
-            Self::ChallengeFailed { .. } => "challenge_failed",
-            Self::RoomStateChanged { .. } => "room_state_changed",
-            Self::Feedback { .. } => "feedback",
+            Self::TicketIssued { .. } => 0,
+            Self::Admitted { .. } => 1,
+            Self::SessionEnded { .. } => 2,
+            Self::Abandoned { .. } => 3,
+            Self::ChallengeFailed { .. } => 4,
+            Self::RoomStateChanged { .. } => 5,
+            Self::Feedback { .. } => 6,
         }
     }
 

@@ -32,7 +32,8 @@ pub(super) enum Delivery {
 pub(super) struct Record {
     /// The event's JSON text (UTF-8).
     pub json: Vec<u8>,
-    pub kind: &'static str,
+    /// The kind's index in [`EventKind::NAMES`](super::EventKind::NAMES).
+    pub kind: usize,
     pub room: Arc<str>,
     /// The room's own stream key (Redis), if it has one.
     pub stream: Option<Arc<str>>,
@@ -136,7 +137,7 @@ impl RedisSink {
                 .arg("event")
                 .arg(&r.json)
                 .arg("kind")
-                .arg(r.kind)
+                .arg(super::EventKind::NAMES[r.kind])
                 .arg("room")
                 .arg(&*r.room);
         }

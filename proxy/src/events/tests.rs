@@ -178,6 +178,9 @@ fn no_event_of_any_kind_carries_a_token_or_secret() {
     assert_eq!(kinds, names, "the sample covers every kind");
     for e in &all {
         let json = json_of(e);
+        // `name()` (by index into NAMES) is the serialized kind.
+        let tag = format!("\"kind\":\"{}\"", e.kind.name());
+        assert!(json.contains(&tag), "{tag} in {json}");
         for needle in [t.as_str(), p.as_str(), SECRET, ADMIN_TOKEN] {
             assert!(!json.contains(needle), "leak in {json}");
         }
@@ -570,7 +573,7 @@ fn a_partial_line_is_ended_before_appending() {
         });
         let mut batch = vec![sink::Record {
             json: b"{\"v\":1}".to_vec(),
-            kind: "admitted",
+            kind: 1, // admitted
             room: "drop".into(),
             stream: None,
             state: sink::Delivery::Pending,
