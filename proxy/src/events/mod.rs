@@ -269,7 +269,13 @@ impl Encoder {
 
     /// The event's JSON text, in one allocation of the right size for most events.
     fn json(&mut self, e: &Event, id: EventId, at: UnixMillis) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        self.json_into(Vec::new(), e, id, at)
+    }
+
+    /// The event's JSON text in `out` (emptied first; a delivered line's buffer is reused).
+    fn json_into(&mut self, mut out: Vec<u8>, e: &Event, id: EventId, at: UnixMillis) -> Vec<u8> {
+        out.clear();
+        out.reserve(256);
         self.write(&mut out, e, id, at);
         out
     }
@@ -342,6 +348,15 @@ impl Encoder {
     }
 }
 
+/// The delivery loop's reusable state: events taken from the buffer, the encoder, and the
+/// buffers of delivered lines.
+#[derive(Debug)]
+struct Work {
+    taken: Vec<Stamped>,
+    enc: Encoder,
+    spare: Vec<Vec<u8>>,
+}
+
 /// The background service that drains the buffer into the sink.
 #[derive(Debug)]
 pub struct EventsService {
@@ -369,9 +384,10 @@ impl BackgroundService for EventsService {
 }
 
 impl EventsService {
-    fn record(&self, enc: &mut Encoder, s: Stamped) -> Record {
+    fn record(&self, enc: &mut Encoder, spare: &mut Vec<Vec<u8>>, s: Stamped) -> Record {
+        let buf = spare.pop().unwrap_or_default();
         Record {
-            json: enc.json(&s.event, s.id, s.at),
+            json: enc.json_into(buf, &s.event, s.id, s.at),
             kind: s.event.kind.index(),
             room: s.event.room,
             stream: s.stream,
@@ -381,22 +397,33 @@ impl EventsService {
 
     /// Tops `batch` up with events already buffered (never waits). Serializing happens here,
     /// after the buffer's lock is released.
-    fn fill(&self, enc: &mut Encoder, taken: &mut Vec<Stamped>, batch: &mut Vec<Record>) {
-        self.buf.take(self.batch.saturating_sub(batch.len()), taken);
-        batch.extend(taken.drain(..).map(|s| self.record(enc, s)));
+    fn fill(&self, w: &mut Work, batch: &mut Vec<Record>) {
+        self.buf
+            .take(self.batch.saturating_sub(batch.len()), &mut w.taken);
+        let (enc, spare) = (&mut w.enc, &mut w.spare);
+        batch.extend(w.taken.drain(..).map(|s| self.record(enc, spare, s)));
     }
 
-    /// Counts what the sink settled and keeps only what must be retried.
-    fn settle(&self, batch: &mut Vec<Record>) {
+    /// Counts what the sink settled and keeps only what must be retried; the settled lines'
+    /// buffers go back to `spare` (at most a batch of them), so encoding allocates nothing.
+    fn settle(&self, batch: &mut Vec<Record>, spare: &mut Vec<Vec<u8>>) {
         let mut sent = [0u64; EventKind::NAMES.len()];
         let mut rejected = 0;
-        batch.retain(|r| match r.state {
+        let cap = self.batch;
+        let mut recycle = |r: &mut Record| {
+            if spare.len() < cap {
+                spare.push(std::mem::take(&mut r.json));
+            }
+        };
+        batch.retain_mut(|r| match r.state {
             Delivery::Sent => {
                 sent[r.kind] += 1;
+                recycle(r);
                 false
             }
             Delivery::Rejected => {
                 rejected += 1;
+                recycle(r);
                 false
             }
             Delivery::Pending => true,
@@ -414,8 +441,11 @@ impl EventsService {
     async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut sink = Sink::new(&self.sink);
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch);
-        let mut taken: Vec<Stamped> = Vec::with_capacity(self.batch);
-        let mut enc = Encoder::new(&self.node);
+        let mut w = Work {
+            taken: Vec::with_capacity(self.batch),
+            enc: Encoder::new(&self.node),
+            spare: Vec::with_capacity(self.batch),
+        };
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
         loop {
@@ -425,9 +455,9 @@ impl EventsService {
                     _ = self.buf.ready() => {}
                 }
             }
-            self.fill(&mut enc, &mut taken, &mut batch);
+            self.fill(&mut w, &mut batch);
             let result = sink.send(&mut batch).await;
-            self.settle(&mut batch);
+            self.settle(&mut batch, &mut w.spare);
             let pause = match result {
                 Ok(()) => {
                     if failing {
@@ -462,22 +492,16 @@ impl EventsService {
                 }
             }
         }
-        self.finish(sink, batch, taken, enc).await;
+        self.finish(sink, batch, w).await;
     }
 
     /// Shutdown: refuse new events, deliver what is buffered for at most
     /// [`FLUSH_ON_SHUTDOWN`], count the rest as dropped.
-    async fn finish(
-        &self,
-        mut sink: Sink,
-        mut batch: Vec<Record>,
-        mut taken: Vec<Stamped>,
-        mut enc: Encoder,
-    ) {
+    async fn finish(&self, mut sink: Sink, mut batch: Vec<Record>, mut w: Work) {
         self.buf.close();
         let deadline = Instant::now() + FLUSH_ON_SHUTDOWN;
         loop {
-            self.fill(&mut enc, &mut taken, &mut batch);
+            self.fill(&mut w, &mut batch);
             let left = deadline.saturating_duration_since(Instant::now());
             if batch.is_empty() || left.is_zero() {
                 break;
@@ -486,7 +510,7 @@ impl EventsService {
                 tokio::time::timeout(left, sink.send(&mut batch)).await,
                 Ok(Ok(()))
             );
-            self.settle(&mut batch);
+            self.settle(&mut batch, &mut w.spare);
             if !ok {
                 break;
             }

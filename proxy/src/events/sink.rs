@@ -211,7 +211,8 @@ impl FileSink {
             return Ok(());
         }
         // One buffer for the batch; `ends[k]` is where line k ends.
-        let mut buf = Vec::new();
+        let size = pending.iter().map(|&i| batch[i].json.len() + 1).sum();
+        let mut buf = Vec::with_capacity(size);
         let mut ends = Vec::with_capacity(pending.len());
         for &i in &pending {
             buf.extend_from_slice(&batch[i].json);
