@@ -106,18 +106,8 @@ for _ in $(seq 1 100); do redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sle
 
 # Two nodes, one thread each, the same room: one on the memory store, one on Redis.
 fg_config() { # listen admin store-body origin room-paths
+  node_head_toml "$1" "$2"
   cat <<TOML
-[server]
-listen = ["127.0.0.1:$1"]
-admin_listen = "127.0.0.1:$2"
-threads = 1
-# Like nginx's 'access_log off' above: compare proxying, not log formatting.
-access_log = false
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "benchmark-secret-benchmark-secret-0123456789"
 [store]
 $3
 [cache]

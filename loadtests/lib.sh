@@ -13,10 +13,10 @@ wait_http() {
   echo "$(basename "$0" .sh): $1 did not come up" >&2
   exit 1
 }
-# events_node_toml LISTEN_PORT ADMIN_PORT ORIGIN_PORT [EVENTS_TABLE]: the node config of the
-# events benchmarks — one worker thread, no access log; room "bench" on /healthz (pass-through)
-# and room "join" on /products (pause it: every request is a new arrival).
-events_node_toml() {
+# node_head_toml LISTEN_PORT ADMIN_PORT: the [server] and [keys] of every benchmark node — one
+# worker thread and no access log (like nginx's 'access_log off': compare proxying, not log
+# formatting), one shared signing key.
+node_head_toml() {
   cat <<TOML
 [server]
 listen = ["127.0.0.1:$1"]
@@ -28,6 +28,14 @@ active = 1
 [[keys.key]]
 id = 1
 secret = "benchmark-secret-benchmark-secret-0123456789"
+TOML
+}
+# events_node_toml LISTEN_PORT ADMIN_PORT ORIGIN_PORT [EVENTS_TABLE]: the node config of the
+# events benchmarks — one worker thread, no access log; room "bench" on /healthz (pass-through)
+# and room "join" on /products (pause it: every request is a new arrival).
+events_node_toml() {
+  node_head_toml "$1" "$2"
+  cat <<TOML
 [upstreams.shop]
 servers = ["127.0.0.1:$3"]
 ${4:-}
