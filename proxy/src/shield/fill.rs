@@ -320,7 +320,6 @@ impl GuardState {
         };
         let entry = Arc::new(Entry {
             status,
-            headers,
             body: Bytes::from(body),
             stored_at,
             initial_age: life.initial_age,

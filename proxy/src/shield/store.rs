@@ -47,9 +47,6 @@ const OVERHEAD: usize = 256;
 #[derive(Debug)]
 pub struct Entry {
     pub status: u16,
-    /// The origin's headers minus hop-by-hop fields, `Content-Length`, `Age`, `Set-Cookie`
-    /// and `X-Flashgate-*`.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     /// When the response header arrived.
     pub stored_at: Instant,
@@ -65,8 +62,9 @@ pub struct Entry {
     pub(crate) path: String,
     /// The request headers this variant was chosen by (empty: no `Vary`).
     pub(crate) vary: Arc<[HeaderName]>,
-    /// `headers` and `Content-Length` as a response header, built once when stored: a hit
-    /// clones it (no header-name conversion or hashing per response).
+    /// The origin's headers (minus hop-by-hop fields, `Content-Length`, `Age`, `Set-Cookie`
+    /// and `X-Flashgate-*`) and `Content-Length`, built once when stored: a hit clones it (no
+    /// header-name conversion or hashing per response).
     pub(crate) head: ResponseHeader,
 }
 
@@ -126,16 +124,18 @@ impl Entry {
     }
 
     pub(crate) fn weight(&self) -> usize {
+        // Pingora keeps each name twice (the map and its case-preserving copy).
         let headers: usize = self
+            .head
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .map(|(k, v)| k.as_str().len() * 2 + v.len() + 64)
             .sum();
         OVERHEAD
             + self.family.len() * 2
             + self.path.len()
             + self.host.len()
-            + headers * 2 // `headers` and `head`
+            + headers
             + self.body.len()
     }
 }
