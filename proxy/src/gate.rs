@@ -356,6 +356,7 @@ impl Gate {
                             reason: EndReason::Expiry,
                         },
                         p.ticket,
+                        now,
                     );
                 }
                 None
@@ -376,6 +377,7 @@ impl Gate {
                             reason: AbandonReason::Expired,
                         },
                         old.number,
+                        now,
                     );
                 }
                 None
@@ -475,6 +477,7 @@ impl Gate {
                             serving: view.serving(),
                         },
                         number,
+                        now,
                     );
                     if ctx.tarpit {
                         self.node.bot.tarpit_ticket(room.id(), number, now);
@@ -509,7 +512,7 @@ impl Gate {
                                 .admissions
                                 .with_label_values(&[room.id()])
                                 .inc();
-                            self.emit(room, EventKind::admitted(t.issued_at, now), t.number);
+                            self.emit(room, EventKind::admitted(t.issued_at, now), t.number, now);
                             return Ok(false);
                         }
                         // This ticket was used up (entered before, or given up): a new place.
@@ -549,14 +552,15 @@ impl Gate {
         self.respond_wait(s, ctx, room, &w).await
     }
 
-    /// Emits an event for `room` (never blocks; off unless configured).
-    fn emit(&self, room: &RoomRuntime, kind: EventKind, ticket: u64) {
+    /// Emits an event for `room` that happened at `at` (the request's clock reading; never
+    /// blocks; off unless configured).
+    fn emit(&self, room: &RoomRuntime, kind: EventKind, ticket: u64, at: UnixMillis) {
         if self.node.events.is_enabled() {
             let mut e = Event::new(room.name().clone(), kind);
             if ticket != 0 {
                 e = e.with_ticket(ticket);
             }
-            self.node.events.emit(e);
+            self.node.events.emit_at(e, at);
         }
     }
 
@@ -1065,7 +1069,7 @@ impl Gate {
             .await;
         if let Err(e) = &result {
             if let Some(reason) = crate::events::ChallengeFailure::from_bot(*e) {
-                self.emit(&room, EventKind::ChallengeFailed { reason }, 0);
+                self.emit(&room, EventKind::ChallengeFailed { reason }, 0, now);
             }
         }
         let r = bot::page::solution_response(&result, sol.return_to.as_deref(), ctx.secure);
@@ -1153,7 +1157,7 @@ impl Gate {
                     .feedback
                     .with_label_values(&[room.id(), &rating.to_string()])
                     .inc();
-                self.emit(room, kind, number);
+                self.emit(room, kind, number, now);
                 if json {
                     respond(s, 204, "application/json", "", &[]).await
                 } else {
@@ -1346,6 +1350,7 @@ impl Gate {
                     reason: EndReason::Leave,
                 },
                 p.ticket,
+                now,
             );
         }
         if let Some(t) =
@@ -1363,6 +1368,7 @@ impl Gate {
                     reason: AbandonReason::Left,
                 },
                 t.number,
+                now,
             );
         }
         let clear = [
@@ -1415,6 +1421,7 @@ impl Gate {
                             reason: EndReason::Revoke,
                         },
                         p.ticket,
+                        clock::now(),
                     );
                     let store = self.node.store.clone();
                     let metrics = self.node.metrics.clone();

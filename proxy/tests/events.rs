@@ -133,7 +133,7 @@ fn sale(room: &str) -> Vec<Event> {
 async fn a_sale_reaches_redis_exactly_and_in_order() {
     let redis = RedisServer::start();
     let metrics = Metrics::new();
-    // A small batch: the run takes many pipelined round trips.
+    // A small batch: the run takes many round trips.
     let mut cfg = config(&redis, "test:events", 1_000, 8);
     cfg.rooms.insert("quiet".into(), RoomEvents::Off);
     cfg.rooms
@@ -209,6 +209,59 @@ async fn a_sale_reaches_redis_exactly_and_in_order() {
         .map(|k| metrics.events_sent.with_label_values(&[*k]).get())
         .sum();
     assert_eq!(sent, n + 1);
+    for reason in ["buffer_full", "rejected", "shutdown"] {
+        assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
+    }
+    // A batch is one script call per stream, not one command per event.
+    let scripts = redis.calls("evalsha") + redis.calls("eval");
+    assert!(
+        (1..n).contains(&scripts),
+        "{scripts} script calls for {n} events"
+    );
+    running.stop().await;
+}
+
+/// A server whose ACL does not let the sink run scripts still gets every event, as pipelined
+/// `XADD`s (the sink notices the refusal once and switches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_scripts_gets_pipelined_xadds() {
+    let redis = RedisServer::start();
+    let _: () = redis
+        .cmd(
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("events")
+                .arg("on")
+                .arg(">events-secret")
+                .arg("~*")
+                .arg("&*")
+                .arg("+@all")
+                .arg("-evalsha")
+                .arg("-eval"),
+        )
+        .expect("ACL SETUSER");
+    let metrics = Metrics::new();
+    let mut cfg = config(&redis, "test:noscript", 1_000, 8);
+    cfg.sink = EventSink::Redis {
+        url: redis
+            .url()
+            .replace("redis://", "redis://events:events-secret@"),
+        stream: "test:noscript".into(),
+        maxlen: NonZeroU64::new(100_000).expect("non-zero"),
+    };
+    let (events, svc) = Events::new(&cfg, &metrics);
+    let running = start(svc.expect("service"));
+    for t in 1..=40 {
+        events.emit(issued("drop", t));
+    }
+    let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
+    until("all sent", 20, || sent.get() == 40).await;
+    let tickets: Vec<u64> = entries(&redis, "test:noscript")
+        .iter()
+        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
+        .collect();
+    assert_eq!(tickets, (1..=40).collect::<Vec<_>>(), "all, in order, once");
+    assert_eq!(redis.calls("xadd"), 40);
     for reason in ["buffer_full", "rejected", "shutdown"] {
         assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
     }

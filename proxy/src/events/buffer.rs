@@ -8,15 +8,21 @@
 //! delivery task only when the buffer goes from empty to non-empty; while events keep coming,
 //! the task lingers a few milliseconds after each delivery and takes whatever accumulated, so
 //! under load the request path pays for one short uncontended lock and a push.
-
-use std::collections::VecDeque;
+//!
+//! Why two vectors swapped rather than a ring (`VecDeque`): a ring keeps the capacity of the
+//! largest backlog it ever held and writes each new item one slot further round it, so under a
+//! steady load every push lands on memory last touched a whole revolution ago — out of the
+//! cache. The lock's release then waits for that write to miss: `perf` put 85 % of the push's
+//! samples on the unlock, about 2 % of a saturated node's CPU with events on. Here the
+//! delivery task takes the whole buffer by swapping in the vector it just emptied, so the
+//! request path writes to memory the task read a moment ago.
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
 struct State<T> {
-    items: VecDeque<T>,
+    items: Vec<T>,
     closed: bool,
 }
 
@@ -41,7 +47,7 @@ impl<T> Buffer<T> {
     pub fn new(cap: usize) -> Self {
         Self {
             state: Mutex::new(State {
-                items: VecDeque::new(),
+                items: Vec::new(),
                 closed: false,
             }),
             cap,
@@ -59,7 +65,7 @@ impl<T> Buffer<T> {
             return Push::Full;
         }
         let was_empty = s.items.is_empty();
-        s.items.push_back(item);
+        s.items.push(item);
         drop(s);
         if was_empty {
             // Without a waiter this only stores a permit (an atomic), no system call.
@@ -68,11 +74,16 @@ impl<T> Buffer<T> {
         Push::Queued
     }
 
-    /// Moves up to `max` of the oldest items into `out`.
+    /// Moves up to `max` of the oldest items into `out`. When they are all of them and `out`
+    /// is empty, the two vectors are swapped: the buffer goes on with `out`'s (warm) memory.
     pub fn take(&self, max: usize, out: &mut Vec<T>) {
         let mut s = self.state.lock();
-        let n = max.min(s.items.len());
-        out.extend(s.items.drain(..n));
+        if out.is_empty() && s.items.len() <= max {
+            std::mem::swap(&mut s.items, out);
+        } else {
+            let n = max.min(s.items.len());
+            out.extend(s.items.drain(..n));
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -14,10 +14,10 @@
 //! Guarantees and failure modes (each has a test, in `proxy/tests/events.rs` or
 //! `proxy/src/events/tests.rs`):
 //!
-//! - **Never on the critical path.** [`Events::emit`] is a synchronous function: it stamps the
-//!   event (an atomic increment for the id, one clock read) and pushes it into a bounded
-//!   buffer under a short lock ([`buffer`]). It cannot wait for the sink. With the sink off, it
-//!   is one branch. It wakes the delivery task only when the buffer was empty; under load the
+//! - **Never on the critical path.** [`Events::emit_at`] is a synchronous function: it stamps
+//!   the event with the request's clock reading and pushes it into a bounded buffer under a
+//!   short lock ([`buffer`]); the id, the room's stream and the JSON text are made by the
+//!   delivery task. It cannot wait for the sink. With the sink off, it is one branch. It wakes the delivery task only when the buffer was empty; under load the
 //!   task lingers [`LINGER`] after each delivery and takes what accumulated, so events are
 //!   delivered in batches at most about `LINGER` late and the request path makes no system
 //!   call for them.
@@ -25,7 +25,8 @@
 //!   When the buffer is full the new event is dropped and counted in
 //!   `flashgate_events_dropped_total{reason="buffer_full"}`.
 //! - **At least once while the sink is healthy.** A batch is removed only when the sink
-//!   confirmed it (Redis replied with an entry id; the file write returned). A failed batch is
+//!   confirmed it (Redis ran the batch's script or answered each `XADD`; the file write
+//!   returned). A failed batch is
 //!   retried with exponential backoff (50 ms doubling to 5 s) for as long as it takes; new events
 //!   keep buffering meanwhile. A batch that failed half way is sent again, so consumers may see
 //!   an event twice: deduplicate by `id`.
@@ -77,7 +78,7 @@ pub use schema::{
 };
 
 use buffer::{Buffer, Push};
-use sink::{Delivery, Record, Sink};
+use sink::{Batch, Delivery, Sink};
 
 /// How long the service keeps delivering after shutdown is signalled.
 pub const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
@@ -91,12 +92,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// single events into batches.
 pub const LINGER: Duration = Duration::from_millis(20);
 
-/// An event with what the module adds: id, time, and the room's stream (if not the default).
+/// An event and when it was emitted: what the request path hands over (72 bytes; the rare
+/// large kinds box their fields). The delivery task adds the id and the room's stream.
 #[derive(Debug)]
 struct Stamped {
-    id: EventId,
     at: UnixMillis,
-    stream: Option<Arc<str>>,
     event: Event,
 }
 
@@ -106,11 +106,12 @@ enum Route {
     Stream(Arc<str>),
 }
 
+type Routes = Arc<HashMap<String, Route>>;
+
 #[derive(Debug)]
 struct Inner {
     buf: Arc<Buffer<Stamped>>,
-    ids: id::IdGen,
-    rooms: HashMap<String, Route>,
+    rooms: Routes,
     dropped_full: IntCounter,
     dropped_shutdown: IntCounter,
 }
@@ -136,7 +137,7 @@ impl Events {
         }
         let buf = Arc::new(Buffer::new(cfg.buffer.get()));
         let dropped = |reason: &str| metrics.events_dropped.with_label_values(&[reason]);
-        let rooms = cfg
+        let rooms: Routes = cfg
             .rooms
             .iter()
             .map(|(room, r)| {
@@ -146,17 +147,18 @@ impl Events {
                 };
                 (room.clone(), route)
             })
-            .collect();
+            .collect::<HashMap<_, _>>()
+            .into();
         let inner = Inner {
             buf: buf.clone(),
-            ids: id::IdGen::new(),
-            rooms,
+            rooms: rooms.clone(),
             dropped_full: dropped("buffer_full"),
             dropped_shutdown: dropped("shutdown"),
         };
         let sent = EventKind::NAMES.map(|k| metrics.events_sent.with_label_values(&[k]));
         let svc = EventsService {
             buf,
+            rooms,
             started: AtomicBool::new(false),
             sink: cfg.sink.clone(),
             batch: cfg.batch.get(),
@@ -185,23 +187,19 @@ impl Events {
     /// is slow or down) the event is dropped and counted. Events of rooms with
     /// `[rooms.event_stream] enabled = false` are ignored.
     pub fn emit(&self, e: Event) {
+        if self.inner.is_some() {
+            self.emit_at(e, clock::now());
+        }
+    }
+
+    /// [`Self::emit`] for an event that happened at `at` (a request's own clock reading: the
+    /// request path reads the clock once).
+    pub fn emit_at(&self, e: Event, at: UnixMillis) {
         let Some(inner) = &self.inner else { return };
-        let stream = if inner.rooms.is_empty() {
-            None
-        } else {
-            match inner.rooms.get(&*e.room) {
-                Some(Route::Off) => return,
-                Some(Route::Stream(s)) => Some(s.clone()),
-                None => None,
-            }
-        };
-        let at = clock::now();
-        let stamped = Stamped {
-            id: inner.ids.next(at),
-            at,
-            stream,
-            event: e,
-        };
+        if !inner.rooms.is_empty() && matches!(inner.rooms.get(&*e.room), Some(Route::Off)) {
+            return;
+        }
+        let stamped = Stamped { at, event: e };
         match inner.buf.push(stamped) {
             Push::Queued => {}
             Push::Full => inner.dropped_full.inc(),
@@ -248,7 +246,7 @@ pub fn to_json(e: &Event, id: EventId, at: UnixMillis, node: &str) -> String {
 /// node name escaped once, the time's date part formatted once a second). The kind and its
 /// fields still go through serde, so the schema has one definition.
 #[derive(Debug)]
-struct Encoder {
+pub struct Encoder {
     /// `"node":"<escaped name>",`
     node_field: String,
     /// The second `second_text` was formatted for.
@@ -258,7 +256,8 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(node: &str) -> Self {
+    /// An encoder for the events of node `node`.
+    pub fn new(node: &str) -> Self {
         let quoted = serde_json::to_string(node).unwrap_or_else(|_| "\"\"".to_owned());
         Self {
             node_field: format!("\"node\":{quoted},"),
@@ -269,18 +268,13 @@ impl Encoder {
 
     /// The event's JSON text, in one allocation of the right size for most events.
     fn json(&mut self, e: &Event, id: EventId, at: UnixMillis) -> Vec<u8> {
-        self.json_into(Vec::new(), e, id, at)
-    }
-
-    /// The event's JSON text in `out` (emptied first; a delivered line's buffer is reused).
-    fn json_into(&mut self, mut out: Vec<u8>, e: &Event, id: EventId, at: UnixMillis) -> Vec<u8> {
-        out.clear();
-        out.reserve(256);
+        let mut out = Vec::with_capacity(256);
         self.write(&mut out, e, id, at);
         out
     }
 
-    fn write(&mut self, out: &mut Vec<u8>, e: &Event, id: EventId, at: UnixMillis) {
+    /// Appends the event's JSON text to `out`.
+    pub fn write(&mut self, out: &mut Vec<u8>, e: &Event, id: EventId, at: UnixMillis) {
         let secs = at.0 / 1000;
         if self.second != Some(secs) {
             let t = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
@@ -310,8 +304,18 @@ impl Encoder {
         out.push(b',');
         out.extend_from_slice(self.node_field.as_bytes());
         out.extend_from_slice(b"\"room\":");
-        // Strings into a Vec cannot fail to serialize.
-        let _ = serde_json::to_writer(&mut *out, &*e.room);
+        if e.room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            // A configured room id (`a-z0-9-_`): nothing to escape.
+            out.push(b'"');
+            out.extend_from_slice(e.room.as_bytes());
+            out.push(b'"');
+        } else {
+            // Strings into a Vec cannot fail to serialize.
+            let _ = serde_json::to_writer(&mut *out, &*e.room);
+        }
         out.extend_from_slice(b",\"ticket\":");
         match e.ticket {
             Some(t) => out.extend_from_slice(num.format(t).as_bytes()),
@@ -348,19 +352,19 @@ impl Encoder {
     }
 }
 
-/// The delivery loop's reusable state: events taken from the buffer, the encoder, and the
-/// buffers of delivered lines.
+/// The delivery loop's own state: events taken from the buffer, the id generator, the encoder.
 #[derive(Debug)]
 struct Work {
     taken: Vec<Stamped>,
+    ids: id::IdGen,
     enc: Encoder,
-    spare: Vec<Vec<u8>>,
 }
 
 /// The background service that drains the buffer into the sink.
 #[derive(Debug)]
 pub struct EventsService {
     buf: Arc<Buffer<Stamped>>,
+    rooms: Routes,
     started: AtomicBool,
     sink: EventSink,
     batch: usize,
@@ -384,49 +388,35 @@ impl BackgroundService for EventsService {
 }
 
 impl EventsService {
-    fn record(&self, enc: &mut Encoder, spare: &mut Vec<Vec<u8>>, s: Stamped) -> Record {
-        let buf = spare.pop().unwrap_or_default();
-        Record {
-            json: enc.json_into(buf, &s.event, s.id, s.at),
-            kind: s.event.kind.index(),
-            room: s.event.room,
-            stream: s.stream,
-            state: Delivery::Pending,
+    /// Tops `batch` up with events already buffered (never waits), each given its id and
+    /// written as JSON straight into the batch's text. Serializing happens here, after the
+    /// buffer's lock is released.
+    fn fill(&self, w: &mut Work, batch: &mut Batch) {
+        self.buf
+            .take(self.batch.saturating_sub(batch.len()), &mut w.taken);
+        for Stamped { at, event } in w.taken.drain(..) {
+            // Ids are given in emit order (one buffer, one task), so they sort like the events.
+            let id = w.ids.next(at);
+            w.enc.write(&mut batch.text, &event, id, at);
+            let stream = if self.rooms.is_empty() {
+                None
+            } else {
+                match self.rooms.get(&*event.room) {
+                    Some(Route::Stream(s)) => Some(s.clone()),
+                    _ => None,
+                }
+            };
+            batch.end_line(event.kind.index(), event.room, stream);
         }
     }
 
-    /// Tops `batch` up with events already buffered (never waits). Serializing happens here,
-    /// after the buffer's lock is released.
-    fn fill(&self, w: &mut Work, batch: &mut Vec<Record>) {
-        self.buf
-            .take(self.batch.saturating_sub(batch.len()), &mut w.taken);
-        let (enc, spare) = (&mut w.enc, &mut w.spare);
-        batch.extend(w.taken.drain(..).map(|s| self.record(enc, spare, s)));
-    }
-
-    /// Counts what the sink settled and keeps only what must be retried; the settled lines'
-    /// buffers go back to `spare` (at most a batch of them), so encoding allocates nothing.
-    fn settle(&self, batch: &mut Vec<Record>, spare: &mut Vec<Vec<u8>>) {
+    /// Counts what the sink settled and keeps only what must be retried.
+    fn settle(&self, batch: &mut Batch) {
         let mut sent = [0u64; EventKind::NAMES.len()];
         let mut rejected = 0;
-        let cap = self.batch;
-        let mut recycle = |r: &mut Record| {
-            if spare.len() < cap {
-                spare.push(std::mem::take(&mut r.json));
-            }
-        };
-        batch.retain_mut(|r| match r.state {
-            Delivery::Sent => {
-                sent[r.kind] += 1;
-                recycle(r);
-                false
-            }
-            Delivery::Rejected => {
-                rejected += 1;
-                recycle(r);
-                false
-            }
-            Delivery::Pending => true,
+        batch.settle(|l| match l.state {
+            Delivery::Sent => sent[l.kind] += 1,
+            _ => rejected += 1,
         });
         for (c, n) in self.sent.iter().zip(sent) {
             if n > 0 {
@@ -440,11 +430,11 @@ impl EventsService {
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut sink = Sink::new(&self.sink);
-        let mut batch: Vec<Record> = Vec::with_capacity(self.batch);
+        let mut batch = Batch::with_capacity(self.batch);
         let mut w = Work {
             taken: Vec::with_capacity(self.batch),
+            ids: id::IdGen::new(),
             enc: Encoder::new(&self.node),
-            spare: Vec::with_capacity(self.batch),
         };
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
@@ -457,7 +447,7 @@ impl EventsService {
             }
             self.fill(&mut w, &mut batch);
             let result = sink.send(&mut batch).await;
-            self.settle(&mut batch, &mut w.spare);
+            self.settle(&mut batch);
             let pause = match result {
                 Ok(()) => {
                     if failing {
@@ -497,7 +487,7 @@ impl EventsService {
 
     /// Shutdown: refuse new events, deliver what is buffered for at most
     /// [`FLUSH_ON_SHUTDOWN`], count the rest as dropped.
-    async fn finish(&self, mut sink: Sink, mut batch: Vec<Record>, mut w: Work) {
+    async fn finish(&self, mut sink: Sink, mut batch: Batch, mut w: Work) {
         self.buf.close();
         let deadline = Instant::now() + FLUSH_ON_SHUTDOWN;
         loop {
@@ -510,7 +500,7 @@ impl EventsService {
                 tokio::time::timeout(left, sink.send(&mut batch)).await,
                 Ok(Ok(()))
             );
-            self.settle(&mut batch, &mut w.spare);
+            self.settle(&mut batch);
             if !ok {
                 break;
             }

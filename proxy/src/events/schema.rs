@@ -80,10 +80,13 @@ pub enum EventKind {
     ChallengeFailed { reason: ChallengeFailure },
     /// A live room setting changed. `before` / `after` are a bool, a number (or `null` when
     /// the config's value applies again) or a string (or `null`), matching `what`.
+    ///
+    /// The values are boxed: a room changes a few times a sale, a ticket is issued per shopper,
+    /// and every event is moved through the hand-off buffer at the size of the largest kind.
     RoomStateChanged {
         what: Setting,
-        before: SettingValue,
-        after: SettingValue,
+        before: Box<SettingValue>,
+        after: Box<SettingValue>,
         by: Actor,
     },
     /// A shopper rated the wait.
@@ -445,8 +448,8 @@ pub fn room_changes(before: &Overrides, after: &Overrides, by: &Actor) -> Vec<Ev
         if a != b {
             out.push(EventKind::RoomStateChanged {
                 what,
-                before: b,
-                after: a,
+                before: Box::new(b),
+                after: Box::new(a),
                 by: by.clone(),
             });
         }

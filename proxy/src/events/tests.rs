@@ -571,18 +571,81 @@ fn a_partial_line_is_ended_before_appending() {
             max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
             keep_files: 1,
         });
-        let mut batch = vec![sink::Record {
-            json: b"{\"v\":1}".to_vec(),
-            kind: 1, // admitted
-            room: "drop".into(),
-            stream: None,
-            state: sink::Delivery::Pending,
-        }];
+        let mut batch = sink::Batch::default();
+        batch.text.extend_from_slice(b"{\"v\":1}");
+        batch.end_line(1, "drop".into(), None); // admitted
         s.send(&mut batch).await.expect("written");
-        assert_eq!(batch[0].state, sink::Delivery::Sent);
+        assert_eq!(batch.lines[0].state, sink::Delivery::Sent);
     });
     let text = std::fs::read_to_string(&path).expect("read");
     assert_eq!(text, "{\"v\":1,\"trunc\n{\"v\":1}\n");
+}
+
+/// A batch after a partial failure keeps only its pending lines, in order, with their text.
+#[test]
+fn a_batch_keeps_its_pending_lines_in_order() {
+    let mut b = sink::Batch::default();
+    for (n, room) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        b.text
+            .extend_from_slice(format!("{{\"n\":{n}}}").as_bytes());
+        b.end_line(n % 2, room.into(), None);
+    }
+    for (i, state) in [
+        sink::Delivery::Sent,
+        sink::Delivery::Pending,
+        sink::Delivery::Rejected,
+        sink::Delivery::Pending,
+        sink::Delivery::Sent,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.lines[i].state = state;
+    }
+    let mut settled = Vec::new();
+    b.settle(|l| settled.push((l.room.to_string(), l.state)));
+    assert_eq!(
+        settled,
+        [
+            ("a".into(), sink::Delivery::Sent),
+            ("c".into(), sink::Delivery::Rejected),
+            ("e".into(), sink::Delivery::Sent)
+        ]
+    );
+    assert_eq!(b.len(), 2);
+    assert_eq!(
+        (b.json(0), b.json(1)),
+        (&b"{\"n\":1}"[..], &b"{\"n\":3}"[..])
+    );
+    assert_eq!(b.text, b"{\"n\":1}\n{\"n\":3}\n");
+    assert_eq!((&*b.lines[0].room, &*b.lines[1].room), ("b", "d"));
+    // A line added after the kept ones starts where they end.
+    b.text.extend_from_slice(b"{}");
+    b.end_line(0, "f".into(), None);
+    assert_eq!(b.json(2), b"{}");
+    b.lines
+        .iter_mut()
+        .for_each(|l| l.state = sink::Delivery::Sent);
+    b.settle(|_| {});
+    assert!(b.is_empty() && b.text.is_empty());
+}
+
+#[test]
+fn script_refusals_are_read_and_sorted() {
+    use redis::Value;
+    let reply = Value::Array(vec![
+        Value::Int(1),
+        Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
+        Value::Int(3),
+        Value::SimpleString("LOADING Redis is loading".into()),
+    ]);
+    let f = sink::failures(&reply);
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].0, 1);
+    assert!(!sink::transient(&f[0].1), "a wrong type is for good");
+    assert_eq!(f[1].0, 3);
+    assert!(sink::transient(&f[1].1), "loading passes");
+    assert!(sink::failures(&Value::Array(vec![])).is_empty());
 }
 
 #[test]
