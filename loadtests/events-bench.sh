@@ -6,9 +6,11 @@
 #
 #   loadtests/events-bench.sh [DURATION_SECONDS] [ROUNDS] [SINK]  (default 5 s, 6 rounds, file)
 #
-# SINK is `file` (a JSON-lines file in a scratch directory) or `redis` (a redis-server the
+# SINK is `file` (a JSON-lines file in a scratch directory), `redis` (a redis-server the
 # script starts on a free port, on CPU 0 with the load generator: the node pays for building
-# and sending the pipelines, not for Redis's own work).
+# and sending the batches, not for Redis's own work; on loopback it also pays for the TCP
+# receive path, which a network card and the Redis host would take on) or `redis-unix` (the
+# same server reached through a unix socket: no TCP at all).
 #
 # Loopback only; every node has one worker thread. Both nodes are pinned to CPU 1 and loaded
 # at once (one wrk each, on CPU 0 with the origin), so they share one core at the same moments:
@@ -60,15 +62,17 @@ sink = \"file\"
 path = \"$work/events.jsonl\"
 max_bytes = 67108864
 keep_files = 1" ;;
-  redis)
+  redis | redis-unix)
     REDIS=$(port)
-    taskset -c 0 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
+    taskset -c 0 redis-server --port "$REDIS" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
+      --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
     for _ in $(seq 1 200); do redis-cli -p "$REDIS" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    url="redis://127.0.0.1:$REDIS"; [ "$SINK" = redis-unix ] && url="unix://$work/redis.sock"
     EVENTS="[events]
 sink = \"redis\"
-url = \"redis://127.0.0.1:$REDIS\"
+url = \"$url\"
 maxlen = 100000" ;;
-  *) echo "events-bench: SINK is file or redis" >&2; exit 2 ;;
+  *) echo "events-bench: SINK is file, redis or redis-unix" >&2; exit 2 ;;
 esac
 
 pass_for() { for _ in $(seq 1 100); do
