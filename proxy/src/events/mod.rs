@@ -17,19 +17,18 @@
 //! - **Never on the critical path.** [`Events::emit_at`] is a synchronous function: it stamps
 //!   the event with the request's clock reading and pushes it into a bounded buffer under a
 //!   short lock ([`buffer`]); the id, the room's stream and the JSON text are made by the
-//!   delivery task. It cannot wait for the sink. With the sink off, it is one branch. It wakes the delivery task only when the buffer was empty; under load the
-//!   task lingers [`LINGER`] after each delivery and takes what accumulated, so events are
-//!   delivered in batches at most about `LINGER` late and the request path makes no system
-//!   call for them.
+//!   delivery task. It cannot wait for the sink. With the sink off, it is one branch. It wakes
+//!   the delivery task only when the buffer was empty; under load the task lingers [`LINGER`]
+//!   after each delivery and takes what accumulated, so events are delivered in batches at
+//!   most about `LINGER` late and the request path makes no system call for them.
 //! - **Bounded memory.** At most `buffer` events wait in memory, plus one batch in flight.
 //!   When the buffer is full the new event is dropped and counted in
 //!   `flashgate_events_dropped_total{reason="buffer_full"}`.
 //! - **At least once while the sink is healthy.** A batch is removed only when the sink
 //!   confirmed it (Redis ran the batch's script or answered each `XADD`; the file write
-//!   returned). A failed batch is
-//!   retried with exponential backoff (50 ms doubling to 5 s) for as long as it takes; new events
-//!   keep buffering meanwhile. A batch that failed half way is sent again, so consumers may see
-//!   an event twice: deduplicate by `id`.
+//!   returned). A failed batch is retried with exponential backoff (50 ms doubling to 5 s) for
+//!   as long as it takes; new events keep buffering meanwhile. A batch that failed half way is
+//!   sent again, so consumers may see an event twice: deduplicate by `id`.
 //! - **When the sink is down for long**: the batch in flight is kept and retried, the buffer
 //!   fills in `buffer / event rate` seconds, and from then on every new event is dropped and
 //!   counted; `flashgate_events_sink_errors_total` grows with every failed attempt. When the
@@ -395,7 +394,7 @@ impl EventsService {
         self.buf
             .take(self.batch.saturating_sub(batch.len()), &mut w.taken);
         for Stamped { at, event } in w.taken.drain(..) {
-            // Ids are given in emit order (one buffer, one task), so they sort like the events.
+            // Ids are given in emit order (one buffer, one task): unique, led by the millisecond.
             let id = w.ids.next(at);
             w.enc.write(&mut batch.text, &event, id, at);
             let stream = if self.rooms.is_empty() {

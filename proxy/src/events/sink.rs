@@ -199,8 +199,8 @@ return failed
 /// A batch goes out as one `EVALSHA` of [`ADD_SCRIPT`] per stream (usually one): a single
 /// command and a single reply, where a pipeline of one `XADD` per event had the node frame
 /// every command, parse every reply and wake for each part of the replies as Redis streamed
-/// them — measured at 7.8 % of a saturated node's CPU against 2 % for the file sink
-/// (`loadtests/events-bench.sh 3 6 redis`). A server that refuses scripts (an ACL without
+/// them: the events thread used 7.8 % of a saturated node's CPU, with the script 2.9–3.2 %
+/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 2.2–2.8 %). A server that refuses scripts (an ACL without
 /// `EVALSHA`/`EVAL`, scripting disabled) gets pipelined `XADD`s instead, from then on.
 #[derive(Debug)]
 pub(super) struct RedisSink {
@@ -255,14 +255,17 @@ impl RedisSink {
     }
 
     async fn send(&mut self, batch: &mut Batch) -> Result<(), String> {
-        let pending: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch.lines[i].state == Delivery::Pending)
-            .collect();
-        if pending.is_empty() {
+        let pending = |batch: &Batch| -> Vec<usize> {
+            (0..batch.len())
+                .filter(|&i| batch.lines[i].state == Delivery::Pending)
+                .collect()
+        };
+        let todo = pending(batch);
+        if todo.is_empty() {
             return Ok(());
         }
         if self.scripted {
-            match self.send_scripted(batch, &pending).await {
+            match self.send_scripted(batch, &todo).await {
                 Ok(()) => return Ok(()),
                 Err(ScriptError::Failed(e)) => return Err(e),
                 Err(ScriptError::Refused(e)) => {
@@ -274,7 +277,9 @@ impl RedisSink {
                 }
             }
         }
-        self.send_pipelined(batch, &pending).await
+        // After a refusal, only what no earlier script call of this batch delivered.
+        let todo = pending(batch);
+        self.send_pipelined(batch, &todo).await
     }
 
     /// One script call per stream, in the order the streams first appear (entries of one

@@ -581,6 +581,13 @@ fn a_partial_line_is_ended_before_appending() {
     assert_eq!(text, "{\"v\":1,\"trunc\n{\"v\":1}\n");
 }
 
+/// What the request path hands to the delivery task stays small (the docs say 72 bytes): a
+/// kind that grows past the others should box its fields.
+#[test]
+fn a_stamped_event_is_72_bytes() {
+    assert_eq!(std::mem::size_of::<super::Stamped>(), 72);
+}
+
 /// A batch after a partial failure keeps only its pending lines, in order, with their text.
 #[test]
 fn a_batch_keeps_its_pending_lines_in_order() {
