@@ -234,7 +234,9 @@ pub fn rfc3339(at: UnixMillis) -> String {
 /// The JSON text of one event, exactly as the sinks write it.
 pub fn to_json(e: &Event, id: EventId, at: UnixMillis, node: &str) -> String {
     // Only ASCII digits, escaped JSON and serde_json's output go in.
-    String::from_utf8(Encoder::new(node).json(e, id, at)).unwrap_or_default()
+    let mut out = Vec::with_capacity(256);
+    Encoder::new(node).write(&mut out, e, id, at);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Writes the JSON envelope (see `docs/events.md`):
@@ -263,13 +265,6 @@ impl Encoder {
             second: None,
             second_text: String::new(),
         }
-    }
-
-    /// The event's JSON text, in one allocation of the right size for most events.
-    fn json(&mut self, e: &Event, id: EventId, at: UnixMillis) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        self.write(&mut out, e, id, at);
-        out
     }
 
     /// Appends the event's JSON text to `out`.

@@ -200,7 +200,7 @@ return failed
 /// command and a single reply, where a pipeline of one `XADD` per event had the node frame
 /// every command, parse every reply and wake for each part of the replies as Redis streamed
 /// them: the events thread used 7.8 % of a saturated node's CPU, with the script 2.9–3.2 %
-/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 2.2–2.8 %). A server that refuses scripts (an ACL without
+/// (`loadtests/events-bench.sh 5 10 redis`, `… 5 20 redis`; the file sink's: 2.2–2.8 %). A server that refuses scripts (an ACL without
 /// `EVALSHA`/`EVAL`, scripting disabled) gets pipelined `XADD`s instead, from then on.
 #[derive(Debug)]
 pub(super) struct RedisSink {
@@ -466,7 +466,7 @@ pub(super) fn failures(reply: &redis::Value) -> Vec<(usize, String)> {
         .collect()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct FileCfg {
     path: PathBuf,
     max_bytes: u64,
