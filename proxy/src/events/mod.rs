@@ -6,7 +6,7 @@
 //! ```text
 //!  request path                         background service ("events")
 //!  ───────────────                      ───────────────────────────────
-//!  Events::emit(Event) ──push──▶ [bounded buffer] ──take──▶ batch ──▶ XADD … (pipelined)
+//!  Events::emit(Event) ──push──▶ [bounded buffer] ──take──▶ batch ──▶ EVALSHA (XADDs)
 //!     never awaits;                  `[events] buffer`        ≤ `batch`   or file append
 //!     full ⇒ drop + count                                                 retry with backoff
 //! ```
@@ -38,7 +38,9 @@
 //!   not a stream, `NOPERM`) is dropped and counted as `reason="rejected"`, without holding
 //!   back the others.
 //! - **Shutdown**: the service stops taking new events, spends at most [`FLUSH_ON_SHUTDOWN`]
-//!   delivering what is buffered, and counts the rest as `reason="shutdown"`.
+//!   delivering what is buffered (a Redis that stops answering mid-call can make it up to twice
+//!   that: the call's write and read each time out after the time left), and counts the rest as
+//!   `reason="shutdown"`.
 //! - **Order**: events leave in the order they were emitted on this node (one channel, one
 //!   consumer), so events about one ticket are in order as long as one node emits them. Events
 //!   from several nodes interleave by arrival; `unix_ms` and `id` sort by time.
@@ -440,7 +442,7 @@ impl EventsService {
                 }
             }
             self.fill(&mut w, &mut batch);
-            let result = sink.send(&mut batch).await;
+            let result = sink.send(&mut batch, sink::RESPONSE_TIMEOUT);
             self.settle(&mut batch);
             let pause = match result {
                 Ok(()) => {
@@ -490,10 +492,7 @@ impl EventsService {
             if batch.is_empty() || left.is_zero() {
                 break;
             }
-            let ok = matches!(
-                tokio::time::timeout(left, sink.send(&mut batch)).await,
-                Ok(Ok(()))
-            );
+            let ok = sink.send(&mut batch, left).is_ok();
             self.settle(&mut batch);
             if !ok {
                 break;

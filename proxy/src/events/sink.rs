@@ -10,15 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisResult, RetryMethod};
+use redis::{RedisResult, RetryMethod};
 
 use crate::config::EventSink;
 
 /// Connecting to Redis gives up after this long (then the batch is retried with backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A pipelined batch gives up after this long.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A script call or pipeline gives up after this long (reading or writing).
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Delivery {
@@ -50,6 +49,12 @@ pub(super) struct Line {
     pub state: Delivery,
 }
 
+impl Line {
+    pub fn kind_name(&self) -> &'static str {
+        super::EventKind::NAMES[self.kind]
+    }
+}
+
 impl Batch {
     pub fn with_capacity(lines: usize) -> Self {
         Self {
@@ -76,6 +81,13 @@ impl Batch {
             stream,
             state: Delivery::Pending,
         });
+    }
+
+    /// The text of the lines `lines` (each with its newline).
+    pub fn text_of(&self, lines: std::ops::Range<usize>) -> &[u8] {
+        let start = lines.start.checked_sub(1).map_or(0, |p| self.lines[p].end);
+        let end = lines.end.checked_sub(1).map_or(0, |l| self.lines[l].end);
+        &self.text[start..end.max(start)]
     }
 
     /// Line `i`'s JSON text, without its newline.
@@ -113,7 +125,8 @@ impl Batch {
 #[derive(Debug)]
 pub(super) enum Sink {
     Off,
-    Redis(RedisSink),
+    /// Boxed: the connection and buffers are large, and there is one sink per process.
+    Redis(Box<RedisSink>),
     File(FileSink),
 }
 
@@ -125,14 +138,17 @@ impl Sink {
                 url,
                 stream,
                 maxlen,
-            } => Self::Redis(RedisSink {
+            } => Self::Redis(Box::new(RedisSink {
                 url: url.clone(),
                 stream: stream.clone(),
                 maxlen: maxlen.get(),
                 conn: None,
+                timeout: Duration::ZERO,
                 script: redis::Script::new(ADD_SCRIPT),
                 scripted: true,
-            }),
+                frame: Frame::default(),
+                own: Vec::new(),
+            })),
             EventSink::File {
                 path,
                 max_bytes,
@@ -146,8 +162,9 @@ impl Sink {
     }
 
     /// Delivers the batch's pending lines, marking each `Sent` or `Rejected` (or leaving it
-    /// pending, with `Err`).
-    pub async fn send(&mut self, batch: &mut Batch) -> Result<(), String> {
+    /// pending, with `Err`). Blocks the calling thread (the events service's own) for at most
+    /// about `timeout` waiting for Redis; a file write is not bounded.
+    pub fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
         match self {
             Self::Off => {
                 for r in &mut batch.lines {
@@ -155,7 +172,7 @@ impl Sink {
                 }
                 Ok(())
             }
-            Self::Redis(s) => s.send(batch).await,
+            Self::Redis(s) => s.send(batch, timeout),
             Self::File(s) => s.send(batch),
         }
     }
@@ -193,24 +210,58 @@ end
 return failed
 ";
 
-/// One multiplexed connection, opened lazily on the service's own runtime and dropped
-/// (re-opened on the next attempt) after any connection-level failure.
+/// One plain (blocking) connection on the events service's own thread, opened lazily and
+/// dropped (re-opened on the next attempt) after any failure other than a refusal.
 ///
 /// A batch goes out as one `EVALSHA` of [`ADD_SCRIPT`] per stream (usually one): a single
 /// command and a single reply, where a pipeline of one `XADD` per event had the node frame
 /// every command, parse every reply and wake for each part of the replies as Redis streamed
 /// them: the events thread used 7.8 % of a saturated node's CPU, with the script 2.9–3.2 %
-/// (`loadtests/events-bench.sh 5 10 redis`, `… 5 20 redis`; the file sink's: 2.2–2.8 %). A server that refuses scripts (an ACL without
-/// `EVALSHA`/`EVAL`, scripting disabled) gets pipelined `XADD`s instead, from then on.
-#[derive(Debug)]
+/// through the multiplexed async connection and 2.3 % as it is now
+/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 2.2–2.8 %). A server that
+/// refuses scripts (an ACL without `EVALSHA`/`EVAL`, scripting disabled) gets
+/// pipelined `XADD`s instead, from then on.
+///
+/// The script call is framed here (RESP, [`Frame`]) and written with one `write(2)` from a
+/// buffer kept between batches, on a blocking connection (redis-rs's `Connection`: it opens,
+/// authenticates and selects the database from the URL, and parses the reply). Through the
+/// multiplexed async connection the batch's text was copied three times before the socket
+/// (into a `Cmd`, packed into a new `Vec`, into the connection task's write buffer) and crossed
+/// two task hand-offs: `perf` put a sixth of the events thread's time in `memmove`. Blocking is
+/// fine here for the reason the file sink's is: the service's runtime is its own, and nothing
+/// else runs on it; a slow Redis holds up only delivery (read and write time out after
+/// [`RESPONSE_TIMEOUT`]).
 pub(super) struct RedisSink {
     url: String,
     stream: String,
     maxlen: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<redis::Connection>,
+    /// The read and write timeout set on `conn`.
+    timeout: Duration,
     script: redis::Script,
     /// False once the server refused the script: pipelined `XADD`s from then on.
     scripted: bool,
+    /// The script call being sent (kept for its capacity).
+    frame: Frame,
+    /// A group's JSON lines when a batch spans several streams (kept for its capacity).
+    own: Vec<u8>,
+}
+
+impl std::fmt::Debug for RedisSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSink")
+            .field("stream", &self.stream)
+            .field("connected", &self.conn.is_some())
+            .field("scripted", &self.scripted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One script call: lines of the batch (by index), all for stream `key`.
+#[derive(Debug, Clone)]
+struct Call {
+    key: Arc<str>,
+    lines: Vec<usize>,
 }
 
 /// How a scripted attempt ended when it did not deliver.
@@ -238,23 +289,102 @@ pub(super) fn transient(err: &str) -> bool {
     )
 }
 
-impl RedisSink {
-    async fn connect(&mut self) -> Result<&mut MultiplexedConnection, String> {
-        if self.conn.is_none() {
-            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
-            let cfg = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT));
-            let conn = client
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            self.conn = Some(conn);
-        }
-        self.conn.as_mut().ok_or_else(|| "no connection".to_owned())
+/// A command in RESP, the Redis protocol: `*<argc>\r\n` then each argument as a bulk string,
+/// `$<len>\r\n<bytes>\r\n`.
+#[derive(Debug, Default)]
+pub(super) struct Frame {
+    pub bytes: Vec<u8>,
+}
+
+impl Frame {
+    /// Starts a command of `argc` arguments (after those already framed: a pipeline).
+    pub fn start(&mut self, argc: usize) {
+        self.bytes.push(b'*');
+        self.bytes
+            .extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
     }
 
-    async fn send(&mut self, batch: &mut Batch) -> Result<(), String> {
+    pub fn arg(&mut self, arg: &[u8]) {
+        self.arg_from(arg.len(), |out| out.extend_from_slice(arg));
+    }
+
+    /// An argument of `len` bytes, written by `write` (which must write exactly `len`).
+    pub fn arg_from(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        self.bytes.push(b'$');
+        self.bytes
+            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+        let at = self.bytes.len();
+        write(&mut self.bytes);
+        debug_assert_eq!(self.bytes.len() - at, len, "argument length");
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends a script call of [`ADD_SCRIPT`]: `verb` (`EVALSHA` or `EVAL`) with `script` (its hash
+    /// or text), for the lines `lines` whose JSON text is `events`, to stream `key`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn script_call<'a>(
+        &mut self,
+        verb: &str,
+        script: &str,
+        key: &str,
+        maxlen: u64,
+        events: &[u8],
+        lines: impl Iterator<Item = &'a Line> + Clone,
+    ) {
+        self.start(8);
+        self.arg(verb.as_bytes());
+        self.arg(script.as_bytes());
+        self.arg(b"1");
+        self.arg(key.as_bytes());
+        self.arg(itoa::Buffer::new().format(maxlen).as_bytes());
+        self.arg(events);
+        let kinds = lines.clone().map(|l| l.kind_name().len() + 1).sum();
+        self.arg_from(kinds, |out| {
+            for l in lines.clone() {
+                out.extend_from_slice(l.kind_name().as_bytes());
+                out.push(b'\n');
+            }
+        });
+        let rooms = lines.clone().map(|l| l.room.len() + 1).sum();
+        self.arg_from(rooms, |out| {
+            for l in lines {
+                out.extend_from_slice(l.room.as_bytes());
+                out.push(b'\n');
+            }
+        });
+    }
+}
+
+impl RedisSink {
+    /// The connection, opened if need be, with its timeouts set to `timeout` (at most
+    /// [`RESPONSE_TIMEOUT`]).
+    fn connect(&mut self, timeout: Duration) -> Result<(), String> {
+        let timeout = timeout.clamp(Duration::from_millis(1), RESPONSE_TIMEOUT);
+        if self.conn.is_none() {
+            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+            let conn = client
+                .get_connection_with_timeout(timeout.min(CONNECT_TIMEOUT))
+                .map_err(|e| format!("connect: {e}"))?;
+            self.conn = Some(conn);
+            self.timeout = Duration::ZERO;
+        }
+        if self.timeout != timeout {
+            if let Some(c) = &self.conn {
+                c.set_read_timeout(Some(timeout))
+                    .and_then(|()| c.set_write_timeout(Some(timeout)))
+                    .map_err(|e| {
+                        self.conn = None;
+                        e.to_string()
+                    })?;
+            }
+            self.timeout = timeout;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
         let pending = |batch: &Batch| -> Vec<usize> {
             (0..batch.len())
                 .filter(|&i| batch.lines[i].state == Delivery::Pending)
@@ -264,8 +394,9 @@ impl RedisSink {
         if todo.is_empty() {
             return Ok(());
         }
+        self.connect(timeout)?;
         if self.scripted {
-            match self.send_scripted(batch, &todo).await {
+            match self.send_scripted(batch, &todo) {
                 Ok(()) => return Ok(()),
                 Err(ScriptError::Failed(e)) => return Err(e),
                 Err(ScriptError::Refused(e)) => {
@@ -279,16 +410,14 @@ impl RedisSink {
         }
         // After a refusal, only what no earlier script call of this batch delivered.
         let todo = pending(batch);
-        self.send_pipelined(batch, &todo).await
+        self.send_pipelined(batch, &todo)
     }
 
-    /// One script call per stream, in the order the streams first appear (entries of one
-    /// stream keep their order).
-    async fn send_scripted(
-        &mut self,
-        batch: &mut Batch,
-        pending: &[usize],
-    ) -> Result<(), ScriptError> {
+    /// The script calls for the lines `pending`: one per stream, in the order the streams first
+    /// appear (entries of one stream keep their order). All are written at once and their
+    /// replies read after; a call Redis does not know the script for (`NOSCRIPT`) is made again
+    /// with `EVAL`.
+    fn send_scripted(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), ScriptError> {
         let mut streams: Vec<Option<Arc<str>>> = Vec::new();
         for &i in pending {
             let s = &batch.lines[i].stream;
@@ -296,21 +425,63 @@ impl RedisSink {
                 streams.push(s.clone());
             }
         }
-        let mut retry = None;
-        let mut refused = None;
+        let mut calls: Vec<Call> = Vec::new();
         for stream in &streams {
             let group: Vec<usize> = pending
                 .iter()
                 .copied()
                 .filter(|&i| &batch.lines[i].stream == stream)
                 .collect();
-            let key = stream.as_deref().unwrap_or(&self.stream).to_owned();
-            let reply = self.call_script(batch, &group, &key).await?;
-            for &i in &group {
+            calls.push(Call {
+                key: stream
+                    .clone()
+                    .unwrap_or_else(|| self.stream.as_str().into()),
+                lines: group,
+            });
+        }
+        let sha = self.script.get_hash().to_owned();
+        let (mut replies, mut broken) = self.call_scripts(batch, &calls, "EVALSHA", &sha);
+        let unknown: Vec<usize> = (0..replies.len())
+            .filter(|&c| matches!(&replies[c], Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
+            .collect();
+        if !unknown.is_empty() && broken.is_none() {
+            let again: Vec<Call> = unknown.iter().map(|&c| calls[c].clone()).collect();
+            let (answers, b) = self.call_scripts(batch, &again, "EVAL", ADD_SCRIPT);
+            for (c, r) in unknown.iter().zip(answers) {
+                replies[*c] = r;
+            }
+            broken = b;
+        }
+        let mut retry = None;
+        let mut refused = None;
+        let mut no_script = None;
+        for (call, reply) in calls.iter().zip(replies) {
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    let refusal = matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::NoPerm
+                                | redis::ServerErrorKind::ResponseError
+                                | redis::ServerErrorKind::NoScript
+                        )
+                    );
+                    if refusal {
+                        no_script.get_or_insert(e.to_string());
+                    } else {
+                        retry.get_or_insert(e.to_string());
+                    }
+                    continue;
+                }
+            };
+            for &i in &call.lines {
                 batch.lines[i].state = Delivery::Sent;
             }
             for (n, err) in failures(&reply) {
-                let Some(&i) = group.get(n) else { continue };
+                let Some(&i) = call.lines.get(n) else {
+                    continue;
+                };
                 if transient(&err) {
                     batch.lines[i].state = Delivery::Pending;
                     retry.get_or_insert(err);
@@ -323,74 +494,70 @@ impl RedisSink {
         if let Some(e) = refused {
             tracing::warn!(error = %e, "Redis refused event entries; dropped as rejected");
         }
-        retry.map_or(Ok(()), |e| Err(ScriptError::Failed(e)))
+        if let Some(e) = broken.or(retry) {
+            return Err(ScriptError::Failed(e));
+        }
+        no_script.map_or(Ok(()), |e| Err(ScriptError::Refused(e)))
     }
 
-    /// `EVALSHA` (with `EVAL` when the server's script cache does not have it) of
-    /// [`ADD_SCRIPT`] for the lines `group` of `batch`, all of stream `key`.
-    async fn call_script(
+    /// Writes the script calls `calls` (`verb` `EVALSHA` with the hash, or `EVAL` with the
+    /// text) in one go and reads their replies, in order. When the connection fails part way,
+    /// the calls answered so far have their replies and the rest none; the error comes second.
+    fn call_scripts(
         &mut self,
         batch: &Batch,
-        group: &[usize],
-        key: &str,
-    ) -> Result<redis::Value, ScriptError> {
-        // The group's JSON lines: the batch's text itself when the group is the whole batch
-        // (the usual case), else copied line by line.
-        let mut own = Vec::new();
-        let events: &[u8] = if group.len() == batch.len() {
-            &batch.text
-        } else {
-            for &i in group {
-                own.extend_from_slice(batch.json(i));
-                own.push(b'\n');
-            }
-            &own
-        };
-        let mut kinds = Vec::with_capacity(group.len() * 16);
-        let mut rooms = Vec::with_capacity(group.len() * 8);
-        for &i in group {
-            let l = &batch.lines[i];
-            kinds.extend_from_slice(super::EventKind::NAMES[l.kind].as_bytes());
-            kinds.push(b'\n');
-            rooms.extend_from_slice(l.room.as_bytes());
-            rooms.push(b'\n');
-        }
-        let maxlen = self.maxlen;
-        let build = |verb: &str, script: &str| {
-            let size = script.len() + events.len() + kinds.len() + rooms.len() + 64;
-            let mut cmd = redis::Cmd::with_capacity(8, size);
-            cmd.arg(verb).arg(script).arg(1).arg(key).arg(maxlen);
-            cmd.arg(events).arg(&kinds[..]).arg(&rooms[..]);
-            cmd
-        };
-        let by_sha = build("EVALSHA", self.script.get_hash());
-        let conn = self.connect().await.map_err(ScriptError::Failed)?;
-        let mut r = by_sha.query_async::<redis::Value>(conn).await;
-        if matches!(&r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-        {
-            r = build("EVAL", ADD_SCRIPT).query_async(conn).await;
-        }
-        r.map_err(|e| {
-            let refused = matches!(
-                e.kind(),
-                redis::ErrorKind::Server(
-                    redis::ServerErrorKind::NoPerm | redis::ServerErrorKind::ResponseError
-                )
-            );
-            if refused {
-                ScriptError::Refused(e.to_string())
+        calls: &[Call],
+        verb: &str,
+        script: &str,
+    ) -> (Vec<redis::RedisResult<redis::Value>>, Option<String>) {
+        self.frame.bytes.clear();
+        for call in calls {
+            // A call's JSON lines: a slice of the batch's text when its lines are consecutive
+            // (the usual case: one stream, nothing left over from a failure), else copied.
+            let first = call.lines[0];
+            let consecutive = call.lines.iter().enumerate().all(|(n, &i)| i == first + n);
+            let events = if consecutive {
+                batch.text_of(first..first + call.lines.len())
             } else {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    // The next attempt starts from a fresh connection.
-                    self.conn = None;
+                self.own.clear();
+                for &i in &call.lines {
+                    self.own.extend_from_slice(batch.json(i));
+                    self.own.push(b'\n');
                 }
-                ScriptError::Failed(e.to_string())
+                &self.own[..]
+            };
+            self.frame.script_call(
+                verb,
+                script,
+                &call.key,
+                self.maxlen,
+                events,
+                call.lines.iter().map(|&i| &batch.lines[i]),
+            );
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return (Vec::new(), Some("not connected".to_owned()));
+        };
+        if let Err(e) = conn.send_packed_command(&self.frame.bytes) {
+            self.conn = None;
+            return (Vec::new(), Some(e.to_string()));
+        }
+        let mut replies = Vec::with_capacity(calls.len());
+        for _ in calls {
+            match conn.recv_response().and_then(redis::Value::extract_error) {
+                Err(e) if !matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    // The connection is in doubt: the calls not answered may or may not have run.
+                    self.conn = None;
+                    return (replies, Some(e.to_string()));
+                }
+                r => replies.push(r),
             }
-        })
+        }
+        (replies, None)
     }
 
     /// One `XADD` per entry, pipelined: for servers that do not run scripts.
-    async fn send_pipelined(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), String> {
+    fn send_pipelined(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), String> {
         let mut pipe = redis::pipe();
         // One reply per entry: a refused entry does not fail the others.
         pipe.ignore_errors();
@@ -405,12 +572,14 @@ impl RedisSink {
                 .arg("event")
                 .arg(batch.json(i))
                 .arg("kind")
-                .arg(super::EventKind::NAMES[r.kind])
+                .arg(r.kind_name())
                 .arg("room")
                 .arg(&*r.room);
         }
-        let conn = self.connect().await?;
-        let replies: Vec<RedisResult<String>> = match pipe.query_async(conn).await {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("not connected".to_owned());
+        };
+        let replies: Vec<RedisResult<String>> = match pipe.query(conn) {
             Ok(r) => r,
             Err(e) => {
                 // Whatever went wrong, the next attempt starts from a fresh connection.

@@ -561,22 +561,16 @@ fn a_partial_line_is_ended_before_appending() {
     let dir = temp_dir();
     let path = dir.join("events.jsonl");
     std::fs::write(&path, b"{\"v\":1,\"trunc").expect("write");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut s = sink::Sink::new(&EventSink::File {
-            path: path.clone(),
-            max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
-            keep_files: 1,
-        });
-        let mut batch = sink::Batch::default();
-        batch.text.extend_from_slice(b"{\"v\":1}");
-        batch.end_line(1, "drop".into(), None); // admitted
-        s.send(&mut batch).await.expect("written");
-        assert_eq!(batch.lines[0].state, sink::Delivery::Sent);
+    let mut s = sink::Sink::new(&EventSink::File {
+        path: path.clone(),
+        max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
+        keep_files: 1,
     });
+    let mut batch = sink::Batch::default();
+    batch.text.extend_from_slice(b"{\"v\":1}");
+    batch.end_line(1, "drop".into(), None); // admitted
+    s.send(&mut batch, Duration::from_secs(1)).expect("written");
+    assert_eq!(batch.lines[0].state, sink::Delivery::Sent);
     let text = std::fs::read_to_string(&path).expect("read");
     assert_eq!(text, "{\"v\":1,\"trunc\n{\"v\":1}\n");
 }
@@ -586,6 +580,68 @@ fn a_partial_line_is_ended_before_appending() {
 #[test]
 fn a_stamped_event_is_72_bytes() {
     assert_eq!(std::mem::size_of::<super::Stamped>(), 72);
+}
+
+/// The Redis sink's own framing: two script calls written together read back, with redis-rs's
+/// parser, as the two commands with the lines' text, kinds and rooms as blobs.
+#[test]
+fn script_calls_are_framed_as_resp() {
+    let mut batch = sink::Batch::default();
+    for (room, kind) in [("drop", 0), ("vip", 1)] {
+        batch
+            .text
+            .extend_from_slice(format!("{{\"room\":\"{room}\"}}").as_bytes());
+        batch.end_line(kind, room.into(), None);
+    }
+    let mut f = sink::Frame::default();
+    f.script_call(
+        "EVALSHA",
+        "abc",
+        "s:events",
+        1000,
+        batch.text_of(0..2),
+        batch.lines.iter(),
+    );
+    f.script_call(
+        "EVAL",
+        "return 1",
+        "s:vip",
+        7,
+        batch.text_of(1..2),
+        batch.lines[1..].iter(),
+    );
+    let bulk = |b: &str| redis::Value::BulkString(b.as_bytes().to_vec());
+    let (k0, k1) = (EventKind::NAMES[0], EventKind::NAMES[1]);
+    let mut parser = redis::Parser::new();
+    let mut input = &f.bytes[..];
+    let first = parser.parse_value(&mut input).expect("first call");
+    assert_eq!(
+        first,
+        redis::Value::Array(vec![
+            bulk("EVALSHA"),
+            bulk("abc"),
+            bulk("1"),
+            bulk("s:events"),
+            bulk("1000"),
+            bulk("{\"room\":\"drop\"}\n{\"room\":\"vip\"}\n"),
+            bulk(&format!("{k0}\n{k1}\n")),
+            bulk("drop\nvip\n"),
+        ])
+    );
+    let second = parser.parse_value(&mut input).expect("second call");
+    assert_eq!(
+        second,
+        redis::Value::Array(vec![
+            bulk("EVAL"),
+            bulk("return 1"),
+            bulk("1"),
+            bulk("s:vip"),
+            bulk("7"),
+            bulk("{\"room\":\"vip\"}\n"),
+            bulk(&format!("{k1}\n")),
+            bulk("vip\n"),
+        ])
+    );
 }
 
 /// A batch after a partial failure keeps only its pending lines, in order, with their text.
