@@ -323,7 +323,6 @@ impl Frame {
 
     /// Appends a script call of [`ADD_SCRIPT`]: `verb` (`EVALSHA` or `EVAL`) with `script` (its hash
     /// or text), for the lines `lines` whose JSON text is `events`, to stream `key`.
-    #[allow(clippy::too_many_arguments)]
     pub fn script_call<'a>(
         &mut self,
         verb: &str,
@@ -441,8 +440,9 @@ impl RedisSink {
         }
         let sha = self.script.get_hash().to_owned();
         let (mut replies, mut broken) = self.call_scripts(batch, &calls, "EVALSHA", &sha);
+        let no_script = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
         let unknown: Vec<usize> = (0..replies.len())
-            .filter(|&c| matches!(&replies[c], Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
+            .filter(|&c| matches!(&replies[c], Err(e) if e.kind() == no_script))
             .collect();
         if !unknown.is_empty() && broken.is_none() {
             let again: Vec<Call> = unknown.iter().map(|&c| calls[c].clone()).collect();
@@ -454,7 +454,8 @@ impl RedisSink {
         }
         let mut retry = None;
         let mut refused = None;
-        let mut no_script = None;
+        // The server's refusal of the script itself (not of an entry): fall back to XADDs.
+        let mut script_refused = None;
         for (call, reply) in calls.iter().zip(replies) {
             let reply = match reply {
                 Ok(r) => r,
@@ -468,7 +469,7 @@ impl RedisSink {
                         )
                     );
                     if refusal {
-                        no_script.get_or_insert(e.to_string());
+                        script_refused.get_or_insert(e.to_string());
                     } else {
                         retry.get_or_insert(e.to_string());
                     }
@@ -497,7 +498,7 @@ impl RedisSink {
         if let Some(e) = broken.or(retry) {
             return Err(ScriptError::Failed(e));
         }
-        no_script.map_or(Ok(()), |e| Err(ScriptError::Refused(e)))
+        script_refused.map_or(Ok(()), |e| Err(ScriptError::Refused(e)))
     }
 
     /// Writes the script calls `calls` (`verb` `EVALSHA` with the hash, or `EVAL` with the
