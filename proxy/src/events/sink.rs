@@ -217,8 +217,8 @@ return failed
 /// command and a single reply, where a pipeline of one `XADD` per event had the node frame
 /// every command, parse every reply and wake for each part of the replies as Redis streamed
 /// them: the events thread used 7.8 % of a saturated node's CPU, with the script 2.9–3.2 %
-/// through the multiplexed async connection and 2.3 % as it is now
-/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 2.2–2.8 %). A server that
+/// through the multiplexed async connection and 2.1–2.3 % as it is now
+/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 1.8–2.8 %). A server that
 /// refuses scripts (an ACL without `EVALSHA`/`EVAL`, scripting disabled) gets
 /// pipelined `XADD`s instead, from then on.
 ///
