@@ -11,7 +11,9 @@ use super::free_port;
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
-    cluster: bool,
+    /// The cluster bus port (a cluster node listens on a second port, by default `port +
+    /// 10000`, which nothing checked was free): from the same allocator as `port`.
+    cluster_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -45,7 +47,7 @@ impl RedisServer {
         let mut s = Self {
             child: None,
             port,
-            cluster,
+            cluster_port: cluster.then(free_port),
             dir,
         };
         s.spawn();
@@ -59,15 +61,20 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--dir"])
             .arg(&self.dir);
-        if self.cluster {
+        if let Some(bus) = self.cluster_port {
             let _ = std::fs::remove_file(self.dir.join("nodes.conf"));
             c.args([
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
-            ]);
+                "--cluster-port",
+            ])
+            .arg(bus.to_string());
         }
+        // The server's own log, for the failure message if it does not come up.
+        let log = self.dir.join("redis.log");
+        c.arg("--logfile").arg(&log);
         let child = c
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,7 +83,17 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.cmd::<String>(&redis::cmd("PING")).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let why = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "redis-server on port {} did not start ({exited:?}); its log:\n{why}",
+                    self.port
+                );
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
