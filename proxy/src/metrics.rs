@@ -165,6 +165,8 @@ pub struct Metrics {
     pub events_dropped: IntCounterVec,
     /// Failed delivery attempts (each is retried): `sink` (`redis`, `file`).
     pub events_sink_errors: IntCounterVec,
+    /// Events waiting for the sink: buffered plus the batch being delivered.
+    pub events_pending: IntGauge,
     /// Feedback pulse: wait ratings accepted, by `room` and `rating` (`1` to `5`).
     pub feedback: IntCounterVec,
 }
@@ -315,6 +317,12 @@ impl Metrics {
             "Failed event deliveries (the batch is kept and retried)",
             &["sink"],
         );
+        let events_pending = IntGauge::with_opts(Opts::new(
+            "flashgate_events_pending",
+            "Queue/admission events waiting for the sink: buffered plus the batch being delivered",
+        ))
+        .expect("static metric definition");
+        reg(Box::new(events_pending.clone()), false);
         let feedback = counter(
             "flashgate_feedback_total",
             "Wait ratings from the waiting page (one per ticket per node), by rating 1-5",
@@ -403,6 +411,7 @@ impl Metrics {
             events_sent,
             events_dropped,
             events_sink_errors,
+            events_pending,
             feedback,
         }
     }

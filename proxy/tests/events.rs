@@ -333,11 +333,15 @@ async fn a_stopped_redis_drops_and_counts_and_emit_never_waits() {
     assert_eq!(sent(), 10, "nothing delivered while Redis is down");
     let errors = metrics.events_sink_errors.with_label_values(&["redis"]);
     until("failed attempts counted", 20, || errors.get() >= 1).await;
+    // The backlog is visible: everything kept waits for the sink.
+    let kept = 1_000 - lost;
+    let pending = || metrics.events_pending.get() as u64;
+    until("backlog shown", 20, || pending() == kept).await;
 
     // Redis comes back (empty): what was kept is delivered, exactly once, in order.
     redis.restart_empty();
-    let kept = 1_000 - lost;
     until("kept events delivered", 30, || sent() == 10 + kept).await;
+    until("backlog cleared", 20, || pending() == 0).await;
     let got = entries(&redis, "test:outage");
     assert_eq!(got.len() as u64, kept);
     let tickets: Vec<u64> = got

@@ -64,7 +64,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use waitroom::{Overrides, UnixMillis};
 
 use crate::clock;
@@ -170,6 +170,7 @@ impl Events {
             sink_errors: metrics
                 .events_sink_errors
                 .with_label_values(&[sink_name(&cfg.sink)]),
+            pending: metrics.events_pending.clone(),
         };
         (
             Self {
@@ -370,6 +371,8 @@ pub struct EventsService {
     dropped_rejected: IntCounter,
     dropped_shutdown: IntCounter,
     sink_errors: IntCounter,
+    /// `flashgate_events_pending`: what waits for the sink (the delivery lag an operator sees).
+    pending: IntGauge,
 }
 
 #[async_trait]
@@ -404,6 +407,11 @@ impl EventsService {
             };
             batch.end_line(event.kind.index(), event.room, stream);
         }
+    }
+
+    /// Publishes how many events wait for the sink (once per delivery attempt: one lock).
+    fn show_pending(&self, batch: &Batch) {
+        self.pending.set((self.buf.len() + batch.len()) as i64);
     }
 
     /// Counts what the sink settled and keeps only what must be retried.
@@ -442,8 +450,10 @@ impl EventsService {
                 }
             }
             self.fill(&mut w, &mut batch);
+            self.show_pending(&batch);
             let result = sink.send(&mut batch, sink::RESPONSE_TIMEOUT);
             self.settle(&mut batch);
+            self.show_pending(&batch);
             let pause = match result {
                 Ok(()) => {
                     if failing {
@@ -503,5 +513,6 @@ impl EventsService {
             tracing::warn!(lost, "events not delivered at shutdown");
             self.dropped_shutdown.inc_by(lost);
         }
+        self.pending.set(0);
     }
 }
