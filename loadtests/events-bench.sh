@@ -118,11 +118,12 @@ shares=""; busy=""; workers=""; lags=""
 pair() { # kind path
   local w port cookie args pid out
   declare -A c0 e0 w0 o
+  # Read before the CPU snapshots: the scrape is not part of the window's account.
+  local s0; s0=$(metric on flashgate_events_sent_total)
   for w in off on; do
     pid=$(pid_of $w); c0[$w]=$(cpu_ns "$pid"); e0[$w]=$(cpu_ns "$pid" "BG events")
     w0[$w]=$(cpu_ns "$pid" flashgate)
   done
-  local s0; s0=$(metric on flashgate_events_sent_total)
   for w in off on; do
     port=$OFF; cookie="Cookie: $PASS_OFF"
     [ $w = on ] && { port=$ON; cookie="Cookie: $PASS_ON"; }
