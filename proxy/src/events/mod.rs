@@ -6,7 +6,7 @@
 //! ```text
 //!  request path                         background service ("events")
 //!  ───────────────                      ───────────────────────────────
-//!  Events::emit(Event) ──push──▶ [bounded buffer] ──take──▶ batch ──▶ EVALSHA (XADDs)
+//!  Events::emit(Event) ──push──▶ [bounded buffer] ──take──▶ batch ──▶ pipelined XADDs
 //!     never awaits;                  `[events] buffer`        ≤ `batch`   or file append
 //!     full ⇒ drop + count                                                 retry with backoff
 //! ```
@@ -25,7 +25,7 @@
 //!   When the buffer is full the new event is dropped and counted in
 //!   `flashgate_events_dropped_total{reason="buffer_full"}`.
 //! - **At least once while the sink is healthy.** A batch is removed only when the sink
-//!   confirmed it (Redis ran the batch's script or answered each `XADD`; the file write
+//!   confirmed it (Redis answered each of its `XADD`s; the file write
 //!   returned). A failed batch is retried with exponential backoff (50 ms doubling to 5 s) for
 //!   as long as it takes; new events keep buffering meanwhile. A batch that failed half way is
 //!   sent again, so consumers may see an event twice: deduplicate by `id`.
@@ -50,6 +50,7 @@
 
 mod buffer;
 pub mod id;
+mod resp;
 pub mod schema;
 mod sink;
 

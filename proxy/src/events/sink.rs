@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{RedisResult, RetryMethod};
-
+use super::resp::{self, Frame};
 use crate::config::EventSink;
 
 /// Connecting to Redis gives up after this long (then the batch is retried with backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A script call or pipeline gives up after this long (reading or writing).
+/// A batch's pipeline gives up after this long (reading or writing).
 pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +82,6 @@ impl Batch {
         });
     }
 
-    /// The text of the lines `lines` (each with its newline).
-    pub fn text_of(&self, lines: std::ops::Range<usize>) -> &[u8] {
-        let start = lines.start.checked_sub(1).map_or(0, |p| self.lines[p].end);
-        let end = lines.end.checked_sub(1).map_or(0, |l| self.lines[l].end);
-        &self.text[start..end.max(start)]
-    }
-
     /// Line `i`'s JSON text, without its newline.
     pub fn json(&self, i: usize) -> &[u8] {
         let start = i.checked_sub(1).map_or(0, |p| self.lines[p].end);
@@ -138,17 +130,11 @@ impl Sink {
                 url,
                 stream,
                 maxlen,
-            } => Self::Redis(Box::new(RedisSink {
-                url: url.clone(),
-                stream: stream.clone(),
-                maxlen: maxlen.get(),
-                conn: None,
-                timeout: Duration::ZERO,
-                script: redis::Script::new(ADD_SCRIPT),
-                scripted: true,
-                frame: Frame::default(),
-                own: Vec::new(),
-            })),
+            } => Self::Redis(Box::new(RedisSink::new(
+                url.clone(),
+                stream.clone(),
+                maxlen.get(),
+            ))),
             EventSink::File {
                 path,
                 max_bytes,
@@ -178,80 +164,34 @@ impl Sink {
     }
 }
 
-/// Adds a batch's entries to one stream: `KEYS[1]` the stream, `ARGV[1]` the `MAXLEN ~`
-/// bound, `ARGV[2..4]` the entries' `event` (JSON), `kind` and `room` fields, one entry per
-/// line (each `\n`-terminated; none of them holds a newline). Returns the refusals as a flat
-/// array of (0-based entry index, error text); empty when every entry was added. Each `XADD`
-/// runs under `pcall`, so a refused entry does not stop the others.
+/// One blocking connection ([`resp::Conn`]) on the events service's own thread, opened lazily
+/// and dropped (re-opened on the next attempt) after any failure other than a refusal.
 ///
-/// Three blobs rather than three arguments per entry: the batch's JSON lines are already one
-/// buffer, sent as they are, and the node frames eight arguments instead of 3 × 256.
+/// A batch goes out as one pipeline, written with one `write(2)`: an `XADD` per event, then
+/// one `XTRIM <stream> MAXLEN ~ <maxlen>` per stream of the batch; the replies (an entry id per
+/// `XADD`, a refusal's text, the count trimmed) are scanned where they were read.
 ///
-/// The stream is trimmed once per batch (`XTRIM MAXLEN ~` after the `XADD`s) rather than by
-/// every `XADD`: three arguments fewer for Redis to take from Lua per entry, 10 % less of
-/// Redis's CPU per event (4.80 → 4.33 µs, five alternating runs of 400 calls of 256 entries
-/// against an idle Redis, `loadtests/results/2026-11-28T1300-events.md`). The stream may
-/// hold up to one batch more than the bound between two calls.
-const ADD_SCRIPT: &str = r"
-local events, kinds, rooms = ARGV[2], ARGV[3], ARGV[4]
-local failed = {}
-local e, k, r, n = 1, 1, 1, 0
-while e <= #events do
-  local e2 = string.find(events, '\n', e, true)
-  local k2 = string.find(kinds, '\n', k, true)
-  local r2 = string.find(rooms, '\n', r, true)
-  if not (e2 and k2 and r2) then
-    return redis.error_reply('ERR flashgate: malformed event batch')
-  end
-  local res = redis.pcall('XADD', KEYS[1], '*',
-    'event', string.sub(events, e, e2 - 1),
-    'kind', string.sub(kinds, k, k2 - 1),
-    'room', string.sub(rooms, r, r2 - 1))
-  if type(res) == 'table' and res.err then
-    failed[#failed + 1] = n
-    failed[#failed + 1] = res.err
-  end
-  e, k, r, n = e2 + 1, k2 + 1, r2 + 1, n + 1
-end
-redis.pcall('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return failed
-";
-
-/// One plain (blocking) connection on the events service's own thread, opened lazily and
-/// dropped (re-opened on the next attempt) after any failure other than a refusal.
-///
-/// A batch goes out as one `EVALSHA` of [`ADD_SCRIPT`] per stream (usually one): a single
-/// command and a single reply, where a pipeline of one `XADD` per event had the node frame
-/// every command, parse every reply and wake for each part of the replies as Redis streamed
-/// them: the events thread used 7.8 % of a saturated node's CPU, with the script 2.9–3.2 %
-/// through the multiplexed async connection and 2.1–2.3 % as it is now
-/// (`loadtests/events-bench.sh 5 10 redis`; the file sink's: 1.8–2.8 %). A server that
-/// refuses scripts (an ACL without `EVALSHA`/`EVAL`, scripting disabled) gets
-/// pipelined `XADD`s instead, from then on.
-///
-/// The script call is framed here (RESP, [`Frame`]) and written with one `write(2)` from a
-/// buffer kept between batches, on a blocking connection (redis-rs's `Connection`: it opens,
-/// authenticates and selects the database from the URL, and parses the reply). Through the
-/// multiplexed async connection the batch's text was copied three times before the socket
-/// (into a `Cmd`, packed into a new `Vec`, into the connection task's write buffer) and crossed
-/// two task hand-offs: `perf` put a sixth of the events thread's time in `memmove`. Blocking is
-/// fine here for the reason the file sink's is: the service's runtime is its own, and nothing
-/// else runs on it; a slow Redis holds up only delivery (read and write time out after
+/// Earlier versions: a pipeline built with redis-rs (a `Cmd` per event, a parsed `Value` per
+/// reply, the multiplexed async connection) made the events thread 7.8 % of a saturated node's
+/// CPU; one `EVALSHA` of a Lua script that ran the `XADD`s on the server brought the node down
+/// to 2.1–2.3 %, but cost Redis 4–5 µs per event (the Lua calls) and held it for the whole
+/// batch (≈ 1.3 ms for 256 events), which every other client of that Redis waited out. Plain
+/// `XADD`s cost Redis 1.7 µs per event and Redis serves other clients between the chunks it
+/// reads of a long pipeline (`loadtests/results/2026-11-28T1430-events.md`). Blocking is fine
+/// here for the reason the file sink's is: the service's runtime is its own and nothing else
+/// runs on it; a slow Redis holds up only delivery (reads and writes time out after
 /// [`RESPONSE_TIMEOUT`]).
 pub(super) struct RedisSink {
     url: String,
     stream: String,
     maxlen: u64,
-    conn: Option<redis::Connection>,
-    /// The read and write timeout set on `conn`.
-    timeout: Duration,
-    script: redis::Script,
-    /// False once the server refused the script: pipelined `XADD`s from then on.
-    scripted: bool,
-    /// The script call being sent (kept for its capacity).
+    conn: Option<resp::Conn>,
+    /// The pipeline being sent (kept for its capacity).
     frame: Frame,
-    /// A group's JSON lines when a batch spans several streams (kept for its capacity).
-    own: Vec<u8>,
+    /// Per stream of the batch: its key and the start of its `XADD`s (kept between batches).
+    heads: Vec<(Option<Arc<str>>, Vec<u8>)>,
+    /// Whether a refused `XTRIM` has been logged (once per connection).
+    trim_warned: bool,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -259,24 +199,8 @@ impl std::fmt::Debug for RedisSink {
         f.debug_struct("RedisSink")
             .field("stream", &self.stream)
             .field("connected", &self.conn.is_some())
-            .field("scripted", &self.scripted)
             .finish_non_exhaustive()
     }
-}
-
-/// One script call: lines of the batch (by index), all for stream `key`.
-#[derive(Debug, Clone)]
-struct Call {
-    key: Arc<str>,
-    lines: Vec<usize>,
-}
-
-/// How a scripted attempt ended when it did not deliver.
-enum ScriptError {
-    /// The server does not run scripts for us: fall back to pipelines.
-    Refused(String),
-    /// Anything else: retry the batch later.
-    Failed(String),
 }
 
 /// Whether Redis may accept an entry it refused with this error later (the codes redis-rs
@@ -296,351 +220,133 @@ pub(super) fn transient(err: &str) -> bool {
     )
 }
 
-/// A command in RESP, the Redis protocol: `*<argc>\r\n` then each argument as a bulk string,
-/// `$<len>\r\n<bytes>\r\n`.
-#[derive(Debug, Default)]
-pub(super) struct Frame {
-    pub bytes: Vec<u8>,
-}
-
-impl Frame {
-    /// Starts a command of `argc` arguments (after those already framed: a pipeline).
-    pub fn start(&mut self, argc: usize) {
-        self.bytes.push(b'*');
-        self.bytes
-            .extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-    }
-
-    pub fn arg(&mut self, arg: &[u8]) {
-        self.arg_from(arg.len(), |out| out.extend_from_slice(arg));
-    }
-
-    /// An argument of `len` bytes, written by `write` (which must write exactly `len`).
-    pub fn arg_from(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        self.bytes.push(b'$');
-        self.bytes
-            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-        let at = self.bytes.len();
-        write(&mut self.bytes);
-        debug_assert_eq!(self.bytes.len() - at, len, "argument length");
-        self.bytes.extend_from_slice(b"\r\n");
-    }
-
-    /// Appends a script call of [`ADD_SCRIPT`]: `verb` (`EVALSHA` or `EVAL`) with `script` (its hash
-    /// or text), for the lines `lines` whose JSON text is `events`, to stream `key`.
-    pub fn script_call<'a>(
-        &mut self,
-        verb: &str,
-        script: &str,
-        key: &str,
-        maxlen: u64,
-        events: &[u8],
-        lines: impl Iterator<Item = &'a Line> + Clone,
-    ) {
-        self.start(8);
-        self.arg(verb.as_bytes());
-        self.arg(script.as_bytes());
-        self.arg(b"1");
-        self.arg(key.as_bytes());
-        self.arg(itoa::Buffer::new().format(maxlen).as_bytes());
-        self.arg(events);
-        let kinds = lines.clone().map(|l| l.kind_name().len() + 1).sum();
-        self.arg_from(kinds, |out| {
-            for l in lines.clone() {
-                out.extend_from_slice(l.kind_name().as_bytes());
-                out.push(b'\n');
-            }
-        });
-        let rooms = lines.clone().map(|l| l.room.len() + 1).sum();
-        self.arg_from(rooms, |out| {
-            for l in lines {
-                out.extend_from_slice(l.room.as_bytes());
-                out.push(b'\n');
-            }
-        });
-    }
-}
-
 impl RedisSink {
+    fn new(url: String, stream: String, maxlen: u64) -> Self {
+        Self {
+            url,
+            stream,
+            maxlen,
+            conn: None,
+            frame: Frame::default(),
+            heads: Vec::new(),
+            trim_warned: false,
+        }
+    }
+
     /// The connection, opened if need be, with its timeouts set to `timeout` (at most
     /// [`RESPONSE_TIMEOUT`]).
     fn connect(&mut self, timeout: Duration) -> Result<(), String> {
         let timeout = timeout.clamp(Duration::from_millis(1), RESPONSE_TIMEOUT);
-        if self.conn.is_none() {
-            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
-            let conn = client
-                .get_connection_with_timeout(timeout.min(CONNECT_TIMEOUT))
-                .map_err(|e| format!("connect: {e}"))?;
-            self.conn = Some(conn);
-            self.timeout = Duration::ZERO;
-        }
-        if self.timeout != timeout {
-            if let Some(c) = &self.conn {
-                c.set_read_timeout(Some(timeout))
-                    .and_then(|()| c.set_write_timeout(Some(timeout)))
-                    .map_err(|e| {
-                        self.conn = None;
-                        e.to_string()
-                    })?;
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                self.trim_warned = false;
+                self.conn
+                    .insert(resp::Conn::open(&self.url, timeout.min(CONNECT_TIMEOUT))?)
             }
-            self.timeout = timeout;
+        };
+        if let Err(e) = conn.set_timeout(timeout) {
+            self.conn = None;
+            return Err(e);
         }
         Ok(())
     }
 
+    /// Frames the pipeline for the batch's pending lines (`pending`) into `self.frame`.
+    fn frame(&mut self, batch: &Batch, pending: &[usize]) {
+        self.frame.bytes.clear();
+        self.heads.clear();
+        for &i in pending {
+            let line = &batch.lines[i];
+            let at = match self.heads.iter().position(|(s, _)| *s == line.stream) {
+                Some(at) => at,
+                None => {
+                    let key = line.stream.as_deref().unwrap_or(&self.stream);
+                    self.heads
+                        .push((line.stream.clone(), Frame::xadd_head(key)));
+                    self.heads.len() - 1
+                }
+            };
+            self.frame.xadd(
+                &self.heads[at].1,
+                batch.json(i),
+                line.kind_name(),
+                &line.room,
+            );
+        }
+        let maxlen = itoa::Buffer::new().format(self.maxlen).to_owned();
+        for (stream, _) in &self.heads {
+            let key = stream.as_deref().unwrap_or(&self.stream);
+            self.frame
+                .command(&[b"XTRIM", key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes()]);
+        }
+    }
+
     fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
-        let pending = |batch: &Batch| -> Vec<usize> {
-            (0..batch.len())
-                .filter(|&i| batch.lines[i].state == Delivery::Pending)
-                .collect()
-        };
-        let todo = pending(batch);
-        if todo.is_empty() {
+        let pending: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch.lines[i].state == Delivery::Pending)
+            .collect();
+        if pending.is_empty() {
             return Ok(());
         }
         self.connect(timeout)?;
-        if self.scripted {
-            match self.send_scripted(batch, &todo) {
-                Ok(()) => return Ok(()),
-                Err(ScriptError::Failed(e)) => return Err(e),
-                Err(ScriptError::Refused(e)) => {
-                    tracing::warn!(
-                        error = %e,
-                        "Redis refused the event script; sending pipelined XADDs from now on"
-                    );
-                    self.scripted = false;
-                }
-            }
-        }
-        // After a refusal, only what no earlier script call of this batch delivered.
-        let todo = pending(batch);
-        self.send_pipelined(batch, &todo)
-    }
-
-    /// The script calls for the lines `pending`: one per stream, in the order the streams first
-    /// appear (entries of one stream keep their order). All are written at once and their
-    /// replies read after; a call Redis does not know the script for (`NOSCRIPT`) is made again
-    /// with `EVAL`.
-    fn send_scripted(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), ScriptError> {
-        let mut streams: Vec<Option<Arc<str>>> = Vec::new();
-        for &i in pending {
-            let s = &batch.lines[i].stream;
-            if !streams.contains(s) {
-                streams.push(s.clone());
-            }
-        }
-        let mut calls: Vec<Call> = Vec::new();
-        for stream in &streams {
-            let group: Vec<usize> = pending
-                .iter()
-                .copied()
-                .filter(|&i| &batch.lines[i].stream == stream)
-                .collect();
-            calls.push(Call {
-                key: stream
-                    .clone()
-                    .unwrap_or_else(|| self.stream.as_str().into()),
-                lines: group,
-            });
-        }
-        let sha = self.script.get_hash().to_owned();
-        let (mut replies, mut broken) = self.call_scripts(batch, &calls, "EVALSHA", &sha);
-        let no_script = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
-        let unknown: Vec<usize> = (0..replies.len())
-            .filter(|&c| matches!(&replies[c], Err(e) if e.kind() == no_script))
-            .collect();
-        if !unknown.is_empty() && broken.is_none() {
-            let again: Vec<Call> = unknown.iter().map(|&c| calls[c].clone()).collect();
-            let (answers, b) = self.call_scripts(batch, &again, "EVAL", ADD_SCRIPT);
-            for (c, r) in unknown.iter().zip(answers) {
-                replies[*c] = r;
-            }
-            broken = b;
-        }
-        let mut retry = None;
-        let mut refused = None;
-        // The server's refusal of the script itself (not of an entry): fall back to XADDs.
-        let mut script_refused = None;
-        for (call, reply) in calls.iter().zip(replies) {
-            let reply = match reply {
-                Ok(r) => r,
-                Err(e) => {
-                    let refusal = matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::NoPerm
-                                | redis::ServerErrorKind::ResponseError
-                                | redis::ServerErrorKind::NoScript
-                        )
-                    );
-                    if refusal {
-                        script_refused.get_or_insert(e.to_string());
-                    } else {
-                        retry.get_or_insert(e.to_string());
-                    }
-                    continue;
-                }
-            };
-            for &i in &call.lines {
-                batch.lines[i].state = Delivery::Sent;
-            }
-            for (n, err) in failures(&reply) {
-                let Some(&i) = call.lines.get(n) else {
-                    continue;
-                };
-                if transient(&err) {
-                    batch.lines[i].state = Delivery::Pending;
-                    retry.get_or_insert(err);
-                } else {
-                    batch.lines[i].state = Delivery::Rejected;
-                    refused.get_or_insert(err);
-                }
-            }
-        }
-        if let Some(e) = refused {
-            tracing::warn!(error = %e, "Redis refused event entries; dropped as rejected");
-        }
-        if let Some(e) = broken.or(retry) {
-            return Err(ScriptError::Failed(e));
-        }
-        script_refused.map_or(Ok(()), |e| Err(ScriptError::Refused(e)))
-    }
-
-    /// Writes the script calls `calls` (`verb` `EVALSHA` with the hash, or `EVAL` with the
-    /// text) in one go and reads their replies, in order. When the connection fails part way,
-    /// the calls answered so far have their replies and the rest none; the error comes second.
-    fn call_scripts(
-        &mut self,
-        batch: &Batch,
-        calls: &[Call],
-        verb: &str,
-        script: &str,
-    ) -> (Vec<redis::RedisResult<redis::Value>>, Option<String>) {
-        self.frame.bytes.clear();
-        for call in calls {
-            // A call's JSON lines: a slice of the batch's text when its lines are consecutive
-            // (the usual case: one stream, nothing left over from a failure), else copied.
-            let first = call.lines[0];
-            let consecutive = call.lines.iter().enumerate().all(|(n, &i)| i == first + n);
-            let events = if consecutive {
-                batch.text_of(first..first + call.lines.len())
-            } else {
-                self.own.clear();
-                for &i in &call.lines {
-                    self.own.extend_from_slice(batch.json(i));
-                    self.own.push(b'\n');
-                }
-                &self.own[..]
-            };
-            self.frame.script_call(
-                verb,
-                script,
-                &call.key,
-                self.maxlen,
-                events,
-                call.lines.iter().map(|&i| &batch.lines[i]),
-            );
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return (Vec::new(), Some("not connected".to_owned()));
-        };
-        if let Err(e) = conn.send_packed_command(&self.frame.bytes) {
+        self.frame(batch, &pending);
+        let result = self.exchange(batch, &pending);
+        if result.is_err() {
+            // Whatever went wrong, the next attempt starts from a fresh connection. Entries
+            // whose reply did not come may have been added: they are sent again (at least once).
             self.conn = None;
-            return (Vec::new(), Some(e.to_string()));
         }
-        let mut replies = Vec::with_capacity(calls.len());
-        for _ in calls {
-            match conn.recv_response().and_then(redis::Value::extract_error) {
-                Err(e) if !matches!(e.kind(), redis::ErrorKind::Server(_)) => {
-                    // The connection is in doubt: the calls not answered may or may not have run.
-                    self.conn = None;
-                    return (replies, Some(e.to_string()));
-                }
-                r => replies.push(r),
-            }
-        }
-        (replies, None)
+        result
     }
 
-    /// One `XADD` per entry, pipelined: for servers that do not run scripts.
-    fn send_pipelined(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), String> {
-        let mut pipe = redis::pipe();
-        // One reply per entry: a refused entry does not fail the others.
-        pipe.ignore_errors();
-        for &i in pending {
-            let r = &batch.lines[i];
-            pipe.cmd("XADD")
-                .arg(r.stream.as_deref().unwrap_or(&self.stream))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.maxlen)
-                .arg("*")
-                .arg("event")
-                .arg(batch.json(i))
-                .arg("kind")
-                .arg(r.kind_name())
-                .arg("room")
-                .arg(&*r.room);
-        }
+    /// Writes the framed pipeline and reads its replies, marking each line. `Err` when a line is
+    /// left pending or the connection failed.
+    fn exchange(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), String> {
         let Some(conn) = self.conn.as_mut() else {
             return Err("not connected".to_owned());
         };
-        let replies: Vec<RedisResult<String>> = match pipe.query(conn) {
-            Ok(r) => r,
-            Err(e) => {
-                // Whatever went wrong, the next attempt starts from a fresh connection.
-                self.conn = None;
-                return Err(e.to_string());
-            }
-        };
+        conn.write(&self.frame.bytes)?;
         let mut retry = None;
         let mut refused = None;
-        let mut answered = 0;
-        for (&i, reply) in pending.iter().zip(replies) {
-            answered += 1;
-            match reply {
-                Ok(_) => batch.lines[i].state = Delivery::Sent,
-                Err(e) if matches!(e.retry_method(), RetryMethod::NoRetry) => {
+        let mut failed = None;
+        for &i in pending {
+            match conn.reply() {
+                Ok(Ok(())) => batch.lines[i].state = Delivery::Sent,
+                Ok(Err(e)) if transient(&e) => {
+                    retry.get_or_insert(e);
+                }
+                Ok(Err(e)) => {
                     batch.lines[i].state = Delivery::Rejected;
                     refused.get_or_insert(e);
                 }
                 Err(e) => {
-                    retry.get_or_insert(e);
+                    failed = Some(e);
+                    break;
                 }
             }
         }
         if let Some(e) = refused {
             tracing::warn!(error = %e, "Redis refused event entries; dropped as rejected");
         }
-        match retry {
-            Some(e) => Err(e.to_string()),
-            None if answered < pending.len() => Err("short pipeline reply".to_owned()),
-            None => Ok(()),
+        if let Some(e) = failed {
+            return Err(e);
         }
-    }
-}
-
-/// The refusals in [`ADD_SCRIPT`]'s reply: (entry index, error text).
-pub(super) fn failures(reply: &redis::Value) -> Vec<(usize, String)> {
-    let redis::Value::Array(items) = reply else {
-        return Vec::new();
-    };
-    items
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [redis::Value::Int(n), err] => {
-                let text = match err {
-                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    redis::Value::SimpleString(s) => s.clone(),
-                    other => format!("{other:?}"),
-                };
-                Some((usize::try_from(*n).ok()?, text))
+        for _ in 0..self.heads.len() {
+            match conn.reply()? {
+                Ok(()) => {}
+                Err(e) if !self.trim_warned => {
+                    tracing::warn!(
+                        error = %e,
+                        "Redis refused XTRIM: the event stream is not trimmed (the user needs XTRIM)"
+                    );
+                    self.trim_warned = true;
+                }
+                Err(_) => {}
             }
-            _ => None,
-        })
-        .collect()
+        }
+        retry.map_or(Ok(()), Err)
+    }
 }
 
 #[derive(Debug)]

@@ -582,65 +582,87 @@ fn a_stamped_event_is_72_bytes() {
     assert_eq!(std::mem::size_of::<super::Stamped>(), 72);
 }
 
-/// The Redis sink's own framing: two script calls written together read back, with redis-rs's
-/// parser, as the two commands with the lines' text, kinds and rooms as blobs.
+/// The Redis sink's own framing: `XADD`s to two streams read back, with redis-rs's parser, as
+/// the commands with each line's text, kind and room.
 #[test]
-fn script_calls_are_framed_as_resp() {
-    let mut batch = sink::Batch::default();
-    for (room, kind) in [("drop", 0), ("vip", 1)] {
-        batch
-            .text
-            .extend_from_slice(format!("{{\"room\":\"{room}\"}}").as_bytes());
-        batch.end_line(kind, room.into(), None);
-    }
-    let mut f = sink::Frame::default();
-    f.script_call(
-        "EVALSHA",
-        "abc",
-        "s:events",
-        1000,
-        batch.text_of(0..2),
-        batch.lines.iter(),
+fn xadds_are_framed_as_resp() {
+    let mut f = resp::Frame::default();
+    let (drop, vip) = (
+        resp::Frame::xadd_head("s:events"),
+        resp::Frame::xadd_head("s:vip"),
     );
-    f.script_call(
-        "EVAL",
-        "return 1",
-        "s:vip",
-        7,
-        batch.text_of(1..2),
-        batch.lines[1..].iter(),
-    );
-    let bulk = |b: &str| redis::Value::BulkString(b.as_bytes().to_vec());
     let (k0, k1) = (EventKind::NAMES[0], EventKind::NAMES[1]);
+    f.xadd(&drop, b"{\"room\":\"drop\"}", k0, "drop");
+    f.xadd(&vip, b"{\"room\":\"vip\"}", k1, "vip");
+    f.command(&[b"XTRIM", b"s:events", b"MAXLEN", b"~", b"1000"]);
+    let bulk = |b: &str| redis::Value::BulkString(b.as_bytes().to_vec());
     let mut parser = redis::Parser::new();
     let mut input = &f.bytes[..];
-    let first = parser.parse_value(&mut input).expect("first call");
+    let mut next = || parser.parse_value(&mut input).expect("a command");
+    let xadd = |key: &str, event: &str, kind: &str, room: &str| {
+        redis::Value::Array(
+            ["XADD", key, "*", "event", event, "kind", kind, "room", room]
+                .into_iter()
+                .map(bulk)
+                .collect(),
+        )
+    };
+    assert_eq!(next(), xadd("s:events", "{\"room\":\"drop\"}", k0, "drop"));
+    assert_eq!(next(), xadd("s:vip", "{\"room\":\"vip\"}", k1, "vip"));
     assert_eq!(
-        first,
-        redis::Value::Array(vec![
-            bulk("EVALSHA"),
-            bulk("abc"),
-            bulk("1"),
-            bulk("s:events"),
-            bulk("1000"),
-            bulk("{\"room\":\"drop\"}\n{\"room\":\"vip\"}\n"),
-            bulk(&format!("{k0}\n{k1}\n")),
-            bulk("drop\nvip\n"),
-        ])
+        next(),
+        redis::Value::Array(
+            ["XTRIM", "s:events", "MAXLEN", "~", "1000"]
+                .into_iter()
+                .map(bulk)
+                .collect()
+        )
     );
-    let second = parser.parse_value(&mut input).expect("second call");
-    assert_eq!(
-        second,
-        redis::Value::Array(vec![
-            bulk("EVAL"),
-            bulk("return 1"),
-            bulk("1"),
-            bulk("s:vip"),
-            bulk("7"),
-            bulk("{\"room\":\"vip\"}\n"),
-            bulk(&format!("{k1}\n")),
-            bulk("vip\n"),
-        ])
+    assert!(input.is_empty(), "nothing else framed");
+}
+
+/// The reply scanner: every RESP2 reply type, replies cut anywhere (more to read), and
+/// what is not RESP2.
+#[test]
+fn replies_are_scanned_whole_or_asked_for_more() {
+    use resp::{scan, Scan};
+    let replies: &[(&[u8], Result<(), String>)] = &[
+        (b"$15\r\n1732800000000-0\r\n", Ok(())),
+        (
+            b"-WRONGTYPE Operation against a key\r\n",
+            Err("WRONGTYPE Operation against a key".into()),
+        ),
+        (b":12\r\n", Ok(())),
+        (b"+OK\r\n", Ok(())),
+        (b"$-1\r\n", Ok(())),
+        (b"$0\r\n\r\n", Ok(())),
+        (b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n", Ok(())),
+        (b"*-1\r\n", Ok(())),
+    ];
+    for (bytes, want) in replies {
+        let mut joined = bytes.to_vec();
+        joined.extend_from_slice(b"+next\r\n");
+        assert_eq!(
+            scan(&joined),
+            Scan::Reply(bytes.len(), want.clone()),
+            "{bytes:?}"
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(scan(&bytes[..cut]), Scan::More, "{bytes:?} cut at {cut}");
+        }
+    }
+    assert!(matches!(scan(b"$3\r\nabcde\r\n"), Scan::Bad(_)));
+    assert!(matches!(scan(b"$x\r\n"), Scan::Bad(_)));
+    assert!(matches!(scan(b"%1\r\n"), Scan::Bad(_)));
+    let deep = "*1\r\n".repeat(20);
+    assert!(matches!(scan(deep.as_bytes()), Scan::Bad(_)));
+    assert!(
+        sink::transient("LOADING Redis is loading"),
+        "loading passes"
+    );
+    assert!(
+        !sink::transient("WRONGTYPE Operation against a key"),
+        "a wrong type is for good"
     );
 }
 
@@ -691,24 +713,6 @@ fn a_batch_keeps_its_pending_lines_in_order() {
         .for_each(|l| l.state = sink::Delivery::Sent);
     b.settle(|_| {});
     assert!(b.is_empty() && b.text.is_empty());
-}
-
-#[test]
-fn script_refusals_are_read_and_sorted() {
-    use redis::Value;
-    let reply = Value::Array(vec![
-        Value::Int(1),
-        Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
-        Value::Int(3),
-        Value::SimpleString("LOADING Redis is loading".into()),
-    ]);
-    let f = sink::failures(&reply);
-    assert_eq!(f.len(), 2);
-    assert_eq!(f[0].0, 1);
-    assert!(!sink::transient(&f[0].1), "a wrong type is for good");
-    assert_eq!(f[1].0, 3);
-    assert!(sink::transient(&f[1].1), "loading passes");
-    assert!(sink::failures(&Value::Array(vec![])).is_empty());
 }
 
 #[test]

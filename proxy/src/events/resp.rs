@@ -1,0 +1,316 @@
+//! The Redis sink's connection: RESP2 over one blocking socket, commands framed by the sink into
+//! one buffer and written with one `write(2)`, replies scanned where they were read (no value
+//! tree, nothing allocated per reply). A batch is one pipelined `XADD` per event, so the reply
+//! is one short bulk string (the entry's id) per event: redis-rs's parser built a `Value` for
+//! each, which on a saturated node cost more than the socket work.
+//!
+//! redis-rs still reads the URL (host, port or unix socket path, user, password, database);
+//! the connection speaks RESP2 (no `HELLO`), authenticates with `AUTH` and selects the database
+//! with `SELECT` when the URL has them.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use redis::{ConnectionAddr, IntoConnectionInfo};
+
+/// Nested arrays deeper than this in a reply are refused (a reply to `XADD` or `XTRIM` has none).
+const MAX_DEPTH: usize = 8;
+
+/// Commands in RESP, the Redis protocol: `*<argc>\r\n` then each argument as a bulk string,
+/// `$<len>\r\n<bytes>\r\n`. Several commands back to back are a pipeline.
+#[derive(Debug, Default)]
+pub(super) struct Frame {
+    pub bytes: Vec<u8>,
+}
+
+impl Frame {
+    /// Starts a command of `argc` arguments (after those already framed).
+    pub fn start(&mut self, argc: usize) {
+        self.bytes.push(b'*');
+        self.bytes
+            .extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    pub fn arg(&mut self, arg: &[u8]) {
+        self.bytes.push(b'$');
+        self.bytes
+            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+        self.bytes.extend_from_slice(arg);
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// A whole command.
+    pub fn command(&mut self, args: &[&[u8]]) {
+        self.start(args.len());
+        for a in args {
+            self.arg(a);
+        }
+    }
+
+    /// `XADD <key> * event <event> kind <kind> room <room>`, where `head` is
+    /// [`Frame::xadd_head`] of the key (the part that is the same for every entry of a stream).
+    pub fn xadd(&mut self, head: &[u8], event: &[u8], kind: &str, room: &str) {
+        self.bytes.extend_from_slice(head);
+        self.arg(event);
+        self.bytes.extend_from_slice(b"$4\r\nkind\r\n");
+        self.arg(kind.as_bytes());
+        self.bytes.extend_from_slice(b"$4\r\nroom\r\n");
+        self.arg(room.as_bytes());
+    }
+
+    /// The start of an [`xadd`](Frame::xadd) to `key`, up to the event's text.
+    pub fn xadd_head(key: &str) -> Vec<u8> {
+        let mut f = Frame::default();
+        f.start(9);
+        for a in [&b"XADD"[..], key.as_bytes(), b"*", b"event"] {
+            f.arg(a);
+        }
+        f.bytes
+    }
+}
+
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
+            Self::Unix(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One connection to Redis. Any `Err` from it leaves it in doubt: drop it and connect again.
+#[derive(Debug)]
+pub(super) struct Conn {
+    sock: Socket,
+    /// Bytes read: `buf[start..end]` are not yet scanned. Its length is its capacity (grown
+    /// only for a reply longer than it).
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+}
+
+/// The outcome of scanning for one reply.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// A whole reply of this many bytes: `Err` with the text of an error reply.
+    Reply(usize, Result<(), String>),
+    /// The reply is not all there yet.
+    More,
+    /// Not RESP2 (or nested deeper than anything we send asks for).
+    Bad(&'static str),
+}
+
+/// Scans one RESP2 reply at the start of `b`.
+pub(super) fn scan(b: &[u8]) -> Scan {
+    scan_at(b, 0)
+}
+
+fn scan_at(b: &[u8], depth: usize) -> Scan {
+    let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+        return Scan::More;
+    };
+    let head = &b[1..eol];
+    let after = eol + 2;
+    let number = || {
+        std::str::from_utf8(head)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    match b[0] {
+        b'+' | b':' => Scan::Reply(after, Ok(())),
+        b'-' => Scan::Reply(after, Err(String::from_utf8_lossy(head).into_owned())),
+        b'$' => match number() {
+            None => Scan::Bad("bad bulk length"),
+            Some(n) if n < 0 => Scan::Reply(after, Ok(())),
+            Some(n) => {
+                let end = usize::try_from(n).map_or(usize::MAX, |n| after.saturating_add(n));
+                match b.get(end..end.saturating_add(2)) {
+                    None => Scan::More,
+                    Some(b"\r\n") => Scan::Reply(end + 2, Ok(())),
+                    Some(_) => Scan::Bad("bulk string not ended by CRLF"),
+                }
+            }
+        },
+        b'*' => match number() {
+            None => Scan::Bad("bad array length"),
+            Some(_) if depth >= MAX_DEPTH => Scan::Bad("arrays nested too deep"),
+            Some(n) => {
+                let mut at = after;
+                for _ in 0..n.max(0) {
+                    match scan_at(&b[at..], depth + 1) {
+                        Scan::Reply(len, _) => at += len,
+                        other => return other,
+                    }
+                }
+                Scan::Reply(at, Ok(()))
+            }
+        },
+        _ => Scan::Bad("unknown reply type"),
+    }
+}
+
+impl Conn {
+    /// Connects to the Redis of `url` (`redis://[user:password@]host[:port][/db]` or
+    /// `unix:///path`), giving up after `timeout`, authenticates and selects the database.
+    pub fn open(url: &str, timeout: Duration) -> Result<Self, String> {
+        let info = url.into_connection_info().map_err(|e| e.to_string())?;
+        let sock = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let addrs = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("connect: {host}: {e}"))?;
+                let mut last = format!("connect: {host}: no address");
+                let mut found = None;
+                for a in addrs {
+                    match TcpStream::connect_timeout(&a, timeout) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = format!("connect: {a}: {e}"),
+                    }
+                }
+                let s = found.ok_or(last)?;
+                // The batch's last segment must not wait for an ACK of the one before.
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                Socket::Tcp(s)
+            }
+            ConnectionAddr::Unix(path) => Socket::Unix(
+                UnixStream::connect(path)
+                    .map_err(|e| format!("connect: {}: {e}", path.display()))?,
+            ),
+            _ => return Err("the events sink does not speak TLS (rediss://)".to_owned()),
+        };
+        let mut conn = Conn {
+            sock,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            timeout: Duration::ZERO,
+        };
+        conn.set_timeout(timeout)?;
+        let settings = info.redis_settings();
+        let mut hello = Frame::default();
+        let mut steps = Vec::new();
+        if let Some(password) = settings.password() {
+            match settings.username() {
+                Some(user) => hello.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => hello.command(&[b"AUTH", password.as_bytes()]),
+            }
+            steps.push("AUTH");
+        }
+        if settings.db() != 0 {
+            let db = itoa::Buffer::new().format(settings.db()).to_owned();
+            hello.command(&[b"SELECT", db.as_bytes()]);
+            steps.push("SELECT");
+        }
+        if !steps.is_empty() {
+            conn.write(&hello.bytes)?;
+            for step in steps {
+                conn.reply()?.map_err(|e| format!("{step}: {e}"))?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Sets the read and write timeout (if it changed).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), String> {
+        if self.timeout != timeout {
+            self.sock.set_timeouts(timeout).map_err(|e| e.to_string())?;
+            self.timeout = timeout;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` whole.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.sock
+            .write_all(bytes)
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// The next reply: `Ok(Err(text))` when it is an error reply (Redis refused that command),
+    /// `Err` when the connection failed or the server spoke something else than RESP2.
+    pub fn reply(&mut self) -> Result<Result<(), String>, String> {
+        loop {
+            match scan(&self.buf[self.start..self.end]) {
+                Scan::Reply(len, r) => {
+                    self.start += len;
+                    return Ok(r);
+                }
+                Scan::More => self.fill()?,
+                Scan::Bad(why) => return Err(format!("Redis protocol error: {why}")),
+            }
+        }
+    }
+
+    /// Reads more of the replies (blocking, for at most the timeout).
+    fn fill(&mut self) -> Result<(), String> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.buf.len() {
+            // A reply not yet whole fills the rest of the buffer: move it to the front, and grow
+            // the buffer if it was already there.
+            if self.start == 0 {
+                self.buf.resize(self.buf.len() * 2, 0);
+            } else {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+            }
+        }
+        match self.sock.read(&mut self.buf[self.end..]) {
+            Ok(0) => Err("Redis closed the connection".to_owned()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(format!("no reply within {:?}", self.timeout))
+            }
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+}
