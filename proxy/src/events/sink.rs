@@ -204,51 +204,51 @@ impl std::fmt::Debug for RedisSink {
     }
 }
 
-/// How long Redis takes to answer a batch, per event, so the sink can sleep through most of it
-/// before it reads the replies.
+/// How long Redis takes to answer a batch, per event, so the sink can sleep until the replies
+/// are all there and read them without blocking.
 ///
 /// Redis reads a long pipeline 16 KB at a time and answers each part before it reads the next,
-/// so a reader that blocks at once is woken for every part: four per 256-event batch. Each
-/// wake-up takes the node's core from its worker thread, and costs the worker more than the
-/// wake-up's own time (its cache): on a saturated node the worker's own CPU per arrival was
-/// 1.5 % above the "off" node's with a blocking read at once, 0.5 % after sleeping first, and
-/// the events thread's share went from 2.9 % to 2.5 % (`loadtests/events-bench.sh 5 10 redis`,
-/// `loadtests/results/2026-11-28T1500-events.md`).
+/// so a reader that blocks at once is woken for every part: four per 256-event batch, each by
+/// the other core (Redis's). Each wake-up takes the node's core from its worker thread and
+/// costs the worker more than its own time.
 ///
-/// The estimate is a moving average over batches of at least [`Pace::MIN_EVENTS`] (smaller
-/// ones are cheap and dominated by the round trip); the sleep is [`Pace::SHARE`] of the expected
-/// time, at most [`Pace::MAX_WAIT`], so replies are read about when the last of them arrives
-/// and never much later. When Redis answers faster than expected, the sleep sets the measured
-/// time and the estimate falls by about a twentieth a batch; when it is slower, the reader
-/// blocks for the rest as before and the estimate rises.
+/// The sleep aims just past the expected time: when the replies were all there on waking, the
+/// next sleep is a little shorter ([`Pace::SHRINK`]); when the reader still had to wait, the
+/// estimate becomes the time measured, plus a tenth ([`Pace::MARGIN`]). Batches smaller than
+/// [`Pace::MIN_EVENTS`] are not paced (they are cheap, and the round trip dominates them); no
+/// sleep is longer than [`Pace::MAX_WAIT`].
 #[derive(Debug, Default)]
-struct Pace {
+pub(super) struct Pace {
     ns_per_event: f64,
 }
 
 impl Pace {
-    const MIN_EVENTS: usize = 64;
-    const SHARE: f64 = 0.8;
-    const MAX_WAIT: Duration = Duration::from_millis(2);
+    pub const MIN_EVENTS: usize = 64;
+    pub const MAX_WAIT: Duration = Duration::from_millis(10);
+    pub const MARGIN: f64 = 1.1;
+    pub const SHRINK: f64 = 0.98;
+    /// Reading the replies took longer than this after the sleep: the reader blocked.
+    pub const BLOCKED: Duration = Duration::from_micros(50);
 
-    fn wait(&self, events: usize) -> Option<Duration> {
+    pub fn wait(&self, events: usize) -> Option<Duration> {
         if events < Self::MIN_EVENTS || self.ns_per_event <= 0.0 {
             return None;
         }
-        let ns = self.ns_per_event * events as f64 * Self::SHARE;
+        let ns = self.ns_per_event * events as f64;
         Some(Duration::from_nanos(ns as u64).min(Self::MAX_WAIT))
     }
 
-    fn record(&mut self, events: usize, took: Duration) {
+    /// A batch of `events` was answered `took` after it was written, the last `reading` of it
+    /// spent reading after the sleep.
+    pub fn record(&mut self, events: usize, took: Duration, reading: Duration) {
         if events < Self::MIN_EVENTS {
             return;
         }
-        let x = took.as_nanos() as f64 / events as f64;
-        self.ns_per_event = if self.ns_per_event > 0.0 {
-            self.ns_per_event * 0.8 + x * 0.2
+        if self.ns_per_event <= 0.0 || reading > Self::BLOCKED {
+            self.ns_per_event = took.as_nanos() as f64 / events as f64 * Self::MARGIN;
         } else {
-            x
-        };
+            self.ns_per_event *= Self::SHRINK;
+        }
     }
 }
 
@@ -361,6 +361,7 @@ impl RedisSink {
         if let Some(wait) = self.pace.wait(pending.len()) {
             std::thread::sleep(wait);
         }
+        let woke = Instant::now();
         let mut retry = None;
         let mut refused = None;
         let mut failed = None;
@@ -386,7 +387,8 @@ impl RedisSink {
         if let Some(e) = failed {
             return Err(e);
         }
-        self.pace.record(pending.len(), written.elapsed());
+        self.pace
+            .record(pending.len(), written.elapsed(), woke.elapsed());
         for _ in 0..self.heads.len() {
             match conn.reply()? {
                 Ok(()) => {}

@@ -666,6 +666,47 @@ fn replies_are_scanned_whole_or_asked_for_more() {
     );
 }
 
+/// The Redis sink's pacing: no sleep before it has measured a batch or for small batches; after
+/// a batch the reader had to wait for, the sleep is the measured time plus the margin; after
+/// one whose replies were all there, a little shorter each time; never above the cap.
+#[test]
+fn the_redis_sink_sleeps_about_as_long_as_redis_takes() {
+    use sink::Pace;
+    let ms = Duration::from_millis;
+    let mut p = Pace::default();
+    assert_eq!(p.wait(256), None, "nothing measured yet");
+    // 256 events answered 1 ms after the write, the reader blocked for most of it.
+    p.record(256, ms(1), Duration::from_micros(900));
+    let first = p.wait(256).expect("paced");
+    assert!((1_090..=1_110).contains(&first.as_micros()), "{first:?}");
+    assert_eq!(
+        p.wait(Pace::MIN_EVENTS - 1),
+        None,
+        "small batches are not paced"
+    );
+    let half = p.wait(128).expect("paced");
+    assert!(
+        (540..=560).contains(&half.as_micros()),
+        "in proportion: {half:?}"
+    );
+    // Replies all there on waking: each sleep a little shorter.
+    p.record(256, first, Duration::from_micros(5));
+    let shorter = p.wait(256).expect("paced");
+    assert!(
+        shorter < first && shorter > first * 9 / 10,
+        "{shorter:?} after {first:?}"
+    );
+    // The reader had to wait again: back to the measured time plus the margin.
+    p.record(256, ms(2), ms(1));
+    let again = p.wait(256).expect("paced");
+    assert!((2_190..=2_210).contains(&again.as_micros()), "{again:?}");
+    // Small batches teach nothing; a huge estimate is capped.
+    p.record(10, ms(500), ms(500));
+    assert_eq!(p.wait(256), Some(again));
+    p.record(256, Duration::from_secs(5), Duration::from_secs(5));
+    assert_eq!(p.wait(256), Some(Pace::MAX_WAIT));
+}
+
 /// A batch after a partial failure keeps only its pending lines, in order, with their text.
 #[test]
 fn a_batch_keeps_its_pending_lines_in_order() {
