@@ -124,7 +124,7 @@ impl fmt::Debug for RedisShared {
 }
 
 impl RedisShared {
-    /// Shared state on `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
+    /// Shared state on `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
     pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
         Ok(Self {

@@ -138,15 +138,7 @@ pub(super) fn build(
     only("keep_files", e.keep_files.is_some(), "file")?;
 
     if let Some(url) = &e.url {
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
-            return Err(ctx.err(
-                "events.url",
-                "must start with redis://, rediss:// or unix://",
-            ));
-        }
+        super::check_redis_url(ctx, "events.url", url)?;
     }
     let stream = e
         .stream

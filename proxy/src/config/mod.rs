@@ -241,6 +241,25 @@ impl Ctx<'_> {
     }
 }
 
+/// A Redis URL Flashgate can connect to: `redis://` or `unix://`, and one redis-rs reads.
+/// `rediss://` is refused here rather than at the first connection: this build has no TLS client
+/// for Redis (reach a TLS-only Redis through a local TLS tunnel, e.g. stunnel on 127.0.0.1).
+fn check_redis_url(ctx: &Ctx<'_>, key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("rediss://") {
+        return Err(ctx.err(
+            key,
+            "rediss:// (TLS) is not supported: use redis:// (on a private network, or to a local \
+             TLS tunnel) or unix://",
+        ));
+    }
+    if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+        return Err(ctx.err(key, "must start with redis:// or unix://"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| ctx.err(key, format!("not a Redis URL: {e}")))
+}
+
 impl Config {
     /// Reads, parses and validates `path`. `now` anchors relative event times (`+90s`).
     pub fn load(path: &Path, now: UnixMillis) -> Result<Config, ConfigError> {
@@ -651,15 +670,7 @@ fn build_store(
         ("memory", None) => StoreKind::Memory,
         ("memory", Some(_)) => return Err(ctx.err("store.url", "only used with kind = \"redis\"")),
         ("redis", Some(url)) => {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
-                return Err(ctx.err(
-                    "store.url",
-                    "must start with redis://, rediss:// or unix://",
-                ));
-            }
+            check_redis_url(ctx, "store.url", url)?;
             StoreKind::Redis {
                 url: url.clone(),
                 cluster: s.cluster,

@@ -136,7 +136,7 @@ pub(crate) struct LazyRedis {
 }
 
 impl LazyRedis {
-    /// A client for `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
+    /// A client for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node. No I/O.
     pub(crate) fn new(url: &str, cluster: bool) -> Result<Self, String> {
         let target = if cluster {
@@ -239,7 +239,7 @@ fn bad(what: &str) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://`, `rediss://`, `unix://`); `cluster` uses the Cluster
+    /// A store for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
     pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
         Ok(Self {
