@@ -36,8 +36,12 @@
 # Every round starts both nodes afresh (alternating which starts first): two processes of the
 # same binary and config differ by a few per cent (address-space layout, hash seeds), and a
 # fresh pair per round keeps that out of the medians.
-# Reported per request: the node's CPU time (all threads, exact: /proc/PID/task/*/schedstat),
-# and req/s; the ratio is taken per round (both nodes measured together), then the median.
+# Measured over one window for both nodes: from 1 s after their load generators started to 1 s
+# before they stop, the nodes' own request counters (/metrics) and CPU time (all threads, exact:
+# /proc/PID/task/*/schedstat) read at the same two moments. (wrk's own req/s, also printed, is
+# each over its own run: the two runs start and stop a little apart, and wrk ends a run on a
+# 100 ms-ish tick, which alone moved the on/off ratio by ±2 % a round.) The ratios are taken
+# per round (both nodes measured together), then the median.
 # Split for arrivals: the events thread's share of the "on" node's CPU, and the worker
 # thread's own CPU per request on / off (the request path's part).
 set -euo pipefail
@@ -45,6 +49,7 @@ cd "$(dirname "$0")/.."
 DUR="${1:-5}"
 ROUNDS="${2:-6}"
 SINK="${3:-file}"
+[ "$DUR" -ge 3 ] 2>/dev/null || { echo "events-bench: DURATION_SECONDS must be at least 3 (the window leaves out 1 s at each end)" >&2; exit 2; }
 scripts/setup.sh bench
 cargo build --release -q -p flashgate
 BIN=target/release
@@ -114,16 +119,25 @@ cpu_ns() {
 }
 
 declare -A rps cpu ratio_rps ratio_cpu
-shares=""; busy=""; workers=""; lags=""
-pair() { # kind path
-  local w port cookie args pid out
-  declare -A c0 e0 w0 o
-  # Read before the CPU snapshots: the scrape is not part of the window's account.
-  local s0; s0=$(metric on flashgate_events_sent_total)
+shares=""; busy=""; workers=""; lags=""; wrk_ratios=""
+declare -A S
+# snap TAG: both nodes' request counters, CPU (all threads, the events thread, the worker)
+# and the "on" node's events delivered, at one moment.
+snap() {
+  local w pid
+  S[$1_t]=$(date +%s%N)
   for w in off on; do
-    pid=$(pid_of $w); c0[$w]=$(cpu_ns "$pid"); e0[$w]=$(cpu_ns "$pid" "BG events")
-    w0[$w]=$(cpu_ns "$pid" flashgate)
+    S[$1_req_$w]=$(metric $w flashgate_requests_total)
   done
+  S[$1_sent]=$(metric on flashgate_events_sent_total)
+  for w in off on; do
+    pid=$(pid_of $w); S[$1_cpu_$w]=$(cpu_ns "$pid"); S[$1_ev_$w]=$(cpu_ns "$pid" "BG events")
+    S[$1_wk_$w]=$(cpu_ns "$pid" flashgate)
+  done
+}
+pair() { # kind path
+  local w port cookie args out
+  declare -A o
   for w in off on; do
     port=$OFF; cookie="Cookie: $PASS_OFF"
     [ $w = on ] && { port=$ON; cookie="Cookie: $PASS_ON"; }
@@ -131,29 +145,38 @@ pair() { # kind path
     taskset -c 0 wrk "${args[@]}" "http://127.0.0.1:$port$2" > "$work/wrk-$w.out" &
     o[$w]=$!
   done
+  # The window: from 1 s after both load generators started to 1 s before they stop, so both
+  # nodes are loaded throughout it; each node's own counters at the same two moments.
+  sleep 1; snap a; sleep $((DUR - 2)); snap b
   wait "${o[off]}" "${o[on]}"
-  local d r n c total=0
-  declare -A R C W
+  local d n secs total=0
+  declare -A R C W N
+  secs=$(awk -v a="${S[a_t]}" -v b="${S[b_t]}" 'BEGIN{print (b - a) / 1e9}')
   for w in off on; do
-    pid=$(pid_of $w); out=$(cat "$work/wrk-$w.out")
-    d=$(( $(cpu_ns "$pid") - c0[$w] )); total=$((total + d))
-    r=$(echo "$out" | awk '/Requests\/sec/{print $2}'); n=$(echo "$out" | awk '/requests in/{print $1}')
-    c=$(awk -v d="$d" -v n="$n" 'BEGIN{printf "%.3f", d / 1000 / n}')
-    rps[$1_$w]+="$r "; cpu[$1_$w]+="$c "; R[$w]=$r; C[$w]=$c
-    W[$w]=$(awk -v d="$(( $(cpu_ns "$pid" flashgate) - w0[$w] ))" -v n="$n" 'BEGIN{printf "%.3f", d / 1000 / n}')
-    if [ $w = on ] && [ "$1" = arrival ]; then
-      shares+="$(awk -v a="$(( $(cpu_ns "$pid" "BG events") - e0[on] ))" -v b="$d" 'BEGIN{printf "%.4f", b ? a / b : 0}') "
-    fi
+    n=$(( ${S[b_req_$w]} - ${S[a_req_$w]} )); N[$w]=$n
+    d=$(( ${S[b_cpu_$w]} - ${S[a_cpu_$w]} )); total=$((total + d))
+    R[$w]=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.1f", n / s}')
+    C[$w]=$(awk -v d="$d" -v n="$n" 'BEGIN{printf "%.3f", d / 1000 / n}')
+    W[$w]=$(awk -v d="$(( ${S[b_wk_$w]} - ${S[a_wk_$w]} ))" -v n="$n" 'BEGIN{printf "%.3f", d / 1000 / n}')
+    rps[$1_$w]+="${R[$w]} "; cpu[$1_$w]+="${C[$w]} "
   done
-  # Events of this window's arrivals still undelivered when it closed: their delivery's CPU is
-  # not in the window's account (a Redis that fell behind would flatter the "on" node).
-  [ "$1" = arrival ] && lags+="$(awk -v n="$n" -v d="$(( $(metric on flashgate_events_sent_total) - s0 ))" 'BEGIN{printf "%.4f", n ? (n - d) / n : 0}') "
+  if [ "$1" = arrival ]; then
+    shares+="$(awk -v a="$(( ${S[b_ev_on]} - ${S[a_ev_on]} ))" -v b="$(( ${S[b_cpu_on]} - ${S[a_cpu_on]} ))" 'BEGIN{printf "%.4f", b ? a / b : 0}') "
+    # The window's arrivals less the events delivered in it: the backlog the window left
+    # (its delivery's CPU is not in the window's account; a Redis that fell behind would
+    # flatter the "on" node).
+    lags+="$(awk -v n="${N[on]}" -v d="$(( ${S[b_sent]} - ${S[a_sent]} ))" 'BEGIN{printf "%.4f", n ? (n - d) / n : 0}') "
+    workers+="$(awk -v a="${W[on]}" -v b="${W[off]}" 'BEGIN{printf "%.4f", a / b}') "
+  fi
   # Both nodes together should keep CPU 1 busy; if not, the load generator was the limit.
-  busy+="$(awk -v t="$total" -v s="$DUR" 'BEGIN{printf "%.3f", t / 1e9 / s}') "
+  busy+="$(awk -v t="$total" -v s="$secs" 'BEGIN{printf "%.3f", t / 1e9 / s}') "
   ratio_rps[$1]+="$(awk -v a="${R[on]}" -v b="${R[off]}" 'BEGIN{printf "%.4f", a / b}') "
   ratio_cpu[$1]+="$(awk -v a="${C[on]}" -v b="${C[off]}" 'BEGIN{printf "%.4f", a / b}') "
-  [ "$1" = arrival ] && workers+="$(awk -v a="${W[on]}" -v b="${W[off]}" 'BEGIN{printf "%.4f", a / b}') "
-  echo "  $1: off ${R[off]} req/s ${C[off]} µs CPU/req | on ${R[on]} req/s ${C[on]} µs CPU/req"
+  # wrk's own figures, for comparison: each over its own run (their starts and ends differ).
+  local r_on r_off
+  r_off=$(awk '/Requests\/sec/{print $2}' "$work/wrk-off.out"); r_on=$(awk '/Requests\/sec/{print $2}' "$work/wrk-on.out")
+  [ "$1" = arrival ] && wrk_ratios+="$(awk -v a="$r_on" -v b="$r_off" 'BEGIN{printf "%.4f", a / b}') "
+  echo "  $1: off ${R[off]} req/s ${C[off]} µs CPU/req | on ${R[on]} req/s ${C[on]} µs CPU/req (wrk: off $r_off, on $r_on req/s)"
 }
 [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ] ||
   echo "events-bench: autogroup scheduling is off: the core is shared per thread, which favours the 'on' node slightly" >&2
@@ -184,6 +207,7 @@ echo "$SINK sink; medians of $ROUNDS rounds of ${DUR}s; ratios are per round (bo
 echo "events delivered by the 'on' nodes: $sent, dropped: $dropped"
 echo "share of the 'on' node's CPU used by the events service's thread during arrivals: $(echo "$shares" | median | awk '{printf "%.1f %%", $1 * 100}')"
 echo "the worker thread's own CPU/req during arrivals, on / off: $(echo "$workers" | median) ($(echo "$workers" | range)) — the request path's events code is the same for every sink"
+echo "arrivals on / off as wrk counts them (each over its own run): $(echo "$wrk_ratios" | median) ($(echo "$wrk_ratios" | range))"
 echo "arrivals whose event was not yet delivered when the window closed: at most $(echo "$lags" | tr ' ' '\n' | grep -v '^$' | sort -g | tail -1 | awk '{printf "%.2f %%", $1 * 100}') of a window's"
 if [ -n "${REDIS:-}" ]; then
   # Redis's own CPU (its whole life: start-up and idle ticks included) per event it stored.
