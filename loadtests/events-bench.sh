@@ -6,7 +6,9 @@
 #
 #   loadtests/events-bench.sh [DURATION_SECONDS] [ROUNDS] [SINK]  (default 5 s, 6 rounds, file)
 #
-# EVENTS_EXTRA adds lines to the "on" node's [events] table (e.g. EVENTS_EXTRA='batch = 1024').
+# EVENTS_EXTRA adds lines to the "on" node's [events] table (e.g. EVENTS_EXTRA='batch = 256').
+# REDIS_URL (with SINK redis) uses a Redis you run instead of starting one, e.g. on another
+# host, which keeps Redis's own work off this machine's cores.
 #
 # SINK is `file` (a JSON-lines file in a scratch directory), `redis` (a redis-server the
 # script starts on a free port, on CPU 0 with the load generator: the node pays for building
@@ -84,12 +86,17 @@ max_bytes = 67108864
 keep_files = 1
 ${EVENTS_EXTRA:-}" ;;
   redis | redis-unix)
+    if [ -n "${REDIS_URL:-}" ]; then
+      # A Redis you run (on another host, say): nothing started here, no Redis CPU reported.
+      url=$REDIS_URL
+    else
     REDIS=$(port)
     sched=(chrt --idle 0); [ "${REDIS_SCHED:-idle}" = normal ] && sched=()
     "${sched[@]}" taskset -c 0 redis-server --port "$REDIS" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
       --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
     for _ in $(seq 1 200); do redis-cli -p "$REDIS" ping >/dev/null 2>&1 && break; sleep 0.05; done
     url="redis://127.0.0.1:$REDIS"; [ "$SINK" = redis-unix ] && url="unix://$work/redis.sock"
+    fi
     EVENTS="[events]
 sink = \"redis\"
 url = \"$url\"

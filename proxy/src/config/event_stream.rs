@@ -22,7 +22,7 @@ const DEFAULT_KEEP_FILES: u32 = 5;
 const MAX_KEEP_FILES: u32 = 100;
 const DEFAULT_BUFFER: usize = 10_000;
 const MAX_BUFFER: usize = 1_000_000;
-const DEFAULT_BATCH: usize = 256;
+const DEFAULT_BATCH: usize = 1024;
 const MAX_BATCH: usize = 10_000;
 
 /// Where events are delivered.
@@ -300,7 +300,7 @@ servers = ["127.0.0.1:3000"]
     fn off_by_default() {
         let e = parse("");
         assert_eq!(e.sink, EventSink::Off);
-        assert_eq!((e.buffer.get(), e.batch.get()), (10_000, 256));
+        assert_eq!((e.buffer.get(), e.batch.get()), (10_000, 1024));
         assert!(!e.node.is_empty() && e.node.len() <= 64);
         assert!(e.rooms.is_empty());
     }

@@ -51,25 +51,35 @@ impl Frame {
         }
     }
 
-    /// `XADD <key> * event <event> kind <kind> room <room>`, where `head` is
-    /// [`Frame::xadd_head`] of the key (the part that is the same for every entry of a stream).
-    pub fn xadd(&mut self, head: &[u8], event: &[u8], kind: &str, room: &str) {
+    /// `XADD <key> * event <event> kind <kind> room <room>`, where `head` and `tail` are
+    /// [`Frame::xadd_parts`] of the key, kind and room (what is the same for every such entry).
+    pub fn xadd(&mut self, head: &[u8], event: &[u8], tail: &[u8]) {
+        let mut len = itoa::Buffer::new();
+        let len = len.format(event.len()).as_bytes();
+        self.bytes
+            .reserve(head.len() + len.len() + event.len() + tail.len() + 3);
         self.bytes.extend_from_slice(head);
-        self.arg(event);
-        self.bytes.extend_from_slice(b"$4\r\nkind\r\n");
-        self.arg(kind.as_bytes());
-        self.bytes.extend_from_slice(b"$4\r\nroom\r\n");
-        self.arg(room.as_bytes());
+        self.bytes.push(b'$');
+        self.bytes.extend_from_slice(len);
+        self.bytes.extend_from_slice(b"\r\n");
+        self.bytes.extend_from_slice(event);
+        self.bytes.extend_from_slice(tail);
     }
 
-    /// The start of an [`xadd`](Frame::xadd) to `key`, up to the event's text.
-    pub fn xadd_head(key: &str) -> Vec<u8> {
-        let mut f = Frame::default();
-        f.start(9);
+    /// The parts of an [`xadd`](Frame::xadd) around the event's text: up to its length, and
+    /// from the end of its text on.
+    pub fn xadd_parts(key: &str, kind: &str, room: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut head = Frame::default();
+        head.start(9);
         for a in [&b"XADD"[..], key.as_bytes(), b"*", b"event"] {
-            f.arg(a);
+            head.arg(a);
         }
-        f.bytes
+        let mut tail = Frame::default();
+        tail.bytes.extend_from_slice(b"\r\n");
+        for a in [&b"kind"[..], kind.as_bytes(), b"room", room.as_bytes()] {
+            tail.arg(a);
+        }
+        (head.bytes, tail.bytes)
     }
 }
 
@@ -143,20 +153,20 @@ pub(super) fn scan(b: &[u8]) -> Scan {
 }
 
 fn scan_at(b: &[u8], depth: usize) -> Scan {
-    let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+    let Some(cr) = b.iter().position(|&c| c == b'\r') else {
         return Scan::More;
     };
-    let head = &b[1..eol];
-    let after = eol + 2;
-    let number = || {
-        std::str::from_utf8(head)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-    };
+    match b.get(cr + 1) {
+        None => return Scan::More,
+        Some(b'\n') => {}
+        Some(_) => return Scan::Bad("CR without LF"),
+    }
+    let head = &b[1..cr];
+    let after = cr + 2;
     match b[0] {
         b'+' | b':' => Scan::Reply(after, Ok(())),
         b'-' => Scan::Reply(after, Err(String::from_utf8_lossy(head).into_owned())),
-        b'$' => match number() {
+        b'$' => match number(head) {
             None => Scan::Bad("bad bulk length"),
             Some(n) if n < 0 => Scan::Reply(after, Ok(())),
             Some(n) => {
@@ -168,7 +178,7 @@ fn scan_at(b: &[u8], depth: usize) -> Scan {
                 }
             }
         },
-        b'*' => match number() {
+        b'*' => match number(head) {
             None => Scan::Bad("bad array length"),
             Some(_) if depth >= MAX_DEPTH => Scan::Bad("arrays nested too deep"),
             Some(n) => {
@@ -184,6 +194,25 @@ fn scan_at(b: &[u8], depth: usize) -> Scan {
         },
         _ => Scan::Bad("unknown reply type"),
     }
+}
+
+/// A RESP length: an optional `-` and 1 to 18 digits.
+fn number(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
 }
 
 impl Conn {

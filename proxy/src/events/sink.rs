@@ -188,8 +188,10 @@ pub(super) struct RedisSink {
     conn: Option<resp::Conn>,
     /// The pipeline being sent (kept for its capacity).
     frame: Frame,
-    /// Per stream of the batch: its key and the start of its `XADD`s (kept between batches).
-    heads: Vec<(Option<Arc<str>>, Vec<u8>)>,
+    /// The framing of the entries sent so far, by stream, kind and room (kept between batches).
+    shapes: Vec<Shape>,
+    /// The streams of the batch being sent, in order of first appearance.
+    streams: Vec<Option<Arc<str>>>,
     /// Whether a refused `XTRIM` has been logged (once per connection).
     trim_warned: bool,
     pace: Pace,
@@ -202,6 +204,22 @@ impl std::fmt::Debug for RedisSink {
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The framing of the `XADD`s of one stream, kind and room: the parts before and after the
+/// event's text ([`Frame::xadd_parts`]), framed once rather than per entry.
+#[derive(Debug)]
+struct Shape {
+    stream: Option<Arc<str>>,
+    kind: usize,
+    room: Arc<str>,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Shape {
+    /// Beyond this many (rooms × kinds, in practice a few dozen) the cache starts afresh.
+    const MAX_KEPT: usize = 1024;
 }
 
 /// How long Redis takes to answer a batch, per event, so the sink can sleep until the replies
@@ -277,7 +295,8 @@ impl RedisSink {
             maxlen,
             conn: None,
             frame: Frame::default(),
-            heads: Vec::new(),
+            shapes: Vec::new(),
+            streams: Vec::new(),
             trim_warned: false,
             pace: Pace::default(),
         }
@@ -305,27 +324,40 @@ impl RedisSink {
     /// Frames the pipeline for the batch's pending lines (`pending`) into `self.frame`.
     fn frame(&mut self, batch: &Batch, pending: &[usize]) {
         self.frame.bytes.clear();
-        self.heads.clear();
+        self.streams.clear();
+        let mut last = usize::MAX;
         for &i in pending {
             let line = &batch.lines[i];
-            let at = match self.heads.iter().position(|(s, _)| *s == line.stream) {
-                Some(at) => at,
-                None => {
-                    let key = line.stream.as_deref().unwrap_or(&self.stream);
-                    self.heads
-                        .push((line.stream.clone(), Frame::xadd_head(key)));
-                    self.heads.len() - 1
+            let hit =
+                |s: &Shape| s.kind == line.kind && s.room == line.room && s.stream == line.stream;
+            if !self.shapes.get(last).is_some_and(hit) {
+                last = match self.shapes.iter().position(hit) {
+                    Some(at) => at,
+                    None => {
+                        if self.shapes.len() >= Shape::MAX_KEPT {
+                            self.shapes.clear();
+                        }
+                        let key = line.stream.as_deref().unwrap_or(&self.stream);
+                        let (head, tail) = Frame::xadd_parts(key, line.kind_name(), &line.room);
+                        self.shapes.push(Shape {
+                            stream: line.stream.clone(),
+                            kind: line.kind,
+                            room: line.room.clone(),
+                            head,
+                            tail,
+                        });
+                        self.shapes.len() - 1
+                    }
+                };
+                if !self.streams.contains(&line.stream) {
+                    self.streams.push(line.stream.clone());
                 }
-            };
-            self.frame.xadd(
-                &self.heads[at].1,
-                batch.json(i),
-                line.kind_name(),
-                &line.room,
-            );
+            }
+            let shape = &self.shapes[last];
+            self.frame.xadd(&shape.head, batch.json(i), &shape.tail);
         }
         let maxlen = itoa::Buffer::new().format(self.maxlen).to_owned();
-        for (stream, _) in &self.heads {
+        for stream in &self.streams {
             let key = stream.as_deref().unwrap_or(&self.stream);
             self.frame
                 .command(&[b"XTRIM", key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes()]);
@@ -389,7 +421,7 @@ impl RedisSink {
         }
         self.pace
             .record(pending.len(), written.elapsed(), woke.elapsed());
-        for _ in 0..self.heads.len() {
+        for _ in 0..self.streams.len() {
             match conn.reply()? {
                 Ok(()) => {}
                 Err(e) if !self.trim_warned => {

@@ -587,13 +587,11 @@ fn a_stamped_event_is_72_bytes() {
 #[test]
 fn xadds_are_framed_as_resp() {
     let mut f = resp::Frame::default();
-    let (drop, vip) = (
-        resp::Frame::xadd_head("s:events"),
-        resp::Frame::xadd_head("s:vip"),
-    );
     let (k0, k1) = (EventKind::NAMES[0], EventKind::NAMES[1]);
-    f.xadd(&drop, b"{\"room\":\"drop\"}", k0, "drop");
-    f.xadd(&vip, b"{\"room\":\"vip\"}", k1, "vip");
+    let drop = resp::Frame::xadd_parts("s:events", k0, "drop");
+    let vip = resp::Frame::xadd_parts("s:vip", k1, "vip");
+    f.xadd(&drop.0, b"{\"room\":\"drop\"}", &drop.1);
+    f.xadd(&vip.0, b"{\"room\":\"vip\"}", &vip.1);
     f.command(&[b"XTRIM", b"s:events", b"MAXLEN", b"~", b"1000"]);
     let bulk = |b: &str| redis::Value::BulkString(b.as_bytes().to_vec());
     let mut parser = redis::Parser::new();
