@@ -218,8 +218,9 @@ struct Shape {
 }
 
 impl Shape {
-    /// Beyond this many (rooms × kinds, in practice a few dozen) the cache starts afresh.
-    const MAX_KEPT: usize = 1024;
+    /// Beyond this many (rooms × kinds, in practice a few dozen) the cache starts afresh (in
+    /// unit tests after a few, so that they cover it).
+    const MAX_KEPT: usize = if cfg!(test) { 3 } else { 1024 };
 }
 
 /// How long Redis takes to answer a batch, per event, so the sink can sleep until the replies
@@ -288,7 +289,7 @@ pub(super) fn transient(err: &str) -> bool {
 }
 
 impl RedisSink {
-    fn new(url: String, stream: String, maxlen: u64) -> Self {
+    pub(super) fn new(url: String, stream: String, maxlen: u64) -> Self {
         Self {
             url,
             stream,
@@ -362,6 +363,14 @@ impl RedisSink {
             self.frame
                 .command(&[b"XTRIM", key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes()]);
         }
+    }
+
+    /// The pipeline for all of `batch`'s lines, as it goes on the wire (for tests).
+    #[cfg(test)]
+    pub(super) fn pipeline(&mut self, batch: &Batch) -> &[u8] {
+        let pending: Vec<usize> = (0..batch.len()).collect();
+        self.frame(batch, &pending);
+        &self.frame.bytes
     }
 
     fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {

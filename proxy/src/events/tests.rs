@@ -619,6 +619,67 @@ fn xadds_are_framed_as_resp() {
     assert!(input.is_empty(), "nothing else framed");
 }
 
+/// A whole batch's pipeline as the Redis sink writes it (each entry framed from its cache): every entry to its stream with its kind and room, in order, then one
+/// `XTRIM` per stream — across more kinds and rooms than the framing cache keeps.
+#[test]
+fn a_batch_pipeline_reads_back_entry_for_entry() {
+    let mut batch = sink::Batch::default();
+    let rooms = ["a", "b", "a", "c", "d", "d", "e", "a"];
+    let mut want = Vec::new();
+    for (n, room) in rooms.iter().enumerate() {
+        let json = format!("{{\"n\":{n}}}");
+        batch.text.extend_from_slice(json.as_bytes());
+        let stream: Option<std::sync::Arc<str>> = (*room == "e").then(|| "s:e".into());
+        let kind = n % 2;
+        batch.end_line(kind, (*room).into(), stream.clone());
+        want.push((
+            stream.as_deref().unwrap_or("s:all").to_owned(),
+            json,
+            kind,
+            *room,
+        ));
+    }
+    let mut s = sink::RedisSink::new("redis://127.0.0.1:1".into(), "s:all".into(), 500);
+    for _ in 0..2 {
+        // Twice: the second time from the framing kept from the first.
+        let bytes = s.pipeline(&batch).to_vec();
+        let mut parser = redis::Parser::new();
+        let mut input = &bytes[..];
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("not a bulk string: {other:?}"),
+        };
+        for (key, json, kind, room) in &want {
+            let redis::Value::Array(args) = parser.parse_value(&mut input).expect("XADD") else {
+                panic!("not a command");
+            };
+            let args: Vec<String> = args.iter().map(text).collect();
+            assert_eq!(
+                args,
+                [
+                    "XADD",
+                    key,
+                    "*",
+                    "event",
+                    json,
+                    "kind",
+                    EventKind::NAMES[*kind],
+                    "room",
+                    room
+                ]
+            );
+        }
+        for key in ["s:all", "s:e"] {
+            let redis::Value::Array(args) = parser.parse_value(&mut input).expect("XTRIM") else {
+                panic!("not a command");
+            };
+            let args: Vec<String> = args.iter().map(text).collect();
+            assert_eq!(args, ["XTRIM", key, "MAXLEN", "~", "500"]);
+        }
+        assert!(input.is_empty(), "nothing else");
+    }
+}
+
 /// The reply scanner: every RESP2 reply type, replies cut anywhere (more to read), and
 /// what is not RESP2.
 #[test]
