@@ -21,9 +21,14 @@ use tokio::sync::watch;
 use waitroom::{Overrides, UnixMillis};
 
 fn config(redis: &RedisServer, stream: &str, buffer: usize, batch: usize) -> EventsConfig {
+    config_at(&redis.url(), stream, buffer, batch)
+}
+
+/// The same for the Redis at `url` (a user, a password, a database in it).
+fn config_at(url: &str, stream: &str, buffer: usize, batch: usize) -> EventsConfig {
     EventsConfig {
         sink: EventSink::Redis {
-            url: redis.url(),
+            url: url.into(),
             stream: stream.into(),
             maxlen: NonZeroU64::new(100_000).expect("non-zero"),
         },
@@ -253,13 +258,8 @@ async fn a_user_with_only_xadd_and_xtrim_gets_every_event() {
         )
         .expect("ACL SETUSER");
     let metrics = Metrics::new();
-    let mut cfg = config(&redis, "test:acl", 1_000, 8);
-    cfg.sink = EventSink::Redis {
-        url: format!("redis://events:events-secret@127.0.0.1:{}/3", redis.port),
-        stream: "test:acl".into(),
-        maxlen: NonZeroU64::new(100_000).expect("non-zero"),
-    };
-    let (events, svc) = Events::new(&cfg, &metrics);
+    let url = format!("redis://events:events-secret@127.0.0.1:{}/3", redis.port);
+    let (events, svc) = Events::new(&config_at(&url, "test:acl", 1_000, 8), &metrics);
     let running = start(svc.expect("service"));
     for t in 1..=40 {
         events.emit(issued("drop", t));
@@ -293,13 +293,8 @@ async fn a_user_with_only_xadd_and_xtrim_gets_every_event() {
 async fn a_refused_login_is_retried_until_it_works() {
     let redis = RedisServer::start();
     let metrics = Metrics::new();
-    let mut cfg = config(&redis, "test:login", 1_000, 8);
-    cfg.sink = EventSink::Redis {
-        url: format!("redis://late:late-secret@127.0.0.1:{}", redis.port),
-        stream: "test:login".into(),
-        maxlen: NonZeroU64::new(100_000).expect("non-zero"),
-    };
-    let (events, svc) = Events::new(&cfg, &metrics);
+    let url = format!("redis://late:late-secret@127.0.0.1:{}", redis.port);
+    let (events, svc) = Events::new(&config_at(&url, "test:login", 1_000, 8), &metrics);
     let running = start(svc.expect("service"));
     for t in 1..=10 {
         events.emit(issued("drop", t));
