@@ -440,3 +440,52 @@ async fn refused_entries_are_dropped_without_holding_back_the_rest() {
     until("the others delivered", 20, || xlen(&redis, "test:ok") == 3).await;
     running.stop().await;
 }
+
+/// A Redis that refuses writes for now (`READONLY`: here a replica whose primary is down) gets
+/// the batch again once it takes writes, on the same connection, and nothing is dropped:
+/// a refusal that says "later" is not a broken connection and not a rejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
+    let redis = RedisServer::start();
+    let nobody = common::free_port();
+    let _: () = redis
+        .cmd(redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody))
+        .expect("REPLICAOF");
+    let metrics = Metrics::new();
+    let (events, svc) = Events::new(&config(&redis, "test:later", 1_000, 8), &metrics);
+    let running = start(svc.expect("service"));
+    for t in 1..=10 {
+        events.emit(issued("drop", t));
+    }
+    let errors = metrics.events_sink_errors.with_label_values(&["redis"]);
+    until("a refused attempt", 20, || errors.get() >= 1).await;
+    // The sink's connection: the client whose last command was one of its pipeline's.
+    let sink_client = || -> Option<String> {
+        let list: String = redis.cmd(&redis::cmd("CLIENT").arg("LIST")).ok()?;
+        list.lines()
+            .find(|l| l.contains("cmd=xadd") || l.contains("cmd=xtrim"))
+            .and_then(|l| l.split_whitespace().find(|f| f.starts_with("id=")))
+            .map(str::to_owned)
+    };
+    let during = sink_client().expect("the sink is connected");
+    assert_eq!(xlen(&redis, "test:later"), 0);
+    let _: () = redis
+        .cmd(redis::cmd("REPLICAOF").arg("NO").arg("ONE"))
+        .expect("REPLICAOF NO ONE");
+    let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
+    until("all sent", 20, || sent.get() == 10).await;
+    let tickets: Vec<u64> = entries(&redis, "test:later")
+        .iter()
+        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
+        .collect();
+    assert_eq!(tickets, (1..=10).collect::<Vec<_>>(), "all, in order, once");
+    assert_eq!(
+        sink_client(),
+        Some(during),
+        "the same connection throughout"
+    );
+    for reason in ["buffer_full", "rejected", "shutdown"] {
+        assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
+    }
+    running.stop().await;
+}

@@ -244,10 +244,10 @@ pub(super) struct Pace {
 impl Pace {
     pub const MIN_EVENTS: usize = 64;
     pub const MAX_WAIT: Duration = Duration::from_millis(10);
-    pub const MARGIN: f64 = 1.1;
-    pub const SHRINK: f64 = 0.98;
+    const MARGIN: f64 = 1.1;
+    const SHRINK: f64 = 0.98;
     /// Reading the replies took longer than this after the sleep: the reader blocked.
-    pub const BLOCKED: Duration = Duration::from_micros(50);
+    const BLOCKED: Duration = Duration::from_micros(50);
 
     pub fn wait(&self, events: usize) -> Option<Duration> {
         if events < Self::MIN_EVENTS || self.ns_per_event <= 0.0 {
@@ -382,18 +382,23 @@ impl RedisSink {
         }
         self.connect(timeout)?;
         self.frame(batch, &pending);
-        let result = self.exchange(batch, &pending);
-        if result.is_err() {
-            // Whatever went wrong, the next attempt starts from a fresh connection. Entries
-            // whose reply did not come may have been added: they are sent again (at least once).
-            self.conn = None;
+        match self.exchange(batch, &pending) {
+            Ok(None) => Ok(()),
+            // Redis said to try again later (`LOADING`, `READONLY`, …): the connection is fine.
+            Ok(Some(e)) => Err(e),
+            Err(e) => {
+                // The connection is in doubt: the next attempt starts from a fresh one. Entries
+                // whose reply did not come may have been added: they are sent again (at least
+                // once).
+                self.conn = None;
+                Err(e)
+            }
         }
-        result
     }
 
-    /// Writes the framed pipeline and reads its replies, marking each line. `Err` when a line is
-    /// left pending or the connection failed.
-    fn exchange(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<(), String> {
+    /// Writes the framed pipeline and reads its replies, marking each line. `Ok(Some(_))` when
+    /// Redis left a line pending for now, `Err` when the connection failed.
+    fn exchange(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<Option<String>, String> {
         let Some(conn) = self.conn.as_mut() else {
             return Err("not connected".to_owned());
         };
@@ -443,7 +448,7 @@ impl RedisSink {
                 Err(_) => {}
             }
         }
-        retry.map_or(Ok(()), Err)
+        Ok(retry)
     }
 }
 
