@@ -96,6 +96,25 @@ fn entries_at(url: &str, stream: &str) -> Vec<(String, String, serde_json::Value
         .collect()
 }
 
+/// The ticket numbers of `stream`'s entries at `url`, in stream order.
+fn tickets_at(url: &str, stream: &str) -> Vec<u64> {
+    entries_at(url, stream)
+        .iter()
+        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
+        .collect()
+}
+
+/// No event was dropped, for any reason.
+fn assert_none_dropped(metrics: &Metrics) {
+    for reason in ["buffer_full", "rejected", "shutdown"] {
+        assert_eq!(
+            metrics.events_dropped.with_label_values(&[reason]).get(),
+            0,
+            "dropped: {reason}"
+        );
+    }
+}
+
 fn xlen(redis: &RedisServer, stream: &str) -> u64 {
     redis.cmd(redis::cmd("XLEN").arg(stream)).expect("XLEN")
 }
@@ -225,9 +244,7 @@ async fn a_sale_reaches_redis_exactly_and_in_order() {
         .map(|k| metrics.events_sent.with_label_values(&[*k]).get())
         .sum();
     assert_eq!(sent, n + 1);
-    for reason in ["buffer_full", "rejected", "shutdown"] {
-        assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
-    }
+    assert_none_dropped(&metrics);
     // One XADD per event, and far fewer XTRIMs (one per stream per batch); no script.
     assert_eq!(redis.calls("xadd"), n + 1);
     let trims = redis.calls("xtrim");
@@ -266,16 +283,11 @@ async fn a_user_with_only_xadd_and_xtrim_gets_every_event() {
     }
     let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
     until("all sent", 20, || sent.get() == 40).await;
-    let tickets: Vec<u64> = entries_at(&format!("{}/3", redis.url()), "test:acl")
-        .iter()
-        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
-        .collect();
+    let tickets = tickets_at(&format!("{}/3", redis.url()), "test:acl");
     assert_eq!(tickets, (1..=40).collect::<Vec<_>>(), "all, in order, once");
     assert_eq!(xlen(&redis, "test:acl"), 0, "nothing in database 0");
     assert_eq!(redis.calls("xadd"), 40);
-    for reason in ["buffer_full", "rejected", "shutdown"] {
-        assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
-    }
+    assert_none_dropped(&metrics);
     assert_eq!(
         metrics
             .events_sink_errors
@@ -315,10 +327,7 @@ async fn a_refused_login_is_retried_until_it_works() {
         .expect("ACL SETUSER");
     let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
     until("all sent", 20, || sent.get() == 10).await;
-    let tickets: Vec<u64> = entries(&redis, "test:login")
-        .iter()
-        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
-        .collect();
+    let tickets = tickets_at(&redis.url(), "test:login");
     assert_eq!(tickets, (1..=10).collect::<Vec<_>>());
     running.stop().await;
 }
@@ -461,7 +470,7 @@ async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
     until("a refused attempt", 20, || errors.get() >= 1).await;
     // The sink's connection: the client whose last command was one of its pipeline's.
     let sink_client = || -> Option<String> {
-        let list: String = redis.cmd(&redis::cmd("CLIENT").arg("LIST")).ok()?;
+        let list: String = redis.cmd(redis::cmd("CLIENT").arg("LIST")).ok()?;
         list.lines()
             .find(|l| l.contains("cmd=xadd") || l.contains("cmd=xtrim"))
             .and_then(|l| l.split_whitespace().find(|f| f.starts_with("id=")))
@@ -474,18 +483,13 @@ async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
         .expect("REPLICAOF NO ONE");
     let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
     until("all sent", 20, || sent.get() == 10).await;
-    let tickets: Vec<u64> = entries(&redis, "test:later")
-        .iter()
-        .map(|(_, _, v)| v["ticket"].as_u64().expect("ticket"))
-        .collect();
+    let tickets = tickets_at(&redis.url(), "test:later");
     assert_eq!(tickets, (1..=10).collect::<Vec<_>>(), "all, in order, once");
     assert_eq!(
         sink_client(),
         Some(during),
         "the same connection throughout"
     );
-    for reason in ["buffer_full", "rejected", "shutdown"] {
-        assert_eq!(metrics.events_dropped.with_label_values(&[reason]).get(), 0);
-    }
+    assert_none_dropped(&metrics);
     running.stop().await;
 }
