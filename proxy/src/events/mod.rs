@@ -389,7 +389,7 @@ impl BackgroundService for EventsService {
 
 impl EventsService {
     /// Tops `batch` up with events already buffered (never waits), each given its id and
-    /// written as JSON straight into the batch's text. Serializing happens here, after the
+    /// written as JSON straight into the batch's text, framed for the sink. Serializing happens here, after the
     /// buffer's lock is released.
     fn fill(&self, w: &mut Work, batch: &mut Batch) {
         self.buf
@@ -397,7 +397,6 @@ impl EventsService {
         for Stamped { at, event } in w.taken.drain(..) {
             // Ids are given in emit order (one buffer, one task): unique, led by the millisecond.
             let id = w.ids.next(at);
-            w.enc.write(&mut batch.text, &event, id, at);
             let stream = if self.rooms.is_empty() {
                 None
             } else {
@@ -406,7 +405,7 @@ impl EventsService {
                     _ => None,
                 }
             };
-            batch.end_line(event.kind.index(), event.room, stream);
+            batch.push(event, stream, |text, e| w.enc.write(text, e, id, at));
         }
     }
 
@@ -435,7 +434,7 @@ impl EventsService {
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut sink = Sink::new(&self.sink);
-        let mut batch = Batch::with_capacity(self.batch);
+        let mut batch = Batch::new(sink.layout(), self.batch);
         let mut w = Work {
             taken: Vec::with_capacity(self.batch),
             ids: id::IdGen::new(),

@@ -1,6 +1,6 @@
-//! The Redis sink's connection: RESP2 over one blocking socket, commands framed by the sink into
-//! one buffer and written with one `write(2)`, replies scanned where they were read (no value
-//! tree, nothing allocated per reply). A batch is one pipelined `XADD` per event, so the reply
+//! The Redis sink's connection: RESP2 over one blocking socket, commands framed into one buffer
+//! (a batch's `XADD`s as its events are serialized) and written with one `write(2)`, replies
+//! scanned where they were read (no value tree, nothing allocated per reply). A batch is one pipelined `XADD` per event, so the reply
 //! is one short bulk string (the entry's id) per event: redis-rs's parser built a `Value` for
 //! each, which on a saturated node cost more than the socket work.
 //!
@@ -18,29 +18,28 @@ use redis::{ConnectionAddr, IntoConnectionInfo};
 /// Nested arrays deeper than this in a reply are refused (a reply to `XADD` or `XTRIM` has none).
 const MAX_DEPTH: usize = 8;
 
-/// Commands in RESP, the Redis protocol: `*<argc>\r\n` then each argument as a bulk string,
-/// `$<len>\r\n<bytes>\r\n`. Several commands back to back are a pipeline.
-#[derive(Debug, Default)]
-pub(super) struct Frame {
-    pub bytes: Vec<u8>,
-}
+/// Commands in RESP, the Redis protocol, appended to a buffer: `*<argc>\r\n` then each
+/// argument as a bulk string, `$<len>\r\n<bytes>\r\n`. Several commands back to back are a
+/// pipeline.
+#[derive(Debug)]
+pub(super) struct Frame<'a>(pub &'a mut Vec<u8>);
 
-impl Frame {
+impl Frame<'_> {
     /// Starts a command of `argc` arguments (after those already framed).
     pub fn start(&mut self, argc: usize) {
-        self.bytes.push(b'*');
-        self.bytes
+        self.0.push(b'*');
+        self.0
             .extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(b"\r\n");
     }
 
     pub fn arg(&mut self, arg: &[u8]) {
-        self.bytes.push(b'$');
-        self.bytes
+        self.0.push(b'$');
+        self.0
             .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-        self.bytes.extend_from_slice(arg);
-        self.bytes.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(arg);
+        self.0.extend_from_slice(b"\r\n");
     }
 
     /// A whole command.
@@ -51,35 +50,22 @@ impl Frame {
         }
     }
 
-    /// `XADD <key> * event <event> kind <kind> room <room>`, where `head` and `tail` are
-    /// [`Frame::xadd_parts`] of the key, kind and room (what is the same for every such entry).
-    pub fn xadd(&mut self, head: &[u8], event: &[u8], tail: &[u8]) {
-        let mut len = itoa::Buffer::new();
-        let len = len.format(event.len()).as_bytes();
-        self.bytes
-            .reserve(head.len() + len.len() + event.len() + tail.len() + 3);
-        self.bytes.extend_from_slice(head);
-        self.bytes.push(b'$');
-        self.bytes.extend_from_slice(len);
-        self.bytes.extend_from_slice(b"\r\n");
-        self.bytes.extend_from_slice(event);
-        self.bytes.extend_from_slice(tail);
-    }
-
-    /// The parts of an [`xadd`](Frame::xadd) around the event's text: up to its length, and
-    /// from the end of its text on.
+    /// The parts of `XADD <key> * event <event> kind <kind> room <room>` around the event's
+    /// text, which is the same for every entry of a stream, kind and room: up to the event's
+    /// length (`…$5\r\nevent`), and from the end of its text on (`\r\n$4\r\nkind…`).
     pub fn xadd_parts(key: &str, kind: &str, room: &str) -> (Vec<u8>, Vec<u8>) {
-        let mut head = Frame::default();
-        head.start(9);
+        let mut head = Vec::new();
+        let mut f = Frame(&mut head);
+        f.start(9);
         for a in [&b"XADD"[..], key.as_bytes(), b"*", b"event"] {
-            head.arg(a);
+            f.arg(a);
         }
-        let mut tail = Frame::default();
-        tail.bytes.extend_from_slice(b"\r\n");
+        let mut tail = b"\r\n".to_vec();
+        let mut f = Frame(&mut tail);
         for a in [&b"kind"[..], kind.as_bytes(), b"room", room.as_bytes()] {
-            tail.arg(a);
+            f.arg(a);
         }
-        (head.bytes, tail.bytes)
+        (head, tail)
     }
 }
 
@@ -256,22 +242,23 @@ impl Conn {
         };
         conn.set_timeout(timeout)?;
         let settings = info.redis_settings();
-        let mut hello = Frame::default();
+        let mut hello = Vec::new();
+        let mut f = Frame(&mut hello);
         let mut steps = Vec::new();
         if let Some(password) = settings.password() {
             match settings.username() {
-                Some(user) => hello.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
-                None => hello.command(&[b"AUTH", password.as_bytes()]),
+                Some(user) => f.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => f.command(&[b"AUTH", password.as_bytes()]),
             }
             steps.push("AUTH");
         }
         if settings.db() != 0 {
             let db = itoa::Buffer::new().format(settings.db()).to_owned();
-            hello.command(&[b"SELECT", db.as_bytes()]);
+            f.command(&[b"SELECT", db.as_bytes()]);
             steps.push("SELECT");
         }
         if !steps.is_empty() {
-            conn.write(&hello.bytes)?;
+            conn.write(&hello)?;
             for step in steps {
                 conn.reply()?.map_err(|e| format!("{step}: {e}"))?;
             }

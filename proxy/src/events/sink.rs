@@ -25,41 +25,53 @@ pub(super) enum Delivery {
     Rejected,
 }
 
-/// The events of one delivery, serialized: their JSON lines back to back in one buffer (each
-/// ending in `\n`, exactly as the file sink writes them), and per line what the sinks and the
-/// counters need. The encoder writes straight into `text`, so a line is copied once, into the
-/// buffer the sink writes from; `text` and `lines` keep their capacity from batch to batch.
-#[derive(Debug, Default)]
+/// The events of one delivery, serialized as their sink writes them, back to back in one
+/// buffer, and per event what the sinks and the counters need. The encoder writes each event's
+/// JSON straight into `text`, between the framing its sink needs ([`Layout`]), so the sink
+/// writes `text` as it is: an event's text is copied once, into the buffer the sink writes
+/// from. `text` and `lines` keep their capacity from batch to batch.
+#[derive(Debug)]
 pub(super) struct Batch {
     pub text: Vec<u8>,
     pub lines: Vec<Line>,
+    layout: Layout,
+}
+
+/// How a [`Batch`] frames each event's JSON text.
+#[derive(Debug)]
+pub(super) enum Layout {
+    /// JSON lines, each ending in `\n` (the file sink).
+    Lines,
+    /// One `XADD <stream> * event <json> kind <kind> room <room>` in RESP per event (the Redis
+    /// sink), to the room's own stream or this one.
+    Xadd(Xadds),
 }
 
 /// One event of a [`Batch`].
 #[derive(Debug)]
 pub(super) struct Line {
-    /// Where the line (with its `\n`) ends in `text`; it starts where the previous one ends.
+    /// Where the event's framed text ends in `text`; it starts where the previous one ends.
     end: usize,
     /// The kind's index in [`EventKind::NAMES`](super::EventKind::NAMES).
     pub kind: usize,
-    pub room: Arc<str>,
     /// The room's own stream key (Redis), if it has one.
     pub stream: Option<Arc<str>>,
     pub state: Delivery,
 }
 
-impl Line {
-    pub fn kind_name(&self) -> &'static str {
-        super::EventKind::NAMES[self.kind]
-    }
-}
-
 impl Batch {
-    pub fn with_capacity(lines: usize) -> Self {
+    pub fn new(layout: Layout, lines: usize) -> Self {
         Self {
             text: Vec::with_capacity(lines * 256),
             lines: Vec::with_capacity(lines),
+            layout,
         }
+    }
+
+    /// A batch of JSON lines.
+    #[cfg(test)]
+    pub fn lines() -> Self {
+        Self::new(Layout::Lines, 0)
     }
 
     pub fn len(&self) -> usize {
@@ -70,22 +82,53 @@ impl Batch {
         self.lines.is_empty()
     }
 
-    /// Ends the line written to `text` since the last one (it must hold no newline).
-    pub fn end_line(&mut self, kind: usize, room: Arc<str>, stream: Option<Arc<str>>) {
-        self.text.push(b'\n');
+    /// Adds `event`, going to `stream` (its room's own, if it has one): `write` appends its
+    /// JSON text (no newline) to the buffer it is given.
+    pub fn push(
+        &mut self,
+        event: super::Event,
+        stream: Option<Arc<str>>,
+        write: impl FnOnce(&mut Vec<u8>, &super::Event),
+    ) {
+        let kind = event.kind.index();
+        let text = &mut self.text;
+        match &mut self.layout {
+            Layout::Lines => {
+                write(text, &event);
+                text.push(b'\n');
+            }
+            Layout::Xadd(x) => {
+                let shape = x.shape(kind, &event.room, &stream);
+                text.extend_from_slice(&shape.head);
+                // The text's length goes before it: room for the usual three digits, moved
+                // over for the rare text shorter than 100 bytes or longer than 999.
+                let digits = text.len() + 1;
+                text.extend_from_slice(b"$000\r\n");
+                let start = text.len();
+                write(text, &event);
+                let mut len = itoa::Buffer::new();
+                let len = len.format(text.len() - start).as_bytes();
+                if len.len() == 3 {
+                    text[digits..digits + 3].copy_from_slice(len);
+                } else {
+                    text.splice(digits..digits + 3, len.iter().copied());
+                }
+                text.extend_from_slice(&shape.tail);
+            }
+        }
         self.lines.push(Line {
             end: self.text.len(),
             kind,
-            room,
             stream,
             state: Delivery::Pending,
         });
     }
 
-    /// Line `i`'s JSON text, without its newline.
-    pub fn json(&self, i: usize) -> &[u8] {
+    /// Line `i` as its sink writes it (a JSON line with its `\n`, or an `XADD`).
+    #[cfg(test)]
+    pub fn framed(&self, i: usize) -> &[u8] {
         let start = i.checked_sub(1).map_or(0, |p| self.lines[p].end);
-        &self.text[start..self.lines[i].end - 1]
+        &self.text[start..self.lines[i].end]
     }
 
     /// Removes the lines the sink settled (sent or rejected), passing each to `settled`; the
@@ -111,6 +154,69 @@ impl Batch {
         }
         self.lines.truncate(kept);
         self.text.truncate(kept_bytes);
+    }
+}
+
+/// The framing of the Redis sink's `XADD`s, kept from batch to batch.
+#[derive(Debug)]
+pub(super) struct Xadds {
+    /// The stream of rooms without one of their own.
+    stream: String,
+    /// The framing by stream, kind and room, and the one used last.
+    shapes: Vec<Shape>,
+    last: usize,
+}
+
+/// The framing of the `XADD`s of one stream, kind and room: the parts before and after the
+/// event's length and text ([`Frame::xadd_parts`]), framed once rather than per entry.
+#[derive(Debug)]
+struct Shape {
+    stream: Option<Arc<str>>,
+    kind: usize,
+    room: Arc<str>,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Shape {
+    /// Beyond this many (rooms × kinds, in practice a few dozen) the cache starts afresh (in
+    /// unit tests after a few, so that they cover it).
+    const MAX_KEPT: usize = if cfg!(test) { 3 } else { 1024 };
+}
+
+impl Xadds {
+    pub fn new(stream: String) -> Self {
+        Self {
+            stream,
+            shapes: Vec::new(),
+            last: 0,
+        }
+    }
+
+    fn shape(&mut self, kind: usize, room: &Arc<str>, stream: &Option<Arc<str>>) -> &Shape {
+        // `Arc<str>`'s `==` compares the pointers first: a room's events share its id.
+        let hit = |s: &Shape| s.kind == kind && s.room == *room && s.stream == *stream;
+        if !self.shapes.get(self.last).is_some_and(hit) {
+            self.last = match self.shapes.iter().position(hit) {
+                Some(at) => at,
+                None => {
+                    if self.shapes.len() >= Shape::MAX_KEPT {
+                        self.shapes.clear();
+                    }
+                    let key = stream.as_deref().unwrap_or(&self.stream);
+                    let (head, tail) = Frame::xadd_parts(key, super::EventKind::NAMES[kind], room);
+                    self.shapes.push(Shape {
+                        stream: stream.clone(),
+                        kind,
+                        room: room.clone(),
+                        head,
+                        tail,
+                    });
+                    self.shapes.len() - 1
+                }
+            };
+        }
+        &self.shapes[self.last]
     }
 }
 
@@ -147,6 +253,14 @@ impl Sink {
         }
     }
 
+    /// How this sink's batches frame their events.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Self::Redis(s) => Layout::Xadd(Xadds::new(s.stream.clone())),
+            Self::Off | Self::File(_) => Layout::Lines,
+        }
+    }
+
     /// Delivers the batch's pending lines, marking each `Sent` or `Rejected` (or leaving it
     /// pending, with `Err`). Blocks the calling thread (the events service's own) for at most
     /// about `timeout` waiting for Redis; a file write is not bounded.
@@ -167,9 +281,12 @@ impl Sink {
 /// One blocking connection ([`resp::Conn`]) on the events service's own thread, opened lazily
 /// and dropped (re-opened on the next attempt) after any failure other than a refusal.
 ///
-/// A batch goes out as one pipeline, written with one `write(2)`: an `XADD` per event, then
-/// one `XTRIM <stream> MAXLEN ~ <maxlen>` per stream of the batch; the replies (an entry id per
-/// `XADD`, a refusal's text, the count trimmed) are scanned where they were read.
+/// A batch goes out as one pipeline, written with one `write(2)`: an `XADD` per event, framed
+/// in the batch as the event was serialized ([`Layout::Xadd`]), then one
+/// `XTRIM <stream> MAXLEN ~ <maxlen>` per stream of the batch, added for the write; the replies
+/// (an entry id per `XADD`, a refusal's text, the count trimmed) are scanned where they were
+/// read. (Serializing into a buffer of JSON and framing the `XADD`s from it at send time copied
+/// every event's text once more: 8.8 % of the events thread's CPU in `perf`.)
 ///
 /// Earlier versions: a pipeline built with redis-rs (a `Cmd` per event, a parsed `Value` per
 /// reply, the multiplexed async connection) made the events thread 7.8 % of a saturated node's
@@ -186,10 +303,6 @@ pub(super) struct RedisSink {
     stream: String,
     maxlen: u64,
     conn: Option<resp::Conn>,
-    /// The pipeline being sent (kept for its capacity).
-    frame: Frame,
-    /// The framing of the entries sent so far, by stream, kind and room (kept between batches).
-    shapes: Vec<Shape>,
     /// The streams of the batch being sent, in order of first appearance.
     streams: Vec<Option<Arc<str>>>,
     /// Whether a refused `XTRIM` has been logged (once per connection).
@@ -204,23 +317,6 @@ impl std::fmt::Debug for RedisSink {
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// The framing of the `XADD`s of one stream, kind and room: the parts before and after the
-/// event's text ([`Frame::xadd_parts`]), framed once rather than per entry.
-#[derive(Debug)]
-struct Shape {
-    stream: Option<Arc<str>>,
-    kind: usize,
-    room: Arc<str>,
-    head: Vec<u8>,
-    tail: Vec<u8>,
-}
-
-impl Shape {
-    /// Beyond this many (rooms × kinds, in practice a few dozen) the cache starts afresh (in
-    /// unit tests after a few, so that they cover it).
-    const MAX_KEPT: usize = if cfg!(test) { 3 } else { 1024 };
 }
 
 /// How long Redis takes to answer a batch, per event, so the sink can sleep until the replies
@@ -295,8 +391,6 @@ impl RedisSink {
             stream,
             maxlen,
             conn: None,
-            frame: Frame::default(),
-            shapes: Vec::new(),
             streams: Vec::new(),
             trim_warned: false,
             pace: Pace::default(),
@@ -322,67 +416,48 @@ impl RedisSink {
         Ok(())
     }
 
-    /// Frames the pipeline for the batch's pending lines (`pending`) into `self.frame`.
-    fn frame(&mut self, batch: &Batch, pending: &[usize]) {
-        self.frame.bytes.clear();
+    /// Notes the streams of the batch's entries and appends an `XTRIM` for each: the batch's
+    /// text is then the whole pipeline. Returns where the `XADD`s end.
+    fn add_trims(&mut self, batch: &mut Batch) -> usize {
         self.streams.clear();
-        let mut last = usize::MAX;
-        for &i in pending {
-            let line = &batch.lines[i];
-            let hit =
-                |s: &Shape| s.kind == line.kind && s.room == line.room && s.stream == line.stream;
-            if !self.shapes.get(last).is_some_and(hit) {
-                last = match self.shapes.iter().position(hit) {
-                    Some(at) => at,
-                    None => {
-                        if self.shapes.len() >= Shape::MAX_KEPT {
-                            self.shapes.clear();
-                        }
-                        let key = line.stream.as_deref().unwrap_or(&self.stream);
-                        let (head, tail) = Frame::xadd_parts(key, line.kind_name(), &line.room);
-                        self.shapes.push(Shape {
-                            stream: line.stream.clone(),
-                            kind: line.kind,
-                            room: line.room.clone(),
-                            head,
-                            tail,
-                        });
-                        self.shapes.len() - 1
-                    }
-                };
+        let mut last = None;
+        for line in &batch.lines {
+            if last != Some(&line.stream) {
                 if !self.streams.contains(&line.stream) {
                     self.streams.push(line.stream.clone());
                 }
+                last = Some(&line.stream);
             }
-            let shape = &self.shapes[last];
-            self.frame.xadd(&shape.head, batch.json(i), &shape.tail);
         }
+        let xadds = batch.text.len();
         let maxlen = itoa::Buffer::new().format(self.maxlen).to_owned();
+        let mut f = Frame(&mut batch.text);
         for stream in &self.streams {
             let key = stream.as_deref().unwrap_or(&self.stream);
-            self.frame
-                .command(&[b"XTRIM", key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes()]);
+            f.command(&[b"XTRIM", key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes()]);
         }
+        xadds
     }
 
-    /// The pipeline for all of `batch`'s lines, as it goes on the wire (for tests).
+    /// The pipeline for `batch`, as it goes on the wire (for tests).
     #[cfg(test)]
-    pub(super) fn pipeline(&mut self, batch: &Batch) -> &[u8] {
-        let pending: Vec<usize> = (0..batch.len()).collect();
-        self.frame(batch, &pending);
-        &self.frame.bytes
+    pub(super) fn pipeline(&mut self, batch: &mut Batch) -> Vec<u8> {
+        let xadds = self.add_trims(batch);
+        let bytes = batch.text.clone();
+        batch.text.truncate(xadds);
+        bytes
     }
 
+    /// Sends the batch's entries (every one of them is pending: the service settles the batch
+    /// after each attempt).
     fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
-        let pending: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch.lines[i].state == Delivery::Pending)
-            .collect();
-        if pending.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
+        debug_assert!(batch.lines.iter().all(|l| l.state == Delivery::Pending));
+        debug_assert!(matches!(batch.layout, Layout::Xadd(_)));
         self.connect(timeout)?;
-        self.frame(batch, &pending);
-        match self.exchange(batch, &pending) {
+        match self.exchange(batch) {
             Ok(None) => Ok(()),
             // Redis said to try again later (`LOADING`, `READONLY`, …): the connection is fine.
             Ok(Some(e)) => Err(e),
@@ -398,27 +473,32 @@ impl RedisSink {
 
     /// Writes the framed pipeline and reads its replies, marking each line. `Ok(Some(_))` when
     /// Redis left a line pending for now, `Err` when the connection failed.
-    fn exchange(&mut self, batch: &mut Batch, pending: &[usize]) -> Result<Option<String>, String> {
+    fn exchange(&mut self, batch: &mut Batch) -> Result<Option<String>, String> {
+        let xadds = self.add_trims(batch);
         let Some(conn) = self.conn.as_mut() else {
+            batch.text.truncate(xadds);
             return Err("not connected".to_owned());
         };
-        conn.write(&self.frame.bytes)?;
+        let written = conn.write(&batch.text);
+        batch.text.truncate(xadds);
+        written?;
         let written = Instant::now();
-        if let Some(wait) = self.pace.wait(pending.len()) {
+        let events = batch.len();
+        if let Some(wait) = self.pace.wait(events) {
             std::thread::sleep(wait);
         }
         let woke = Instant::now();
         let mut retry = None;
         let mut refused = None;
         let mut failed = None;
-        for &i in pending {
+        for line in &mut batch.lines {
             match conn.reply() {
-                Ok(Ok(())) => batch.lines[i].state = Delivery::Sent,
+                Ok(Ok(())) => line.state = Delivery::Sent,
                 Ok(Err(e)) if transient(&e) => {
                     retry.get_or_insert(e);
                 }
                 Ok(Err(e)) => {
-                    batch.lines[i].state = Delivery::Rejected;
+                    line.state = Delivery::Rejected;
                     refused.get_or_insert(e);
                 }
                 Err(e) => {
@@ -433,8 +513,7 @@ impl RedisSink {
         if let Some(e) = failed {
             return Err(e);
         }
-        self.pace
-            .record(pending.len(), written.elapsed(), woke.elapsed());
+        self.pace.record(events, written.elapsed(), woke.elapsed());
         for _ in 0..self.streams.len() {
             match conn.reply()? {
                 Ok(()) => {}

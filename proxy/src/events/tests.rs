@@ -566,9 +566,10 @@ fn a_partial_line_is_ended_before_appending() {
         max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
         keep_files: 1,
     });
-    let mut batch = sink::Batch::default();
-    batch.text.extend_from_slice(b"{\"v\":1}");
-    batch.end_line(1, "drop".into(), None); // admitted
+    let mut batch = sink::Batch::lines();
+    batch.push(of_kind(1, "drop"), None, |t, _| {
+        t.extend_from_slice(b"{\"v\":1}")
+    });
     s.send(&mut batch, Duration::from_secs(1)).expect("written");
     assert_eq!(batch.lines[0].state, sink::Delivery::Sent);
     let text = std::fs::read_to_string(&path).expect("read");
@@ -582,101 +583,126 @@ fn a_stamped_event_is_72_bytes() {
     assert_eq!(std::mem::size_of::<super::Stamped>(), 72);
 }
 
-/// The Redis sink's own framing: `XADD`s to two streams read back, with redis-rs's parser, as
-/// the commands with each line's text, kind and room.
-#[test]
-fn xadds_are_framed_as_resp() {
-    let mut f = resp::Frame::default();
-    let (k0, k1) = (EventKind::NAMES[0], EventKind::NAMES[1]);
-    let drop = resp::Frame::xadd_parts("s:events", k0, "drop");
-    let vip = resp::Frame::xadd_parts("s:vip", k1, "vip");
-    f.xadd(&drop.0, b"{\"room\":\"drop\"}", &drop.1);
-    f.xadd(&vip.0, b"{\"room\":\"vip\"}", &vip.1);
-    f.command(&[b"XTRIM", b"s:events", b"MAXLEN", b"~", b"1000"]);
-    let bulk = |b: &str| redis::Value::BulkString(b.as_bytes().to_vec());
-    let mut parser = redis::Parser::new();
-    let mut input = &f.bytes[..];
-    let mut next = || parser.parse_value(&mut input).expect("a command");
-    let xadd = |key: &str, event: &str, kind: &str, room: &str| {
-        redis::Value::Array(
-            ["XADD", key, "*", "event", event, "kind", kind, "room", room]
-                .into_iter()
-                .map(bulk)
-                .collect(),
-        )
+/// An event of kind `NAMES[kind]` (ticket issued or admitted) about `room`, for tests that
+/// write their own text for it.
+fn of_kind(kind: usize, room: &str) -> Event {
+    let kind = match kind {
+        0 => EventKind::TicketIssued { serving: 0 },
+        _ => EventKind::Admitted { waited_ms: 0 },
     };
-    assert_eq!(next(), xadd("s:events", "{\"room\":\"drop\"}", k0, "drop"));
-    assert_eq!(next(), xadd("s:vip", "{\"room\":\"vip\"}", k1, "vip"));
-    assert_eq!(
-        next(),
-        redis::Value::Array(
-            ["XTRIM", "s:events", "MAXLEN", "~", "1000"]
-                .into_iter()
-                .map(bulk)
-                .collect()
-        )
-    );
-    assert!(input.is_empty(), "nothing else framed");
+    Event::new(room, kind)
 }
 
-/// A whole batch's pipeline as the Redis sink writes it (each entry framed from its cache): every entry to its stream with its kind and room, in order, then one
-/// `XTRIM` per stream — across more kinds and rooms than the framing cache keeps.
+/// Parses a pipeline with redis-rs's parser into each command's arguments: `n` commands, then
+/// nothing more (the parser keeps what it read ahead, so the input's end is its end of file).
+fn commands(mut input: &[u8], n: usize) -> Vec<Vec<String>> {
+    let mut parser = redis::Parser::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let redis::Value::Array(args) = parser.parse_value(&mut input).expect("a command") else {
+            panic!("not a command");
+        };
+        out.push(
+            args.iter()
+                .map(|v| match v {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => panic!("not a bulk string: {other:?}"),
+                })
+                .collect(),
+        );
+    }
+    match parser.parse_value(&mut input) {
+        Err(e) if e.is_io_error() => {}
+        other => panic!("more after {n} commands: {other:?}"),
+    }
+    out
+}
+
+fn xadd(key: &str, event: &str, kind: usize, room: &str) -> Vec<String> {
+    let kind = EventKind::NAMES[kind];
+    ["XADD", key, "*", "event", event, "kind", kind, "room", room]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Events framed as `XADD`s as they are serialized: the text's length goes before it, with
+/// room left for three digits, so texts of one, two, four and five digits' length move over.
+#[test]
+fn xadds_are_framed_as_resp_whatever_the_texts_length() {
+    let mut batch = sink::Batch::new(sink::Layout::Xadd(sink::Xadds::new("s:events".into())), 4);
+    let texts: Vec<String> = [1, 99, 100, 999, 1000, 12_345]
+        .into_iter()
+        .map(|n| "x".repeat(n))
+        .collect();
+    let vip: Option<std::sync::Arc<str>> = Some("s:vip".into());
+    for (n, text) in texts.iter().enumerate() {
+        let stream = (n % 2 == 1).then(|| vip.clone()).flatten();
+        batch.push(of_kind(n % 2, "drop"), stream, |t, _| {
+            t.extend_from_slice(text.as_bytes())
+        });
+    }
+    let mut want = Vec::new();
+    for (n, text) in texts.iter().enumerate() {
+        let key = if n % 2 == 1 { "s:vip" } else { "s:events" };
+        want.push(xadd(key, text, n % 2, "drop"));
+    }
+    let mut framed = Vec::new();
+    for i in 0..batch.len() {
+        framed.extend_from_slice(batch.framed(i));
+    }
+    assert_eq!(framed, batch.text, "the lines cover the text");
+    assert_eq!(commands(&batch.text, want.len()), want);
+}
+
+/// A whole batch's pipeline as the Redis sink writes it: every entry to its stream with its
+/// kind and room, in order, then one `XTRIM` per stream — across more kinds and rooms than the
+/// framing cache keeps, over two batches (the second framed from what the first left), and
+/// after a partial failure (only the pending entries go again).
 #[test]
 fn a_batch_pipeline_reads_back_entry_for_entry() {
-    let mut batch = sink::Batch::default();
+    let mut batch = sink::Batch::new(sink::Layout::Xadd(sink::Xadds::new("s:all".into())), 8);
     let rooms = ["a", "b", "a", "c", "d", "d", "e", "a"];
     let mut want = Vec::new();
-    for (n, room) in rooms.iter().enumerate() {
-        let json = format!("{{\"n\":{n}}}");
-        batch.text.extend_from_slice(json.as_bytes());
-        let stream: Option<std::sync::Arc<str>> = (*room == "e").then(|| "s:e".into());
-        let kind = n % 2;
-        batch.end_line(kind, (*room).into(), stream.clone());
-        want.push((
-            stream.as_deref().unwrap_or("s:all").to_owned(),
-            json,
-            kind,
-            *room,
-        ));
-    }
     let mut s = sink::RedisSink::new("redis://127.0.0.1:1".into(), "s:all".into(), 500);
-    for _ in 0..2 {
-        // Twice: the second time from the framing kept from the first.
-        let bytes = s.pipeline(&batch).to_vec();
-        let mut parser = redis::Parser::new();
-        let mut input = &bytes[..];
-        let text = |v: &redis::Value| match v {
-            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("not a bulk string: {other:?}"),
-        };
-        for (key, json, kind, room) in &want {
-            let redis::Value::Array(args) = parser.parse_value(&mut input).expect("XADD") else {
-                panic!("not a command");
-            };
-            let args: Vec<String> = args.iter().map(text).collect();
-            assert_eq!(
-                args,
-                [
-                    "XADD",
-                    key,
-                    "*",
-                    "event",
-                    json,
-                    "kind",
-                    EventKind::NAMES[*kind],
-                    "room",
-                    room
-                ]
-            );
+    let trim = |key: &str| {
+        ["XTRIM", key, "MAXLEN", "~", "500"]
+            .map(String::from)
+            .to_vec()
+    };
+    for round in 0..2 {
+        want.clear();
+        for (n, room) in rooms.iter().enumerate() {
+            let json = format!("{{\"n\":{n},\"round\":{round}}}");
+            let stream: Option<std::sync::Arc<str>> = (*room == "e").then(|| "s:e".into());
+            batch.push(of_kind(n % 2, room), stream.clone(), |t, _| {
+                t.extend_from_slice(json.as_bytes())
+            });
+            want.push(xadd(
+                stream.as_deref().unwrap_or("s:all"),
+                &json,
+                n % 2,
+                room,
+            ));
         }
-        for key in ["s:all", "s:e"] {
-            let redis::Value::Array(args) = parser.parse_value(&mut input).expect("XTRIM") else {
-                panic!("not a command");
-            };
-            let args: Vec<String> = args.iter().map(text).collect();
-            assert_eq!(args, ["XTRIM", key, "MAXLEN", "~", "500"]);
+        let mut all = want.clone();
+        all.extend([trim("s:all"), trim("s:e")]);
+        assert_eq!(commands(&s.pipeline(&mut batch), all.len()), all);
+        // Every other one sent: the rest go again (all to s:all), and then nothing.
+        for (i, l) in batch.lines.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                l.state = sink::Delivery::Sent;
+            }
         }
-        assert!(input.is_empty(), "nothing else");
+        batch.settle(|_| {});
+        let mut again: Vec<_> = want.iter().skip(1).step_by(2).cloned().collect();
+        again.push(trim("s:all"));
+        assert_eq!(commands(&s.pipeline(&mut batch), again.len()), again);
+        batch
+            .lines
+            .iter_mut()
+            .for_each(|l| l.state = sink::Delivery::Sent);
+        batch.settle(|_| {});
+        assert!(batch.is_empty() && batch.text.is_empty());
     }
 }
 
@@ -769,11 +795,12 @@ fn the_redis_sink_sleeps_about_as_long_as_redis_takes() {
 /// A batch after a partial failure keeps only its pending lines, in order, with their text.
 #[test]
 fn a_batch_keeps_its_pending_lines_in_order() {
-    let mut b = sink::Batch::default();
+    let mut b = sink::Batch::lines();
+    // Each line's stream tells it apart (a file sink ignores it).
     for (n, room) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-        b.text
-            .extend_from_slice(format!("{{\"n\":{n}}}").as_bytes());
-        b.end_line(n % 2, room.into(), None);
+        b.push(of_kind(n % 2, room), Some(room.into()), |t, _| {
+            t.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes())
+        });
     }
     for (i, state) in [
         sink::Delivery::Sent,
@@ -788,7 +815,8 @@ fn a_batch_keeps_its_pending_lines_in_order() {
         b.lines[i].state = state;
     }
     let mut settled = Vec::new();
-    b.settle(|l| settled.push((l.room.to_string(), l.state)));
+    let name = |l: &sink::Line| l.stream.as_deref().unwrap_or_default().to_owned();
+    b.settle(|l| settled.push((name(l), l.state)));
     assert_eq!(
         settled,
         [
@@ -799,15 +827,17 @@ fn a_batch_keeps_its_pending_lines_in_order() {
     );
     assert_eq!(b.len(), 2);
     assert_eq!(
-        (b.json(0), b.json(1)),
-        (&b"{\"n\":1}"[..], &b"{\"n\":3}"[..])
+        (b.framed(0), b.framed(1)),
+        (&b"{\"n\":1}\n"[..], &b"{\"n\":3}\n"[..])
     );
     assert_eq!(b.text, b"{\"n\":1}\n{\"n\":3}\n");
-    assert_eq!((&*b.lines[0].room, &*b.lines[1].room), ("b", "d"));
+    assert_eq!(
+        (name(&b.lines[0]), name(&b.lines[1])),
+        ("b".into(), "d".into())
+    );
     // A line added after the kept ones starts where they end.
-    b.text.extend_from_slice(b"{}");
-    b.end_line(0, "f".into(), None);
-    assert_eq!(b.json(2), b"{}");
+    b.push(of_kind(0, "f"), None, |t, _| t.extend_from_slice(b"{}"));
+    assert_eq!(b.framed(2), b"{}\n");
     b.lines
         .iter_mut()
         .for_each(|l| l.state = sink::Delivery::Sent);
