@@ -8,7 +8,10 @@
 #
 # EVENTS_EXTRA adds lines to the "on" node's [events] table (e.g. EVENTS_EXTRA='batch = 256').
 # REDIS_URL (with SINK redis) uses a Redis you run instead of starting one, e.g. on another
-# host, which keeps Redis's own work off this machine's cores.
+# host, which keeps Redis's own work off this machine's cores. REDIS_CPU (default 0) pins the
+# Redis the script starts to another CPU (1: with the nodes, sharing their core between them).
+# FLASHGATE_BIN runs a given binary instead of building this checkout's (two builds compared in
+# alternate runs).
 #
 # SINK is `file` (a JSON-lines file in a scratch directory), `redis` (a redis-server the
 # script starts on a free port, on CPU 0 with the load generator: the node pays for building
@@ -53,8 +56,12 @@ ROUNDS="${2:-6}"
 SINK="${3:-file}"
 [ "$DUR" -ge 3 ] 2>/dev/null || { echo "events-bench: DURATION_SECONDS must be at least 3 (the window leaves out 1 s at each end)" >&2; exit 2; }
 scripts/setup.sh bench
-cargo build --release -q -p flashgate
-BIN=target/release
+if [ -n "${FLASHGATE_BIN:-}" ]; then
+  FG="$FLASHGATE_BIN"
+else
+  cargo build --release -q -p flashgate
+  FG=target/release/flashgate
+fi
 source loadtests/lib.sh
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -64,13 +71,13 @@ cleanup() {
 }
 
 ORIGIN=$(port)
-taskset -c 0 $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
+taskset -c 0 $FG shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$ORIGIN/healthz
 
 node() { # name events-table
   local p a; p=$(port); a=$(port)
   events_node_toml "$p" "$a" "$ORIGIN" "$2" > "$work/$1.toml"
-  RUST_LOG=warn setsid taskset -c 1 $BIN/flashgate run -c "$work/$1.toml" >/dev/null 2>&1 & pids+=($!)
+  RUST_LOG=warn setsid taskset -c 1 $FG run -c "$work/$1.toml" >/dev/null 2>&1 & pids+=($!)
   echo $! > "$work/$1.pid"
   echo "$a" > "$work/$1.admin"
   wait_http http://127.0.0.1:$a/healthz
@@ -92,7 +99,7 @@ ${EVENTS_EXTRA:-}" ;;
     else
     REDIS=$(port)
     sched=(chrt --idle 0); [ "${REDIS_SCHED:-idle}" = normal ] && sched=()
-    "${sched[@]}" taskset -c 0 redis-server --port "$REDIS" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
+    "${sched[@]}" taskset -c "${REDIS_CPU:-0}" setsid redis-server --port "$REDIS" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
       --save "" --appendonly no >/dev/null 2>&1 & pids+=($!)
     for _ in $(seq 1 200); do redis-cli -p "$REDIS" ping >/dev/null 2>&1 && break; sleep 0.05; done
     url="redis://127.0.0.1:$REDIS"; [ "$SINK" = redis-unix ] && url="unix://$work/redis.sock"
@@ -125,8 +132,21 @@ cpu_ns() {
   echo $n
 }
 
+# Times the named threads of process $1 went to sleep of their own accord (for a worker: waiting
+# in epoll for more requests, i.e. its load generator fell behind).
+sleeps() {
+  local t n=0
+  for t in /proc/$1/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] || continue
+    n=$((n + $(awk '/^voluntary_ctxt_switches/{print $2}' "$t/status" 2>/dev/null || echo 0)))
+  done
+  echo $n
+}
+# CPU 0's idle and total jiffies (the load generator's core; Redis runs there at idle priority).
+cpu0() { awk '$1 == "cpu0" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
+
 declare -A rps cpu ratio_rps ratio_cpu
-shares=""; busy=""; workers=""; lags=""; wrk_ratios=""
+shares=""; busy=""; workers=""; lags=""; wrk_ratios=""; sleeps_on=""; sleeps_off=""; idle0=""
 declare -A S
 # snap TAG: both nodes' request counters, CPU (all threads, the events thread, the worker)
 # and the "on" node's events delivered, at one moment.
@@ -139,8 +159,9 @@ snap() {
   S[$1_sent]=$(metric on flashgate_events_sent_total)
   for w in off on; do
     pid=$(pid_of $w); S[$1_cpu_$w]=$(cpu_ns "$pid"); S[$1_ev_$w]=$(cpu_ns "$pid" "BG events")
-    S[$1_wk_$w]=$(cpu_ns "$pid" flashgate)
+    S[$1_wk_$w]=$(cpu_ns "$pid" flashgate); S[$1_sl_$w]=$(sleeps "$pid" flashgate)
   done
+  read -r S[$1_idle0] S[$1_all0] < <(cpu0)
 }
 pair() { # kind path
   local w port cookie args out
@@ -174,6 +195,11 @@ pair() { # kind path
     # flatter the "on" node).
     lags+="$(awk -v n="${N[on]}" -v d="$(( ${S[b_sent]} - ${S[a_sent]} ))" 'BEGIN{printf "%.4f", n ? (n - d) / n : 0}') "
     workers+="$(awk -v a="${W[on]}" -v b="${W[off]}" 'BEGIN{printf "%.4f", a / b}') "
+    for w in off on; do
+      local sl; sl=$(awk -v s="$(( ${S[b_sl_$w]} - ${S[a_sl_$w]} ))" -v n="${N[$w]}" 'BEGIN{printf "%.2f", n ? s * 1000 / n : 0}')
+      if [ $w = on ]; then sleeps_on+="$sl "; else sleeps_off+="$sl "; fi
+    done
+    idle0+="$(awk -v i="$(( ${S[b_idle0]} - ${S[a_idle0]} ))" -v t="$(( ${S[b_all0]} - ${S[a_all0]} ))" 'BEGIN{printf "%.3f", t ? i / t : 0}') "
   fi
   # Both nodes together should keep CPU 1 busy; if not, the load generator was the limit.
   busy+="$(awk -v t="$total" -v s="$secs" 'BEGIN{printf "%.3f", t / 1e9 / s}') "
@@ -214,6 +240,8 @@ echo "$SINK sink; medians of $ROUNDS rounds of ${DUR}s; ratios are per round (bo
 echo "events delivered by the 'on' nodes: $sent, dropped: $dropped"
 echo "share of the 'on' node's CPU used by the events service's thread during arrivals: $(echo "$shares" | median | awk '{printf "%.1f %%", $1 * 100}')"
 echo "the worker thread's own CPU/req during arrivals, on / off: $(echo "$workers" | median) ($(echo "$workers" | range)) — the request path's events code is the same for every sink"
+echo "times a worker went idle (waited for requests) per 1000 arrivals: on $(echo "$sleeps_on" | median) ($(echo "$sleeps_on" | range)), off $(echo "$sleeps_off" | median) ($(echo "$sleeps_off" | range)) — more on the 'on' node means its load generator fell behind"
+echo "CPU 0 (load generators, origin, Redis) idle during arrivals: $(echo "$idle0" | range)"
 echo "arrivals on / off as wrk counts them (each over its own run): $(echo "$wrk_ratios" | median) ($(echo "$wrk_ratios" | range))"
 echo "arrivals whose event was not yet delivered when the window closed: at most $(echo "$lags" | tr ' ' '\n' | grep -v '^$' | sort -g | tail -1 | awk '{printf "%.2f %%", $1 * 100}') of a window's"
 if [ -n "${REDIS:-}" ]; then
