@@ -295,7 +295,8 @@ impl Sink {
 /// batch (≈ 1.3 ms for 256 events), which every other client of that Redis waited out. Plain
 /// `XADD`s cost Redis about half as much (2.5–3.4 µs per event in the benchmark, against
 /// 5.1–6.4 µs), and Redis serves other clients between the 16 KB parts it reads of a pipeline
-/// (`loadtests/results/2026-11-28T1430-events.md`). Blocking is fine here for the reason the
+/// (`loadtests/results/2026-11-28T1430-events.md`; 0.8 µs on a faster machine:
+/// `…T1900-events.md`). Blocking is fine here for the reason the
 /// file sink's is: the service's runtime is its own and nothing else runs on it; a slow Redis
 /// holds up only delivery (reads and writes time out after [`RESPONSE_TIMEOUT`]).
 pub(super) struct RedisSink {
