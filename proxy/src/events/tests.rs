@@ -618,6 +618,15 @@ fn commands(mut input: &[u8], n: usize) -> Vec<Vec<String>> {
     out
 }
 
+/// Marks every line of `b` sent and settles it: nothing is left, text included.
+fn settle_all(b: &mut sink::Batch) {
+    b.lines
+        .iter_mut()
+        .for_each(|l| l.state = sink::Delivery::Sent);
+    b.settle(|_| {});
+    assert!(b.is_empty() && b.text.is_empty());
+}
+
 fn xadd(key: &str, event: &str, kind: usize, room: &str) -> Vec<String> {
     let kind = EventKind::NAMES[kind];
     ["XADD", key, "*", "event", event, "kind", kind, "room", room]
@@ -697,12 +706,7 @@ fn a_batch_pipeline_reads_back_entry_for_entry() {
         let mut again: Vec<_> = want.iter().skip(1).step_by(2).cloned().collect();
         again.push(trim("s:all"));
         assert_eq!(commands(&s.pipeline(&mut batch), again.len()), again);
-        batch
-            .lines
-            .iter_mut()
-            .for_each(|l| l.state = sink::Delivery::Sent);
-        batch.settle(|_| {});
-        assert!(batch.is_empty() && batch.text.is_empty());
+        settle_all(&mut batch);
     }
 }
 
@@ -838,11 +842,7 @@ fn a_batch_keeps_its_pending_lines_in_order() {
     // A line added after the kept ones starts where they end.
     b.push(of_kind(0, "f"), None, |t, _| t.extend_from_slice(b"{}"));
     assert_eq!(b.framed(2), b"{}\n");
-    b.lines
-        .iter_mut()
-        .for_each(|l| l.state = sink::Delivery::Sent);
-    b.settle(|_| {});
-    assert!(b.is_empty() && b.text.is_empty());
+    settle_all(&mut b);
 }
 
 #[test]
