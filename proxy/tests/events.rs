@@ -58,6 +58,19 @@ impl Running {
     }
 }
 
+/// Starts a service for `cfg` (a Redis sink), emits tickets 1–10 and waits until the sink has
+/// counted a failed attempt (`what`).
+async fn ten_until_refused(cfg: &EventsConfig, metrics: &Metrics, what: &str) -> Running {
+    let (events, svc) = Events::new(cfg, metrics);
+    let running = start(svc.expect("service"));
+    for t in 1..=10 {
+        events.emit(issued("drop", t));
+    }
+    let errors = metrics.events_sink_errors.with_label_values(&["redis"]);
+    until(what, 20, || errors.get() >= 1).await;
+    running
+}
+
 /// Polls `f` until it holds, up to `secs`.
 async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -306,13 +319,12 @@ async fn a_refused_login_is_retried_until_it_works() {
     let redis = RedisServer::start();
     let metrics = Metrics::new();
     let url = format!("redis://late:late-secret@127.0.0.1:{}", redis.port);
-    let (events, svc) = Events::new(&config_at(&url, "test:login", 1_000, 8), &metrics);
-    let running = start(svc.expect("service"));
-    for t in 1..=10 {
-        events.emit(issued("drop", t));
-    }
-    let errors = metrics.events_sink_errors.with_label_values(&["redis"]);
-    until("a refused login", 20, || errors.get() >= 1).await;
+    let running = ten_until_refused(
+        &config_at(&url, "test:login", 1_000, 8),
+        &metrics,
+        "a refused login",
+    )
+    .await;
     assert_eq!(xlen(&redis, "test:login"), 0);
     let _: () = redis
         .cmd(
@@ -461,13 +473,12 @@ async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
         .cmd(redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody))
         .expect("REPLICAOF");
     let metrics = Metrics::new();
-    let (events, svc) = Events::new(&config(&redis, "test:later", 1_000, 8), &metrics);
-    let running = start(svc.expect("service"));
-    for t in 1..=10 {
-        events.emit(issued("drop", t));
-    }
-    let errors = metrics.events_sink_errors.with_label_values(&["redis"]);
-    until("a refused attempt", 20, || errors.get() >= 1).await;
+    let running = ten_until_refused(
+        &config(&redis, "test:later", 1_000, 8),
+        &metrics,
+        "a refused attempt",
+    )
+    .await;
     // The sink's connection: the client whose last command was one of its pipeline's.
     let sink_client = || -> Option<String> {
         let list: String = redis.cmd(redis::cmd("CLIENT").arg("LIST")).ok()?;
