@@ -72,6 +72,7 @@ async fn consumer_reads_acks_and_counts_admissions() {
         batch: NonZeroUsize::new(64).expect("non-zero"),
         node: "edge-1".into(),
         rooms: BTreeMap::new(),
+        ..EventsConfig::default()
     };
     let metrics = Metrics::new();
     let (events, svc) = Events::new(&cfg, &metrics);

@@ -36,6 +36,7 @@ fn config_at(url: &str, stream: &str, buffer: usize, batch: usize) -> EventsConf
         batch: NonZeroUsize::new(batch).expect("non-zero"),
         node: "test-node".into(),
         rooms: BTreeMap::new(),
+        ..EventsConfig::default()
     }
 }
 

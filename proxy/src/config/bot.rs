@@ -34,22 +34,6 @@ fn rate(
     }
 }
 
-fn duration_between(
-    ctx: &Ctx<'_>,
-    key: &str,
-    v: Option<&String>,
-    default: Duration,
-    (lo, lo_text): (Duration, &str),
-    (hi, hi_text): (Duration, &str),
-) -> Result<Duration, ConfigError> {
-    let Some(s) = v else { return Ok(default) };
-    let d = ctx.duration(key, s)?;
-    if d < lo || d > hi {
-        return Err(ctx.err(key, format!("must be between {lo_text} and {hi_text}")));
-    }
-    Ok(d)
-}
-
 /// A room's `[rooms.bot]` (`key` is `rooms[i].bot`). Absent: bot defence off.
 pub(super) fn build_room(
     ctx: &Ctx<'_>,
@@ -96,16 +80,14 @@ pub(super) fn build_room(
             format!("must be at least difficulty ({difficulty})"),
         ));
     }
-    let challenge_ttl = duration_between(
-        ctx,
+    let challenge_ttl = ctx.duration_between(
         &k("challenge_ttl"),
         s.challenge_ttl.as_ref(),
         d.challenge_ttl,
         (Duration::from_secs(10), "10s"),
         (Duration::from_secs(600), "10m"),
     )?;
-    let pass_ttl = duration_between(
-        ctx,
+    let pass_ttl = ctx.duration_between(
         &k("pass_ttl"),
         s.pass_ttl.as_ref(),
         d.pass_ttl,
@@ -188,8 +170,7 @@ pub(super) fn build_room(
             t.tickets_per_prefix,
             dt.tickets_per_prefix,
         )?,
-        prefix_window: duration_between(
-            ctx,
+        prefix_window: ctx.duration_between(
             &k("thresholds.prefix_window"),
             t.prefix_window.as_ref(),
             dt.prefix_window,

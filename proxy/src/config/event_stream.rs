@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::file::{EventsSection, RoomSection};
 use super::{ConfigError, Ctx, StoreKind};
@@ -22,8 +23,11 @@ const DEFAULT_KEEP_FILES: u32 = 5;
 const MAX_KEEP_FILES: u32 = 100;
 const DEFAULT_BUFFER: usize = 10_000;
 const MAX_BUFFER: usize = 1_000_000;
-const DEFAULT_BATCH: usize = 1024;
+const DEFAULT_BATCH: usize = 4096;
 const MAX_BATCH: usize = 10_000;
+/// See [`EventsConfig::linger`]; why 50 ms: `docs/events.md`, "What an event costs".
+const DEFAULT_LINGER: Duration = Duration::from_millis(50);
+const MAX_LINGER: Duration = Duration::from_secs(1);
 
 /// Where events are delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,10 @@ pub struct EventsConfig {
     pub buffer: NonZeroUsize,
     /// Most events per delivery (one pipelined round trip, or one file write).
     pub batch: NonZeroUsize,
+    /// After a delivery that emptied the buffer, how long delivery waits for more events before
+    /// it takes the next batch: the most an event waits under load, and what turns a stream of
+    /// single events into batches (fewer, larger batches cost the node less).
+    pub linger: Duration,
     /// This node's name in every event.
     pub node: String,
     /// Rooms whose `[rooms.event_stream]` differs from the default, by room id.
@@ -73,6 +81,7 @@ impl Default for EventsConfig {
             sink: EventSink::Off,
             buffer: NonZeroUsize::new(DEFAULT_BUFFER).unwrap_or(NonZeroUsize::MIN),
             batch: NonZeroUsize::new(DEFAULT_BATCH).unwrap_or(NonZeroUsize::MIN),
+            linger: DEFAULT_LINGER,
             node: default_node(),
             rooms: BTreeMap::new(),
         }
@@ -183,6 +192,13 @@ pub(super) fn build(
                 format!("must be between 1 and {MAX_BATCH}, and at most events.buffer"),
             )
         })?;
+    let linger = ctx.duration_between(
+        "events.linger",
+        e.linger.as_ref(),
+        DEFAULT_LINGER,
+        (Duration::ZERO, "0ms"),
+        (MAX_LINGER, "1s"),
+    )?;
     let node = match &e.node {
         Some(n) => {
             if n.is_empty() || n.len() > 64 || !n.chars().all(node_char) {
@@ -267,6 +283,7 @@ pub(super) fn build(
         sink,
         buffer,
         batch,
+        linger,
         node,
         rooms: per_room,
     })
@@ -300,7 +317,8 @@ servers = ["127.0.0.1:3000"]
     fn off_by_default() {
         let e = parse("");
         assert_eq!(e.sink, EventSink::Off);
-        assert_eq!((e.buffer.get(), e.batch.get()), (10_000, 1024));
+        assert_eq!((e.buffer.get(), e.batch.get()), (10_000, 4096));
+        assert_eq!(e.linger, DEFAULT_LINGER);
         assert!(!e.node.is_empty() && e.node.len() <= 64);
         assert!(e.rooms.is_empty());
     }
@@ -374,5 +392,24 @@ total_active_users = 500
              path = \"events.jsonl\"\nkeep_files = 3\n",
         );
         assert_eq!(e.sink, EventSink::Off);
+    }
+
+    #[test]
+    fn linger_is_a_duration_up_to_a_second() {
+        assert_eq!(
+            parse("[events]\nlinger = \"5ms\"\n").linger,
+            Duration::from_millis(5)
+        );
+        assert_eq!(parse("[events]\nlinger = \"0ms\"\n").linger, Duration::ZERO);
+        for (v, says) in [("2s", "between 0ms and 1s"), ("soon", "not a duration")] {
+            let text = format!("{BASE}[events]\nlinger = \"{v}\"\n");
+            let err = Config::parse("events.toml", &text, UnixMillis::from_secs(1_800_000_000))
+                .expect_err(v);
+            assert_eq!(
+                (err.file.as_str(), err.key.as_str()),
+                ("events.toml", "events.linger")
+            );
+            assert!(err.reason.contains(says), "{v}: {}", err.reason);
+        }
     }
 }

@@ -475,8 +475,11 @@ pub struct EventsSection {
     pub keep_files: Option<u32>,
     /// Events held in memory while the sink is slow or down (default 10000).
     pub buffer: Option<usize>,
-    /// Most events per delivery (default 256).
+    /// Most events per delivery (default 4096).
     pub batch: Option<usize>,
+    /// How long delivery waits for more events after a delivery that emptied the buffer
+    /// (default 50ms).
+    pub linger: Option<String>,
     /// This node's name in events (default: the host name, or `node-<pid>`).
     pub node: Option<String>,
 }

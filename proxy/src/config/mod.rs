@@ -223,6 +223,24 @@ impl Ctx<'_> {
         })
     }
 
+    /// `v` as a duration between `lo` and `hi` (each with its text for the message), or
+    /// `default` when absent.
+    fn duration_between(
+        &self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+        (lo, lo_text): (Duration, &str),
+        (hi, hi_text): (Duration, &str),
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = v else { return Ok(default) };
+        let d = self.duration(key, s)?;
+        if d < lo || d > hi {
+            return Err(self.err(key, format!("must be between {lo_text} and {hi_text}")));
+        }
+        Ok(d)
+    }
+
     fn time(&self, key: &str, s: &str) -> Result<UnixMillis, ConfigError> {
         if let Some(rel) = s.strip_prefix('+') {
             return Ok(self.now.plus(self.duration(key, rel)?));

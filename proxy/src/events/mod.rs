@@ -18,9 +18,10 @@
 //!   the event with the request's clock reading and pushes it into a bounded buffer under a
 //!   short lock ([`buffer`]); the id, the room's stream and the JSON text are made by the
 //!   delivery task. It cannot wait for the sink. With the sink off, it is one branch. It wakes
-//!   the delivery task only when the buffer was empty; under load the task lingers [`LINGER`]
-//!   after each delivery and takes what accumulated, so events are delivered in batches at
-//!   most about `LINGER` late and the request path makes no system call for them.
+//!   the delivery task only when the buffer was empty; under load the task lingers
+//!   (`events.linger`, 50 ms by default: [`EventsConfig::linger`]) after each delivery and
+//!   takes what accumulated, so events are delivered in batches at most about the linger late
+//!   and the request path makes no system call for them.
 //! - **Bounded memory.** At most `buffer` events wait in memory, plus one batch in flight.
 //!   When the buffer is full the new event is dropped and counted in
 //!   `flashgate_events_dropped_total{reason="buffer_full"}`.
@@ -88,11 +89,6 @@ pub const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 /// First and longest wait between attempts while the sink fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// After a delivery that emptied the buffer, how long the task waits for more events before it
-/// takes the next batch: the most an event is delayed under load, and what turns a stream of
-/// single events into batches.
-pub const LINGER: Duration = Duration::from_millis(20);
 
 /// An event and when it was emitted: what the request path hands over (72 bytes; the rare
 /// large kinds box their fields). The delivery task adds the id and the room's stream.
@@ -164,6 +160,7 @@ impl Events {
             started: AtomicBool::new(false),
             sink: cfg.sink.clone(),
             batch: cfg.batch.get(),
+            linger: cfg.linger,
             node: cfg.node.clone(),
             sent,
             dropped_rejected: dropped("rejected"),
@@ -366,6 +363,7 @@ pub struct EventsService {
     started: AtomicBool,
     sink: EventSink,
     batch: usize,
+    linger: Duration,
     node: String,
     /// `flashgate_events_sent_total` by kind, in [`EventKind::NAMES`] order.
     sent: [IntCounter; EventKind::NAMES.len()],
@@ -462,7 +460,7 @@ impl EventsService {
                     }
                     backoff = BACKOFF_MIN;
                     // Less than a batch waiting: give it a moment to become one.
-                    (self.buf.len() < self.batch).then_some(LINGER)
+                    (self.buf.len() < self.batch && !self.linger.is_zero()).then_some(self.linger)
                 }
                 Err(e) => {
                     self.sink_errors.inc();

@@ -28,6 +28,7 @@ fn cfg(sink: EventSink, buffer: usize, batch: usize) -> EventsConfig {
         batch: nz(batch),
         node: "test-node".into(),
         rooms: BTreeMap::new(),
+        ..EventsConfig::default()
     }
 }
 
