@@ -4,7 +4,8 @@
 # loaded with new arrivals by its own wrk on CPU 0 for DUR seconds; prints the events thread's
 # CPU per event, arrivals on/off and the worker's CPU per request, all over one window.
 # VARIANT: redis (default), file, nosend, discard, redis-noreply (the last three need a build
-# with ablation.patch applied); EXTRA: lines for the "on" node's [events]; ORDER: start order.
+# with ablation.patch applied); EXTRA: lines for the "on" node's [events]; ORDER: start order;
+# HALVES=1: the window cut in two, each half reported.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -54,8 +55,15 @@ sleep 1; e1=$(evs); ron1=$(reqs ${AD[on]}); roff1=$(reqs ${AD[off]}); snap > $wo
 if [ -n "${PERF:-}" ]; then
   tid=$(for t in /proc/${P[on]}/task/*; do [ "$(cat $t/comm)" = "$PERF" ] && basename $t; done | head -1 || true)
   perf record -e cpu-clock -F 4999 -g -t $tid -o "${PERF_DATA:-/tmp/flashgate-events.perf.data}" -- sleep $(( ${DUR:-8} - 2 )) 2>/dev/null
+elif [ -n "${HALVES:-}" ]; then
+  sleep $(( (${DUR:-8} - 2) / 2 )); snap > $work/sm; em=$(evs); ronm=$(reqs ${AD[on]}); roffm=$(reqs ${AD[off]}); sleep $(( (${DUR:-8} - 2) / 2 ))
 else sleep $(( ${DUR:-8} - 2 )); fi
 snap > $work/s2; e2=$(evs); ron2=$(reqs ${AD[on]}); roff2=$(reqs ${AD[off]})
 wait $o1 $o2
 join <(awk '{print $1"/"$2"/"$3, $4}' $work/s1 | sort) <(awk '{print $1"/"$2"/"$3, $4}' $work/s2 | sort) | awk '{d=($3-$2)/1e6; if (d>0.5) printf "%-40s %8.1f ms\n", $1, d}'
-cat $work/ctx; python3 $here/sum.py $work/s1 $work/s2 $((e2-e1)) $((ron2-ron1)) $((roff2-roff1))
+if [ -n "${HALVES:-}" ]; then
+  echo "first half:  $(python3 $here/sum.py $work/s1 $work/sm $((em-e1)) $((ronm-ron1)) $((roffm-roff1)))"
+  echo "second half: $(python3 $here/sum.py $work/sm $work/s2 $((e2-em)) $((ron2-ronm)) $((roff2-roffm)))"
+else
+  cat $work/ctx; python3 $here/sum.py $work/s1 $work/s2 $((e2-e1)) $((ron2-ron1)) $((roff2-roff1))
+fi
