@@ -387,8 +387,8 @@ impl BackgroundService for EventsService {
 
 impl EventsService {
     /// Tops `batch` up with events already buffered (never waits), each given its id and
-    /// written as JSON straight into the batch's text, framed for the sink. Serializing happens here, after the
-    /// buffer's lock is released.
+    /// written as JSON straight into the batch's text, framed for the sink. Serializing happens
+    /// here, after the buffer's lock is released.
     fn fill(&self, w: &mut Work, batch: &mut Batch) {
         self.buf
             .take(self.batch.saturating_sub(batch.len()), &mut w.taken);

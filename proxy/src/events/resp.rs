@@ -1,8 +1,9 @@
 //! The Redis sink's connection: RESP2 over one blocking socket, commands framed into one buffer
 //! (a batch's `XADD`s as its events are serialized) and written with one `write(2)`, replies
-//! scanned where they were read (no value tree, nothing allocated per reply). A batch is one pipelined `XADD` per event, so the reply
-//! is one short bulk string (the entry's id) per event: redis-rs's parser built a `Value` for
-//! each, which on a saturated node cost more than the socket work.
+//! scanned where they were read (no value tree, nothing allocated per reply). A batch is one
+//! pipelined `XADD` per event, so the reply is one short bulk string (the entry's id) per event:
+//! redis-rs's parser built a `Value` for each, which on a saturated node cost more than the
+//! socket work.
 //!
 //! redis-rs still reads the URL (host, port or unix socket path, user, password, database);
 //! the connection speaks RESP2 (no `HELLO`), authenticates with `AUTH` and selects the database
