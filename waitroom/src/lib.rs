@@ -28,6 +28,7 @@
 
 pub mod admission;
 pub mod controller;
+pub mod entry;
 pub mod eta;
 pub mod memory;
 pub mod room;
