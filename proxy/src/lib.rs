@@ -36,6 +36,7 @@ pub mod monitoring;
 pub mod node;
 pub mod pages;
 pub mod rooms;
+pub mod routing;
 pub mod server;
 pub mod shield;
 pub mod shop;

@@ -17,7 +17,7 @@ use waitroom::eta::EtaEstimator;
 use waitroom::{RoomSnapshot, RoomView, Store, UnixMillis};
 
 use crate::clock;
-use crate::config::{prefix_matches, Room};
+use crate::config::Room;
 use crate::metrics::Metrics;
 use crate::shield::Shield;
 use crate::store::local::{sync_room, FloorBucket, Marks};
@@ -122,6 +122,9 @@ pub struct RoomRuntime {
 #[derive(Debug)]
 struct Shared {
     view: ArcSwap<RoomView>,
+    /// Advanced whenever a new view would answer some shopper differently
+    /// ([`RoomView::same_answers`]): server-sent-event streams wait on it instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     eta: Mutex<EtaEstimator>,
     /// Read on every pass check, written on leave/revoke: a read-write lock.
     ended: parking_lot::RwLock<Recent>,
@@ -153,6 +156,7 @@ impl RoomRuntime {
             cfg,
             shared: Arc::new(Shared {
                 view: ArcSwap::from_pointee(view),
+                changes: tokio::sync::watch::Sender::new(0),
                 eta: Mutex::new(eta),
                 ended: parking_lot::RwLock::new(Recent::default()),
                 checkins: CheckIns::new(),
@@ -216,7 +220,18 @@ impl RoomRuntime {
             view.new_users_per_minute =
                 ((f64::from(view.new_users_per_minute) * factor).round() as u32).max(1);
         }
-        self.shared.view.store(Arc::new(view));
+        let old = self.shared.view.swap(Arc::new(view));
+        if !old.same_answers(&self.shared.view.load()) {
+            self.shared
+                .changes
+                .send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Wakes when the room's view changes what a shopper would be told (see
+    /// [`RoomView::same_answers`]); the current view counts as seen.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
     }
 
     /// The origin-health factor of the last sync: in `[min_factor, 1]` for rooms with
@@ -358,22 +373,14 @@ impl Rooms {
 
     /// The room protecting `host` + `path` + `method`: the longest matching path prefix wins.
     pub fn find(&self, host: &str, path: &str, method: &str) -> Option<&Arc<RoomRuntime>> {
-        let mut best: Option<(&Arc<RoomRuntime>, usize)> = None;
-        for r in &self.rooms {
+        let candidates = self.rooms.iter().enumerate().flat_map(|(i, r)| {
             let c = &r.cfg;
-            if !c.hosts.is_empty() && !c.hosts.iter().any(|h| h == host) {
-                continue;
-            }
-            if !c.methods.is_empty() && !c.methods.iter().any(|m| m == method) {
-                continue;
-            }
-            for p in &c.paths {
-                if prefix_matches(p, path) && best.is_none_or(|(_, len)| p.len() > len) {
-                    best = Some((r, p.len()));
-                }
-            }
-        }
-        best.map(|(r, _)| r)
+            let here = (c.hosts.is_empty() || c.hosts.iter().any(|h| h == host))
+                && (c.methods.is_empty() || c.methods.iter().any(|m| m == method));
+            let paths = if here { &c.paths[..] } else { &[] };
+            paths.iter().map(move |p| (i, p.as_str(), 0))
+        });
+        crate::routing::longest(candidates, path).map(|i| &self.rooms[i])
     }
 
     /// Runs the controller slice and refreshes every room's view once.

@@ -170,6 +170,36 @@ impl RoomView {
         .flatten()
     }
 
+    /// Whether every status answer computed from `other` would be the one computed from this
+    /// view at the same instant: the same state, message, serving number, draws, claims and
+    /// active counts, and the same admission history for the ETA. Ignores what changes on
+    /// every refresh without changing an answer (the read's time, the ticket counter, the
+    /// controller's slice bookkeeping), so that a room publishes a change only when there is
+    /// one to push.
+    pub fn same_answers(&self, other: &RoomView) -> bool {
+        let (a, b) = (&self.snapshot, &other.snapshot);
+        self.state == other.state
+            && self.event_id == other.event_id
+            && self.starts_at == other.starts_at
+            && self.method == other.method
+            && self.new_users_per_minute == other.new_users_per_minute
+            && self.total_active_users == other.total_active_users
+            && self.session_minutes == other.session_minutes
+            && self.message == other.message
+            && self.seed_hash == other.seed_hash
+            && self.seed == other.seed
+            && a.ctl.serving == b.ctl.serving
+            && a.ctl.history == b.ctl.history
+            && a.ctl.ranges == b.ctl.ranges
+            && a.ctl.started_event == b.ctl.started_event
+            && a.ctl.prequeue_count == b.ctl.prequeue_count
+            && a.ctl.admitted_total == b.ctl.admitted_total
+            && a.active == b.active
+            && a.claims_minute == b.claims_minute
+            && a.claims_in_minute == b.claims_in_minute
+            && a.claimed_total == b.claimed_total
+    }
+
     /// The serving number.
     pub fn serving(&self) -> u64 {
         self.snapshot.ctl.serving

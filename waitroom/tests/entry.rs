@@ -277,3 +277,29 @@ proptest! {
         prop_assert_eq!(entries, model.entered.len() as u64);
     }
 }
+
+#[test]
+fn a_view_changes_its_answers_only_when_something_shown_changes() {
+    let s = settings();
+    let a = view(&s, 10, 20, Overrides::default());
+    // A later read with more tickets issued and the controller's bookkeeping moved on.
+    let mut snap = a.snapshot.clone();
+    snap.time = UnixMillis(NOW.0 + 200);
+    snap.issued += 5;
+    snap.ctl.version += 1;
+    snap.ctl.last_tick = snap.time;
+    let b = RoomView::new(&s, snap, &EtaEstimator::new());
+    assert!(a.same_answers(&b));
+    let moved = view(&s, 11, 20, Overrides::default());
+    assert!(!a.same_answers(&moved));
+    let paused = view(
+        &s,
+        10,
+        20,
+        Overrides {
+            paused: true,
+            ..Overrides::default()
+        },
+    );
+    assert!(!a.same_answers(&paused));
+}

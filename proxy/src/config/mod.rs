@@ -45,19 +45,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How a route's traffic is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Default,
-    /// Cacheable catalog pages.
-    Catalog,
-    /// Never gated by a room (static assets, health checks).
-    Bypass,
-    /// Kept alive under origin stress (checkout, payment).
-    Essential,
-    /// Shed first under origin stress (reviews, wishlists).
-    Optional,
-}
+pub use crate::routing::{prefix_matches, RouteKind};
 
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -467,15 +455,6 @@ fn check_path(ctx: &Ctx<'_>, key: &str, p: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-/// Whether the prefix `prefix` covers `path` on whole segments.
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return path.starts_with('/');
-    }
-    let prefix = prefix.trim_end_matches('/');
-    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
 fn socket(ctx: &Ctx<'_>, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
