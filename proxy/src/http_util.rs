@@ -45,6 +45,37 @@ pub fn cookie_for<'a>(
     None
 }
 
+/// The values of a room's pass and ticket cookies (`fg_p_<room>`, `fg_t_<room>`), from one
+/// scan of the `Cookie` headers (the first of each wins).
+pub fn room_cookies<'a>(
+    headers: impl Iterator<Item = &'a [u8]>,
+    room: &str,
+) -> (Option<&'a str>, Option<&'a str>) {
+    let (mut pass, mut ticket) = (None, None);
+    for h in headers {
+        let Ok(h) = std::str::from_utf8(h) else {
+            continue;
+        };
+        for pair in h.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            let Some(rest) = k.trim().strip_prefix("fg_") else {
+                continue;
+            };
+            let slot = match rest.split_at_checked(2) {
+                Some(("p_", r)) if r == room => &mut pass,
+                Some(("t_", r)) if r == room => &mut ticket,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.trim().trim_matches('"'));
+            }
+        }
+    }
+    (pass, ticket)
+}
+
 /// A `Cookie` header value without Flashgate's own cookies (`fg_*`), or `None` when nothing is
 /// left. The origin never sees queue tokens.
 pub fn strip_own_cookies(header: &str) -> Option<String> {
@@ -317,6 +348,16 @@ mod tests {
         assert_eq!(cookie_for(h.iter().copied(), "fg_t_", "drop"), Some("abc"));
         assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "drop"), Some("xyz"));
         assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "dro"), None);
+        assert_eq!(
+            room_cookies(h.iter().copied(), "drop"),
+            (Some("xyz"), Some("abc"))
+        );
+        assert_eq!(room_cookies(h.iter().copied(), "dro"), (None, None));
+        let twice: [&[u8]; 1] = [b"fg_p_drop=first; fg_p_drop=second; fg_t_=x"];
+        assert_eq!(
+            room_cookies(twice.iter().copied(), "drop"),
+            (Some("first"), None)
+        );
         let bad: [&[u8]; 1] = [b"\xff\xfe=; ;;=;x"];
         assert_eq!(cookie(bad.iter().copied(), "x"), None);
         assert_eq!(

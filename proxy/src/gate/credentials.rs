@@ -17,13 +17,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use waitroom::token::{Expect, TokenError};
 use waitroom::{KeyRing, Pass, Ticket, UnixMillis};
 
-use super::request::header;
-use crate::http_util::{clear_cookie, cookie_for, set_cookie, CookieAttrs};
+use crate::http_util::{clear_cookie, room_cookies, set_cookie, CookieAttrs};
 use crate::rooms::RoomRuntime;
 
 /// Header carrying a ticket or pass for apps that keep no cookies (both directions).
 pub const TOKEN_HEADER: &str = "x-flashgate-token";
-const TOKEN_NAME: http::HeaderName = http::HeaderName::from_static(TOKEN_HEADER);
+pub(crate) const TOKEN_NAME: http::HeaderName = http::HeaderName::from_static(TOKEN_HEADER);
 
 /// The request's verified tokens for one room.
 #[derive(Debug, Default)]
@@ -49,17 +48,21 @@ impl Credentials {
         client: Option<std::net::IpAddr>,
         now: UnixMillis,
     ) -> Self {
-        let ua = header(req, "user-agent").unwrap_or("");
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map_or(&b""[..], |v| v.as_bytes());
         let expect = Expect {
             room: room.id(),
-            binding: room.cfg.binding.value(ua.as_bytes(), client),
+            binding: room.cfg.binding.value(ua, client),
             now,
             leeway: room.cfg.settings.token_leeway,
         };
         let cookies = || req.headers.get_all("cookie").iter().map(|v| v.as_bytes());
-        let header_token = header(req, TOKEN_HEADER);
-        let pass_tok = cookie_for(cookies(), "fg_p_", room.id()).or(header_token);
-        let ticket_tok = cookie_for(cookies(), "fg_t_", room.id()).or(header_token);
+        let header_token = req.headers.get(TOKEN_NAME).and_then(|v| v.to_str().ok());
+        let (pass_cookie, ticket_cookie) = room_cookies(cookies(), room.id());
+        let pass_tok = pass_cookie.or(header_token);
+        let ticket_tok = ticket_cookie.or(header_token);
 
         let mut c = Credentials {
             binding: expect.binding,
@@ -192,6 +195,21 @@ impl Outgoing {
             }
         }
         (cookies, token)
+    }
+
+    /// Writes the cookies and the token header into plain header fields.
+    pub(crate) fn write_map(&self, h: &mut http::HeaderMap) -> pingora::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let (cookies, token) = self.render();
+        for c in cookies {
+            h.append(http::header::SET_COOKIE, super::upstream::value(c)?);
+        }
+        if let Some(t) = token {
+            h.insert(TOKEN_NAME, super::upstream::value(t.to_owned())?);
+        }
+        Ok(())
     }
 
     /// Writes the cookies and the token header into `resp`.

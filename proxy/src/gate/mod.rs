@@ -49,8 +49,6 @@ use credentials::{Credentials, Outgoing};
 use request::{Client, Refusal};
 use upstream::ShieldCtx;
 
-const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
 /// The proxy service.
 #[derive(Debug)]
 pub struct Gate {
@@ -224,15 +222,17 @@ impl ProxyHttp for Gate {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.out.write(resp)?;
-        resp.insert_header(REQUEST_ID, ctx.client.request_id.as_str())?;
-        if let Some(st) = ctx.shield.status {
-            resp.insert_header(
-                CACHE_HEADER_NAME,
-                http::HeaderValue::from_static(st.as_str()),
-            )?;
-        }
-        Ok(())
+        upstream::edit_response(resp, |h| {
+            ctx.out.write_map(h)?;
+            h.insert(request::X_REQUEST_ID, ctx.client.request_id.clone());
+            if let Some(st) = ctx.shield.status {
+                h.insert(
+                    CACHE_HEADER_NAME,
+                    http::HeaderValue::from_static(st.as_str()),
+                );
+            }
+            Ok(())
+        })
     }
 
     fn response_body_filter(
@@ -314,7 +314,7 @@ impl ProxyHttp for Gate {
         let status = s.response_written().map_or(0, |r| r.status.as_u16());
         tracing::info!(
             target: "flashgate::access",
-            id = %ctx.client.request_id,
+            id = ctx.client.request_id(),
             client = ?ctx.client.addr,
             method = %s.req_header().method,
             path = %s.req_header().uri.path(),

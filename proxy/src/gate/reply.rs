@@ -16,8 +16,8 @@ use waitroom::{RejectReason, RoomView, WaitInfo};
 
 use super::admission::Admission;
 use super::credentials::Outgoing;
-use super::request::header;
-use super::{Ctx, Gate, REQUEST_ID};
+use super::request::{header, X_REQUEST_ID};
+use super::{Ctx, Gate};
 use crate::bot::Verdict;
 use crate::http_util::wants_json;
 use crate::metrics::Outcome;
@@ -317,7 +317,7 @@ impl Gate {
         let mut h = e.response_header(Instant::now(), status)?;
         ctx.out.write(&mut h)?;
         ctx.out = Outgoing::default();
-        h.insert_header(REQUEST_ID, ctx.client.request_id.as_str())?;
+        h.insert_header(X_REQUEST_ID, ctx.client.request_id.clone())?;
         let head_only = s.req_header().method == http::Method::HEAD;
         s.write_response_header(Box::new(h), head_only).await?;
         if !head_only {

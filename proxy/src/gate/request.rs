@@ -13,13 +13,22 @@ use pingora::proxy::Session;
 use crate::config::Config;
 use crate::http_util::client_ip;
 
+/// Header names the gate reads or writes on every request, parsed once (a name given as text
+/// is parsed again on each lookup).
+pub(crate) const X_FORWARDED_FOR: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Largest request head (target and header fields) forwarded; larger ones get 431.
 pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
 
 /// Who sent the request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Client {
-    pub(crate) request_id: String,
+    /// Made once, sent to the origin and back to the shopper as `X-Request-Id`.
+    pub(crate) request_id: http::HeaderValue,
     /// The TCP peer.
     pub(crate) peer: Option<IpAddr>,
     /// The peer is one of `server.trusted_proxies`.
@@ -39,12 +48,17 @@ impl Client {
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let trusted = &config.server.trusted_proxies;
         let peer_trusted = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
-        let addr = client_ip(peer, header(req, "x-forwarded-for"), trusted);
+        // Forwarding headers are read only from a peer we trust (anyone can send them).
+        let forwarded = |name: http::HeaderName| {
+            peer_trusted
+                .then(|| req.headers.get(name).and_then(|v| v.to_str().ok()))
+                .flatten()
+        };
+        let addr = client_ip(peer, forwarded(X_FORWARDED_FOR), trusted);
         // HTTPS: our own TLS listener (H1 or H2), or TLS ended by a proxy we trust.
         let over_tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let proxied_https = peer_trusted
-            && header(req, "x-forwarded-proto")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let proxied_https =
+            forwarded(X_FORWARDED_PROTO).is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
         Self {
             request_id: request_id(),
             peer,
@@ -57,17 +71,42 @@ impl Client {
     /// The `X-Forwarded-For` the origin gets: a trusted chain extended by the peer, anything
     /// else replaced by it; `None` without a peer address (a Unix socket).
     pub(crate) fn forwarded_for(&self, req: &RequestHeader) -> Option<String> {
+        use std::fmt::Write as _;
         let peer = self.peer?;
-        Some(match header(req, "x-forwarded-for") {
-            Some(chain) if self.peer_trusted => format!("{chain}, {peer}"),
-            _ => peer.to_string(),
-        })
+        let chain = req.headers.get(X_FORWARDED_FOR);
+        let mut value = String::with_capacity(48);
+        match chain.and_then(|v| v.to_str().ok()) {
+            Some(chain) if self.peer_trusted => {
+                let _ = write!(value, "{chain}, {peer}");
+            }
+            _ => {
+                let _ = write!(value, "{peer}");
+            }
+        }
+        Some(value)
+    }
+
+    /// The request id as text (for the access log).
+    pub(crate) fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            request_id: http::HeaderValue::from_static(""),
+            peer: None,
+            peer_trusted: false,
+            addr: None,
+            secure: false,
+        }
     }
 }
 
 /// A request id: 24 hex digits, a random per-process prefix and a counter. Unique per node and
 /// cheap (no system call per request); it need not be unpredictable.
-fn request_id() -> String {
+fn request_id() -> http::HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PREFIX: OnceLock<u32> = OnceLock::new();
@@ -80,13 +119,13 @@ fn request_id() -> String {
     });
     // 24 hex digits, written by hand: `format!` costs a microsecond here, on every request.
     let n = (u128::from(prefix) << 64) | u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let mut id = String::with_capacity(24);
+    let mut id = Vec::with_capacity(24);
     for shift in (0..24).rev() {
-        id.push(char::from(
-            b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize],
-        ));
+        id.push(b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize]);
     }
-    id
+    // Hex digits are a valid header value; the bytes are taken over, not copied.
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 /// A header's value as text, if it is text.
