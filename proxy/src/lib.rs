@@ -3,7 +3,8 @@
 //! | concern | where |
 //! |---|---|
 //! | config file → validated settings, error messages with keys | [`config`] |
-//! | the Pingora `ProxyHttp` adapter: routes, rooms, tokens, pages | [`gate`] |
+//! | the Pingora `ProxyHttp` adapter, a pipeline: request, credentials, admission, replies, upstream | [`gate`] |
+//! | which route and which room a request falls in | [`routing`] |
 //! | bot defence: proof of work, limits, scoring, tarpit | [`bot`] |
 //! | node-local room views, controller ticks | [`rooms`] |
 //! | queue/admission event stream (Redis Streams, JSON lines) | [`events`] |
