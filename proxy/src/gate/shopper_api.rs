@@ -29,7 +29,7 @@ use crate::rooms::RoomRuntime;
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// How often an idle stream writes [`KEEP_ALIVE`] (and looks at its answer again, which may
 /// drift with the measured admission rate though the room did not change).
-const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(25);
 /// The longest a stream lasts; see [`Stream`].
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The quickest a stream near the front of the line is pushed a new answer.
@@ -268,19 +268,17 @@ impl Gate {
     }
 
     /// The status of the request's ticket, from the node's view (no store call), and the
-    /// cookies that renew it.
+    /// renewed ticket that keeps the place (signed only for a response: see [`Self::renewal`]).
     pub(crate) fn status_of(
         &self,
         req: &RequestHeader,
-        ctx: &Ctx,
         room: &RoomRuntime,
         tarpit: bool,
         creds: &Credentials,
         now: UnixMillis,
-    ) -> (Status, Outgoing) {
+    ) -> (Status, Option<waitroom::Ticket>) {
         let view = room.view();
         let settings = &room.cfg.settings;
-        let mut out = Outgoing::for_room(room, ctx.client.secure);
         let return_to = query_param(req.uri.query(), "return")
             .filter(|r| safe_return_path(r))
             .map(|r| r.into_owned());
@@ -294,24 +292,19 @@ impl Gate {
         if creds.pass.is_some() {
             bare.admitted = true;
             bare.redirect = return_to;
-            return (bare, out);
+            return (bare, None);
         }
         let Some(t) = creds.ticket.as_ref() else {
-            return (bare, out);
+            return (bare, None);
         };
-        let keys = &ctx.live.config.keys;
         match view.decide(settings, Credential::Ticket(t), now) {
-            Decision::Wait(w) => {
-                out.set_ticket(keys, &w.renewed, settings.abandon_after);
-                (Status::waiting(room.id(), &w), out)
-            }
+            Decision::Wait(w) => (Status::waiting(room.id(), &w), Some(w.renewed)),
             Decision::Admit(req) if tarpit || !view.likely_claimable(&req) => {
                 // Your turn, but this minute's entries are used up or the room is full: next.
                 let mut w = view.wait_info(settings, t, Some(view.serving() + 1), now);
                 w.position = Some(1);
                 w.ahead = Some(0);
-                out.set_ticket(keys, &w.renewed, settings.abandon_after);
-                (Status::waiting(room.id(), &w), out)
+                (Status::waiting(room.id(), &w), Some(w.renewed))
             }
             Decision::Admit(_) => {
                 // Your turn: the claim happens on the next page request, which carries the ticket.
@@ -323,11 +316,20 @@ impl Gate {
                 let mut renewed = t.clone();
                 renewed.last_seen = now.secs();
                 renewed.expires_at = now.plus(settings.abandon_after).secs();
-                out.set_ticket(keys, &renewed, settings.abandon_after);
-                (bare, out)
+                (bare, Some(renewed))
             }
-            Decision::Reject(_) | Decision::NeedTicket | Decision::Allow { .. } => (bare, out),
+            Decision::Reject(_) | Decision::NeedTicket | Decision::Allow { .. } => (bare, None),
         }
+    }
+
+    /// The cookies that renew `ticket` (if any) for `room`.
+    fn renewal(&self, ctx: &Ctx, room: &RoomRuntime, ticket: Option<&waitroom::Ticket>) -> Outgoing {
+        let mut out = Outgoing::for_room(room, ctx.client.secure);
+        if let Some(t) = ticket {
+            let keys = &ctx.live.config.keys;
+            out.set_ticket(keys, t, room.cfg.settings.abandon_after);
+        }
+        out
     }
 
     async fn status(
@@ -339,7 +341,8 @@ impl Gate {
         creds: &Credentials,
         now: UnixMillis,
     ) -> Result<()> {
-        let (st, out) = self.status_of(s.req_header(), ctx, room, tarpit, creds, now);
+        let (st, renewed) = self.status_of(s.req_header(), room, tarpit, creds, now);
+        let out = self.renewal(ctx, room, renewed.as_ref());
         let headers = [("retry-after", (st.poll_after_ms / 1000).max(1).to_string())];
         respond_with(s, 200, JSON, st.to_json(), &headers, &out).await
     }
@@ -356,7 +359,8 @@ impl Gate {
         // Subscribed before the first status: a change from here on is not missed.
         let mut changes = room.changes();
         let now = clock::now();
-        let (first, out) = self.status_of(s.req_header(), ctx, room, tarpit, creds, now);
+        let (first, renewed) = self.status_of(s.req_header(), room, tarpit, creds, now);
+        let out = self.renewal(ctx, room, renewed.as_ref());
         let mut h = ResponseHeader::build(200, Some(5))?;
         h.insert_header("content-type", "text/event-stream")?;
         h.insert_header("cache-control", "no-store")?;
@@ -386,7 +390,7 @@ impl Gate {
                 Wake::End => break,
                 Wake::Recompute { keep_alive } => {
                     let now = clock::now();
-                    let (st, _) = self.status_of(s.req_header(), ctx, room, tarpit, creds, now);
+                    let (st, _) = self.status_of(s.req_header(), room, tarpit, creds, now);
                     let json = st.to_json();
                     stream.recomputed(at, &st);
                     if json != last {
@@ -471,8 +475,8 @@ impl Gate {
 /// reaches those shoppers within a second), the status's `poll_after` elsewhere (so a stream
 /// never costs more than the polling it replaces). It verifies no token: the credentials were
 /// read once when it opened, and it ends (the browser reconnects with the ticket the stream's
-/// response renewed) three quarters of `abandon_after` after it opened, well before that
-/// ticket would lapse. It also ends once the answer is final (admitted, sold out, closed).
+/// response renewed) `abandon_after` less a margin (an eighth of it, at least two poll
+/// intervals) after it opened, before that ticket would lapse. It also ends once the answer is final (admitted, sold out, closed).
 #[derive(Debug)]
 struct Stream {
     end: Instant,
@@ -498,7 +502,13 @@ enum Wake {
 
 impl Stream {
     fn new(now: Instant, settings: &waitroom::RoomSettings, first: &Status) -> Self {
-        let lifetime = (settings.abandon_after * 3 / 4).min(MAX_LIFETIME);
+        // The stream's response renewed the ticket for `abandon_after`; the browser reconnects
+        // (after the stream's `retry`, 2 s) with that ticket well before it lapses.
+        let margin = (settings.abandon_after / 8).max(settings.poll_interval * 2);
+        let lifetime = settings
+            .abandon_after
+            .saturating_sub(margin)
+            .clamp(Duration::from_secs(1), MAX_LIFETIME);
         let gap = push_gap(first);
         Self {
             end: now + lifetime,
@@ -596,8 +606,12 @@ mod tests {
         assert_eq!(s.on_wake(at, false), Wake::Recompute { keep_alive: true });
         s.recomputed(at, &waiting(500, 20_000));
         assert_eq!(s.next_wake(), at + KEEP_ALIVE_EVERY);
-        // abandon_after 120 s: the stream ends at 90 s.
-        assert_eq!(s.on_wake(t0 + Duration::from_secs(90), false), Wake::End);
+        // abandon_after 120 s, poll 5 s: the stream ends at 105 s.
+        assert_eq!(
+            s.on_wake(t0 + Duration::from_secs(104), false),
+            Wake::Recompute { keep_alive: true }
+        );
+        assert_eq!(s.on_wake(t0 + Duration::from_secs(105), false), Wake::End);
     }
 
     #[test]
@@ -607,10 +621,10 @@ mod tests {
         let soon = t0 + Duration::from_secs(1);
         assert_eq!(s.on_wake(soon, true), Wake::Nothing);
         assert!(s.dirty);
-        // Far back: the gap is the poll interval (20 s), which is also the keep-alive.
+        // Far back: the gap is the poll interval (20 s), before the keep-alive (25 s).
         assert_eq!(s.next_wake(), t0 + Duration::from_secs(20));
         let at = s.next_wake();
-        assert_eq!(s.on_wake(at, false), Wake::Recompute { keep_alive: true });
+        assert_eq!(s.on_wake(at, false), Wake::Recompute { keep_alive: false });
         s.recomputed(at, &waiting(400, 20_000));
         s.wrote(at);
         assert!(!s.dirty);
