@@ -16,6 +16,7 @@ ci: lint test
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@python3 scripts/module-cycles.py proxy/src > /dev/null || python3 scripts/module-cycles.py proxy/src
 
 # The example configs read secrets from the environment; check them with placeholder values.
 # The monitoring files must parse and use only metrics the binary exports.

@@ -33,7 +33,7 @@ kind = "catalog"
 fn bench(c: &mut Criterion) {
     let cfg = Config::parse("bench.toml", CONFIG, UnixMillis::from_secs(1_800_000_000))
         .expect("bench config");
-    let shield = Shield::new(&cfg, Arc::new(Metrics::new()), None);
+    let shield = Shield::new(cfg.shield_plan(), Arc::new(Metrics::new()), None);
     let route = &cfg.routes[0];
     let now = Instant::now();
     let mut req = RequestHeader::build("GET", b"/products?sort=new&page=2", None).expect("req");

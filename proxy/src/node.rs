@@ -71,8 +71,9 @@ impl Node {
     ) -> Result<Self, String> {
         let pools = upstream::build(&config.upstreams).map_err(|e| format!("upstreams: {e}"))?;
         let (pools_tx, _) = watch::channel(0);
-        let fetcher: Arc<dyn Fetcher> = Arc::new(HttpFetcher::from_pools(&pools));
-        let shield = Shield::new(&config, metrics.clone(), Some(fetcher));
+        let fetcher: Arc<dyn Fetcher> =
+            Arc::new(HttpFetcher::new(crate::upstream::fetch_targets(&pools)));
+        let shield = Shield::new(config.shield_plan(), metrics.clone(), Some(fetcher));
         let rooms = Rooms::new(
             config.rooms.clone(),
             store.clone(),

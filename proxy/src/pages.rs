@@ -11,8 +11,16 @@ use serde::Serialize;
 use waitroom::shuffle::hex;
 use waitroom::{RoomState, WaitInfo};
 
-use crate::config::Branding;
 use crate::http_util::{escape_html, percent_encode};
+
+/// Page branding (validated by [`crate::config`]: colours are hex, URLs relative or https).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    pub title: String,
+    pub logo_url: String,
+    pub brand_color: String,
+    pub background_color: String,
+}
 
 pub const WAITING_HTML: &str = include_str!("../../static/waiting.html");
 pub const CLOSED_HTML: &str = include_str!("../../static/closed.html");

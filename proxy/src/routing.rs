@@ -1,17 +1,11 @@
-//! Which route and which room a request falls in: the one prefix matcher for both.
+//! Route kinds and the one prefix matcher used for both routes and rooms (which of them a
+//! request falls in is decided by the gate, `gate::request::find`).
 //!
 //! A prefix covers a path on whole segments (`/drops` covers `/drops` and `/drops/x`, not
 //! `/dropship`); the longest prefix wins, and a host-specific route beats a wildcard of equal
 //! length. Routes and rooms see the path both as sent and as an origin may normalise it
 //! (`//drops/x`, `/%64rops/x`, `/a/../drops/x`): either falling in a room is gated, and a
 //! bypass route skips rooms only when the path reads as bypass both ways.
-
-use std::sync::Arc;
-
-use crate::config::Route;
-use crate::http_util::{canonical_path, BadPath};
-use crate::node::Live;
-use crate::rooms::RoomRuntime;
 
 /// How a route's traffic is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,57 +46,6 @@ pub(crate) fn longest<'a>(
         }
     }
     best.map(|(i, _)| i)
-}
-
-/// Where a request goes.
-#[derive(Debug, Default)]
-pub(crate) struct Found {
-    /// The route's index in the config.
-    pub(crate) route: Option<usize>,
-    /// The route's kind (`None`: no route for this path).
-    pub(crate) kind: Option<RouteKind>,
-    /// The room that gates it.
-    pub(crate) room: Option<Arc<RoomRuntime>>,
-}
-
-/// The route index for `host` + `path`.
-fn route_for(routes: &[Route], host: &str, path: &str) -> Option<usize> {
-    let candidates = routes.iter().enumerate().filter_map(|(i, r)| {
-        let here = r.host.as_deref().is_none_or(|h| h == host);
-        // A host-specific route beats a wildcard of equal length.
-        here.then_some((i, r.path.as_str(), usize::from(r.host.is_some())))
-    });
-    longest(candidates, path)
-}
-
-/// The route and room of a request; `Err` for a path that cannot be normalised.
-pub(crate) fn find(live: &Live, host: &str, path: &str, method: &str) -> Result<Found, BadPath> {
-    let canon = canonical_path(path)?;
-    let routes = &live.config.routes;
-    let raw_route = route_for(routes, host, path);
-    let canon_route = if canon == path {
-        raw_route
-    } else {
-        route_for(routes, host, &canon)
-    };
-    let Some(route) = raw_route.or(canon_route) else {
-        return Ok(Found::default());
-    };
-    let kind = routes[route].kind;
-    let canon_bypass = canon_route.is_none_or(|i| routes[i].kind == RouteKind::Bypass);
-    let room = if kind != RouteKind::Bypass || !canon_bypass {
-        live.rooms
-            .find(host, path, method)
-            .or_else(|| live.rooms.find(host, &canon, method))
-            .cloned()
-    } else {
-        None
-    };
-    Ok(Found {
-        route: Some(route),
-        kind: Some(kind),
-        room,
-    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,47 @@ use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 
-use crate::config::{HealthCheck, Upstream};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::shield::{FetchTarget, PoolShield};
+
+/// How a pool's servers are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    Http { path: String, interval: Duration },
+    Tcp { interval: Duration },
+}
+
+/// One `[upstreams.<name>]`, validated (built by [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub host: Option<String>,
+    pub health: Option<HealthCheck>,
+    /// Origin shield: concurrency limit and shares, latency target.
+    pub shield: PoolShield,
+}
+
+/// The origin shield's background-refresh targets: one per pool, sharing the pools' load
+/// balancers.
+pub fn fetch_targets(pools: &Pools) -> BTreeMap<String, FetchTarget> {
+    pools
+        .iter()
+        .map(|(name, p)| {
+            let target = FetchTarget {
+                lb: p.lb.clone(),
+                host: p.cfg.host.clone(),
+                connect_timeout: p.cfg.connect_timeout,
+                read_timeout: p.cfg.read_timeout,
+            };
+            (name.clone(), target)
+        })
+        .collect()
+}
 
 /// One pool.
 pub struct Pool {

@@ -8,8 +8,8 @@
 
 use std::borrow::Cow;
 
-use crate::config::Branding;
 use crate::http_util::safe_return_path;
+use crate::pages::Branding;
 use crate::pages::Template;
 
 use super::challenge::{Challenge, ChallengeError};

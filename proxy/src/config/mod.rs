@@ -10,7 +10,7 @@ mod event_stream;
 pub mod file;
 mod shield;
 
-pub use event_stream::{EventSink, EventsConfig, RoomEvents};
+pub use crate::events::settings::{EventSink, EventsConfig, RoomEvents};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,22 +57,59 @@ pub struct Route {
     pub shield: crate::shield::RouteShield,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthCheck {
-    Http { path: String, interval: Duration },
-    Tcp { interval: Duration },
+pub use crate::upstream::{HealthCheck, Upstream};
+
+impl Config {
+    /// What the origin shield is built from.
+    pub fn shield_plan(&self) -> crate::shield::ShieldPlan {
+        let pools = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), u.shield.clone()))
+            .collect();
+        let rooms = self
+            .rooms
+            .iter()
+            .filter_map(|room| {
+                let oa = room.origin_aware.as_ref()?;
+                // The pools a room's shoppers reach: routes under, or above, its paths.
+                let mut names: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|rt| {
+                        room.paths
+                            .iter()
+                            .any(|p| prefix_matches(&rt.path, p) || prefix_matches(p, &rt.path))
+                    })
+                    .map(|rt| rt.upstream.clone())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                Some(crate::shield::OriginAwareRoom {
+                    id: room.settings.id.clone(),
+                    settings: oa.clone(),
+                    pools: names,
+                })
+            })
+            .collect();
+        crate::shield::ShieldPlan {
+            cache: self.cache.clone(),
+            pools,
+            rooms,
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub name: String,
-    pub servers: Vec<SocketAddr>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub host: Option<String>,
-    pub health: Option<HealthCheck>,
-    /// Origin shield: concurrency limit and shares, latency target.
-    pub shield: crate::shield::PoolShield,
+impl crate::shield::RouteInfo for Route {
+    fn upstream(&self) -> &str {
+        &self.upstream
+    }
+    fn kind(&self) -> RouteKind {
+        self.kind
+    }
+    fn shield(&self) -> &crate::shield::RouteShield {
+        &self.shield
+    }
 }
 
 /// What new arrivals get while the store is unreachable.
@@ -82,14 +119,7 @@ pub enum OnStoreError {
     AdmitAtFloorRate,
 }
 
-/// Page branding (already validated: colours are hex, URLs relative or https).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Branding {
-    pub title: String,
-    pub logo_url: String,
-    pub brand_color: String,
-    pub background_color: String,
-}
+pub use crate::pages::Branding;
 
 /// A room: its core settings plus what the proxy needs to match and present it.
 #[derive(Debug, Clone)]

@@ -53,6 +53,7 @@ mod buffer;
 pub mod id;
 mod resp;
 pub mod schema;
+pub mod settings;
 mod sink;
 
 #[cfg(test)]
@@ -70,8 +71,8 @@ use prometheus::{IntCounter, IntGauge};
 use waitroom::{Overrides, UnixMillis};
 
 use crate::clock;
-use crate::config::{EventSink, EventsConfig, RoomEvents};
 use crate::metrics::Metrics;
+pub use settings::{EventSink, EventsConfig, RoomEvents};
 
 pub use id::EventId;
 pub use schema::{

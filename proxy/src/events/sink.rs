@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::resp::{self, Frame};
-use crate::config::EventSink;
+use super::settings::EventSink;
 
 /// Connecting to Redis gives up after this long (then the batch is retried with backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

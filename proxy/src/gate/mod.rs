@@ -161,8 +161,7 @@ impl ProxyHttp for Gate {
         }
         let host = request::host_of(s.req_header());
         let live = ctx.live.clone();
-        let Ok(found) = crate::routing::find(&live, &host, &path, s.req_header().method.as_str())
-        else {
+        let Ok(found) = request::find(&live, &host, &path, s.req_header().method.as_str()) else {
             return Self::refuse(s, ctx, Refusal::BadPath).await;
         };
         ctx.route = found.route;

@@ -323,7 +323,12 @@ impl Gate {
     }
 
     /// The cookies that renew `ticket` (if any) for `room`.
-    fn renewal(&self, ctx: &Ctx, room: &RoomRuntime, ticket: Option<&waitroom::Ticket>) -> Outgoing {
+    fn renewal(
+        &self,
+        ctx: &Ctx,
+        room: &RoomRuntime,
+        ticket: Option<&waitroom::Ticket>,
+    ) -> Outgoing {
         let mut out = Outgoing::for_room(room, ctx.client.secure);
         if let Some(t) = ticket {
             let keys = &ctx.live.config.keys;

@@ -54,8 +54,8 @@ use moka::sync::Cache;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
-use crate::config::{prefix_matches, Config, Route, RouteKind};
 use crate::metrics::Metrics;
+use crate::routing::RouteKind;
 
 pub use fill::{FillGuard, FillState, Waiter};
 pub use health::OriginHealth;
@@ -102,6 +102,35 @@ fn kind_index(kind: RouteKind) -> usize {
         RouteKind::Essential => 3,
         RouteKind::Optional => 4,
     }
+}
+
+/// What the shield is built from, assembled by the config from `[cache]`, `[upstreams]` and
+/// the rooms' `[rooms.origin_aware]`.
+#[derive(Debug, Clone)]
+pub struct ShieldPlan {
+    pub cache: CacheSettings,
+    /// Each pool's shield settings, by pool name.
+    pub pools: Vec<(String, PoolShield)>,
+    /// Rooms with origin-aware admission.
+    pub rooms: Vec<OriginAwareRoom>,
+}
+
+/// A room whose admission follows the health of the pools its shoppers reach.
+#[derive(Debug, Clone)]
+pub struct OriginAwareRoom {
+    pub id: String,
+    pub settings: OriginAware,
+    /// The pools of the routes under, or above, the room's paths.
+    pub pools: Vec<String>,
+}
+
+/// What the shield reads of a route: its pool, its kind and its shield settings. Routes
+/// belong to the config (`config::Route` implements this); the shield depends on none of it.
+pub trait RouteInfo {
+    /// The pool (`[upstreams.<name>]`) the route forwards to.
+    fn upstream(&self) -> &str;
+    fn kind(&self) -> RouteKind;
+    fn shield(&self) -> &RouteShield;
 }
 
 /// The `kind` label of a route.
@@ -200,44 +229,27 @@ impl std::fmt::Debug for Shield {
 }
 
 impl Shield {
-    /// Builds the engine for a validated config. `fetcher` makes stale-while-revalidate
-    /// refreshes (`HttpFetcher::from_pools(&pools)` in production); without one, stale entries
-    /// are served until their revalidation window closes and then fetched by a request.
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>, fetcher: Option<Arc<dyn Fetcher>>) -> Self {
+    /// Builds the engine from its plan (`Config::shield_plan`). `fetcher` makes
+    /// stale-while-revalidate refreshes (an `HttpFetcher` over the pools in production);
+    /// without one, stale entries are served until their revalidation window closes and then
+    /// fetched by a request.
+    pub fn new(plan: ShieldPlan, metrics: Arc<Metrics>, fetcher: Option<Arc<dyn Fetcher>>) -> Self {
         let now = Instant::now();
-        let pools: HashMap<String, Arc<PoolState>> = cfg
-            .upstreams
+        let pools: HashMap<String, Arc<PoolState>> = plan
+            .pools
             .iter()
-            .map(|(name, u)| (name.clone(), Arc::new(PoolState::new(name, &u.shield, now))))
+            .map(|(name, p)| (name.clone(), Arc::new(PoolState::new(name, p, now))))
             .collect();
         let mut rooms = HashMap::new();
-        for room in &cfg.rooms {
-            let Some(oa) = &room.origin_aware else {
-                continue;
-            };
-            // The pools a room's shoppers reach: routes under, or above, its paths.
-            let mut names: Vec<&str> = cfg
-                .routes
+        for room in plan.rooms {
+            let room_pools = room
+                .pools
                 .iter()
-                .filter(|rt| {
-                    room.paths
-                        .iter()
-                        .any(|p| prefix_matches(&rt.path, p) || prefix_matches(p, &rt.path))
-                })
-                .map(|rt| rt.upstream.as_str())
+                .filter_map(|n| pools.get(n).cloned())
                 .collect();
-            names.sort_unstable();
-            names.dedup();
-            let room_pools = names
-                .iter()
-                .filter_map(|n| pools.get(*n).cloned())
-                .collect();
-            rooms.insert(
-                room.settings.id.clone(),
-                OriginHealth::new(oa.clone(), room_pools, now),
-            );
+            rooms.insert(room.id, OriginHealth::new(room.settings, room_pools, now));
         }
-        let settings = cfg.cache.clone();
+        let settings = plan.cache;
         let results = KINDS
             .iter()
             .flat_map(|k| {
@@ -315,26 +327,26 @@ impl Shield {
     /// `flashgate_cache_results_total` unless it is [`Lookup::Wait`].
     pub fn lookup(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
     ) -> Lookup {
         let l = self.lookup_uncounted(route, key, headers, now);
         if let Lookup::Ready(r) = &l {
-            self.count_resolved(route.kind, r);
+            self.count_resolved(route.kind(), r);
         }
         l
     }
 
     fn lookup_uncounted(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
     ) -> Lookup {
-        if !route.shield.cache {
+        if !route.shield().cache {
             return Lookup::Ready(Resolved::Bypass(Bypass::Route));
         }
         let (variant, entry) = self.find(key, headers);
@@ -354,10 +366,10 @@ impl Shield {
             return self.miss(route, key, headers, store_key, now);
         }
         // Inside the stale-if-error window only. A slow origin: stale now, refresh behind.
-        let slow = route.shield.latency_budget.is_some_and(|budget| {
+        let slow = route.shield().latency_budget.is_some_and(|budget| {
             self.inner
                 .pools
-                .get(&route.upstream)
+                .get(route.upstream())
                 .and_then(|p| p.stats.snapshot(now).p95)
                 .is_some_and(|p95| p95 > budget)
         });
@@ -385,7 +397,7 @@ impl Shield {
 
     fn guard(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         store_key: String,
@@ -399,13 +411,13 @@ impl Shield {
             key.host(),
             key.path(),
             headers,
-            &route.shield,
+            route.shield(),
         )
     }
 
     fn miss(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         store_key: String,
@@ -440,7 +452,7 @@ impl Shield {
     /// fetcher / runtime is available). Returns whether one started.
     fn try_refresh(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         store_key: &str,
@@ -462,7 +474,7 @@ impl Shield {
         };
         let mut guard = self.guard(route, key, headers, store_key.to_owned(), slot);
         let req = FetchRequest {
-            pool: route.upstream.clone(),
+            pool: route.upstream().to_owned(),
             host: key.host().to_owned(),
             path_and_query: key.path_and_query().to_owned(),
             headers: entry
@@ -477,7 +489,7 @@ impl Shield {
                 .collect(),
             max_body: self.inner.settings.max_object,
         };
-        let pool = self.inner.pools.get(&route.upstream).cloned();
+        let pool = self.inner.pools.get(route.upstream()).cloned();
         let metrics = self.inner.metrics.clone();
         rt.spawn(async move {
             let started = tokio::time::Instant::now();
@@ -521,7 +533,7 @@ impl Shield {
     pub async fn follow(
         &self,
         waiter: Waiter,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
@@ -535,7 +547,7 @@ impl Shield {
             let resolved = match state {
                 Some(FillState::Stored) => match self.lookup_uncounted(route, key, headers, at) {
                     Lookup::Ready(Resolved::Hit(e)) => {
-                        self.count(route.kind, COALESCED);
+                        self.count(route.kind(), COALESCED);
                         return Resolved::Hit(e);
                     }
                     Lookup::Ready(r) => r,
@@ -555,7 +567,7 @@ impl Shield {
                     }
                 }
             };
-            self.count_resolved(route.kind, &resolved);
+            self.count_resolved(route.kind(), &resolved);
             return resolved;
         }
     }
@@ -564,7 +576,7 @@ impl Shield {
     /// fetching the key: the one call `request_filter` needs.
     pub async fn resolve(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
@@ -577,12 +589,12 @@ impl Shield {
 
     fn stale_entry(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
     ) -> Option<Arc<Entry>> {
-        if !route.shield.cache {
+        if !route.shield().cache {
             return None;
         }
         self.find(key, headers).1.filter(|e| now < e.stale_until())
@@ -593,31 +605,31 @@ impl Shield {
     /// stale-while-revalidate window (or still fresh). Counted as `stale` when found.
     pub fn stale_for(
         &self,
-        route: &Route,
+        route: &impl RouteInfo,
         key: &CacheKey,
         headers: &HeaderMap,
         now: Instant,
     ) -> Option<Arc<Entry>> {
         let e = self.stale_entry(route, key, headers, now)?;
-        self.count(route.kind, STALE);
+        self.count(route.kind(), STALE);
         Some(e)
     }
 
     /// A slot in the route's pool, or a refusal (`Shed`): then serve
     /// [`stale_for`](Self::stale_for) if any, else 503 with `Retry-After`. Keep the permit in
     /// the request context until the origin exchange ends.
-    pub fn admit(&self, route: &Route, now: Instant) -> Result<Permit, Shed> {
-        let Some(pool) = self.inner.pools.get(&route.upstream) else {
+    pub fn admit(&self, route: &impl RouteInfo, now: Instant) -> Result<Permit, Shed> {
+        let Some(pool) = self.inner.pools.get(route.upstream()) else {
             return Ok(Permit::unlimited());
         };
-        pool.admit(Priority::of(route.kind), now)
+        pool.admit(Priority::of(route.kind()), now)
             .inspect_err(|shed| {
                 self.inner
                     .metrics
                     .shed
                     .with_label_values(&[
                         pool.name.as_str(),
-                        kind_label(route.kind),
+                        kind_label(route.kind()),
                         shed.reason.as_str(),
                     ])
                     .inc();

@@ -19,8 +19,6 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::upstream::Pools;
-
 /// Marks requests made by a background refresh (the origin may log or ignore them).
 pub const REFRESH_HEADER: &str = "x-flashgate-refresh";
 
@@ -107,26 +105,6 @@ impl HttpFetcher {
             connector: Connector::new(None),
             targets,
         }
-    }
-
-    /// One target per pool, sharing the pools' load balancers.
-    pub fn from_pools(pools: &Pools) -> Self {
-        Self::new(
-            pools
-                .iter()
-                .map(|(name, p)| {
-                    (
-                        name.clone(),
-                        FetchTarget {
-                            lb: p.lb.clone(),
-                            host: p.cfg.host.clone(),
-                            connect_timeout: p.cfg.connect_timeout,
-                            read_timeout: p.cfg.read_timeout,
-                        },
-                    )
-                })
-                .collect(),
-        )
     }
 
     async fn exchange(

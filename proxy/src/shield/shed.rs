@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::RouteKind;
+use crate::routing::RouteKind;
 
 use super::latency::PoolStats;
 use super::settings::PoolShield;

@@ -9,7 +9,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use pingora::http::ResponseHeader;
 
-use crate::config::prefix_matches;
+use crate::routing::prefix_matches;
 
 /// Response header telling how the response was served.
 pub const CACHE_HEADER: &str = "x-flashgate-cache";

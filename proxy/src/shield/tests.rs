@@ -94,7 +94,7 @@ impl Rig {
 
     fn with_fetcher(cfg: Config, fetcher: Option<Arc<dyn Fetcher>>) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let shield = Shield::new(&cfg, metrics.clone(), fetcher);
+        let shield = Shield::new(cfg.shield_plan(), metrics.clone(), fetcher);
         Self {
             cfg,
             shield,
