@@ -184,15 +184,7 @@ impl Gate {
                     Input::Claimed(outcome)
                 }
                 Step::Done(Finish::Entered { ticket, pass }) => {
-                    ctx.out.set_pass(&ctx.live.config.keys, &pass, now);
-                    ctx.out.ticket = super::credentials::CookieOp::Clear;
-                    ctx.pass = Some(pass);
-                    ctx.outcome = Outcome::Admitted;
-                    self.node
-                        .metrics
-                        .admissions
-                        .with_label_values(&[room.id()])
-                        .inc();
+                    self.let_in(ctx, room, pass, now);
                     let admitted = EventKind::admitted(ticket.issued_at, now);
                     self.emit(room, admitted, ticket.number, now);
                     return Ok(Admission::Forward);
@@ -255,15 +247,7 @@ impl Gate {
             let settings = &room.cfg.settings;
             let ticket = view.new_ticket(settings, 0, binding, now);
             let p = view.new_pass(settings, &ticket, now);
-            ctx.out.set_pass(&ctx.live.config.keys, &p, now);
-            ctx.out.ticket = super::credentials::CookieOp::Clear;
-            ctx.pass = Some(p);
-            ctx.outcome = Outcome::Admitted;
-            self.node
-                .metrics
-                .admissions
-                .with_label_values(&[room.id()])
-                .inc();
+            self.let_in(ctx, room, p, now);
             self.node
                 .metrics
                 .floor_admissions
@@ -272,6 +256,19 @@ impl Gate {
             return Admission::Forward;
         }
         Admission::Degraded(view)
+    }
+
+    /// A new pass: sent in place of the ticket, counted as an admission.
+    fn let_in(&self, ctx: &mut Ctx, room: &RoomRuntime, pass: waitroom::Pass, now: UnixMillis) {
+        ctx.out.set_pass(&ctx.live.config.keys, &pass, now);
+        ctx.out.ticket = super::credentials::CookieOp::Clear;
+        ctx.pass = Some(pass);
+        ctx.outcome = Outcome::Admitted;
+        self.node
+            .metrics
+            .admissions
+            .with_label_values(&[room.id()])
+            .inc();
     }
 
     fn spawn_check_in(&self, room: Arc<RoomRuntime>, ticket: u64, from: u32, to: u32) {

@@ -96,6 +96,17 @@ impl Gate {
         }
     }
 
+    /// A session or a place ended (leave, revoke): counted by `label` and sent to the event
+    /// stream.
+    fn ended(&self, room: &RoomRuntime, label: &str, kind: EventKind, ticket: u64, at: UnixMillis) {
+        self.node
+            .metrics
+            .sessions_ended
+            .with_label_values(&[room.id(), label])
+            .inc();
+        self.emit(room, kind, ticket, at);
+    }
+
     /// Answers a refused request.
     async fn refuse(s: &mut Session, ctx: &mut Ctx, why: Refusal) -> Result<bool> {
         ctx.outcome = Outcome::BadRequest;

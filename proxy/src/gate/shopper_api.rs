@@ -50,6 +50,11 @@ enum Route {
 }
 
 impl Route {
+    /// Routes that change something: POST only (anything else gets 405).
+    fn post_only(self) -> bool {
+        matches!(self, Route::Challenge | Route::Leave | Route::Feedback)
+    }
+
     fn of(rest: &str) -> Self {
         match rest {
             "assets/waiting.css" => Route::Asset("text/css; charset=utf-8", WAITING_CSS),
@@ -80,6 +85,9 @@ impl Gate {
     ) -> Result<()> {
         ctx.outcome = Outcome::Reserved;
         let route = Route::of(rest);
+        if route.post_only() && !post_only(s).await? {
+            return Ok(());
+        }
         match route {
             Route::Asset(ctype, body) => return asset(s, ctype, body).await,
             Route::NotFound => return respond(s, 404, "text/plain", "not found\n", &[]).await,
@@ -104,13 +112,10 @@ impl Gate {
                     }
                     Verdict::Allow | Verdict::Bypass | Verdict::Challenge(_) => false,
                 };
-                if route == Route::Status {
-                    self.status(s, ctx, &room, tarpit, &creds, now).await
-                } else {
-                    self.events(s, ctx, &room, tarpit, &creds).await
-                }
+                let stream = route == Route::Events;
+                self.poll(s, ctx, &room, tarpit, &creds, stream).await
             }
-            Route::Feedback => self.feedback(s, ctx, &room, &creds, now).await,
+            Route::Feedback => self.feedback(s, &room, &creds, now).await,
             Route::Leave => self.leave(s, ctx, &room, &creds, now).await,
             Route::Asset(..) | Route::NotFound | Route::Challenge => Ok(()),
         }
@@ -148,9 +153,6 @@ impl Gate {
     /// `POST /.flashgate/challenge`: verifies a proof-of-work solution and sets the
     /// challenge-passed cookie.
     async fn challenge(&self, s: &mut Session, ctx: &mut Ctx, now: UnixMillis) -> Result<()> {
-        if !post_only(s).await? {
-            return Ok(());
-        }
         let Some(body) = Self::read_body(s, bot::MAX_SOLUTION_BODY).await? else {
             let body = r#"{"ok":false,"error":"too_large"}"#;
             return respond(s, 413, JSON, body, &[]).await;
@@ -196,14 +198,10 @@ impl Gate {
     async fn feedback(
         &self,
         s: &mut Session,
-        _ctx: &mut Ctx,
         room: &RoomRuntime,
         creds: &Credentials,
         now: UnixMillis,
     ) -> Result<()> {
-        if !post_only(s).await? {
-            return Ok(());
-        }
         let rater = creds
             .pass
             .as_ref()
@@ -337,35 +335,44 @@ impl Gate {
         out
     }
 
-    async fn status(
+    /// A status poll or an event stream: the status now, as one JSON answer or as the first
+    /// event of a stream (see [`Stream`]).
+    async fn poll(
         &self,
         s: &mut Session,
         ctx: &mut Ctx,
         room: &RoomRuntime,
         tarpit: bool,
         creds: &Credentials,
-        now: UnixMillis,
+        stream: bool,
     ) -> Result<()> {
-        let (st, renewed) = self.status_of(s.req_header(), room, tarpit, creds, now);
+        // Subscribed before the status is read: a change from then on is not missed.
+        let changes = room.changes();
+        let (first, renewed) = self.status_of(s.req_header(), room, tarpit, creds, clock::now());
         let out = self.renewal(ctx, room, renewed.as_ref());
-        let headers = [("retry-after", (st.poll_after_ms / 1000).max(1).to_string())];
-        respond_with(s, 200, JSON, st.to_json(), &headers, &out).await
+        if !stream {
+            let headers = [(
+                "retry-after",
+                (first.poll_after_ms / 1000).max(1).to_string(),
+            )];
+            return respond_with(s, 200, JSON, first.to_json(), &headers, &out).await;
+        }
+        self.events(s, room, tarpit, creds, changes, first, out)
+            .await
     }
 
     /// Server-sent events: the status pushed when it changes. See [`Stream`].
+    #[allow(clippy::too_many_arguments)]
     async fn events(
         &self,
         s: &mut Session,
-        ctx: &mut Ctx,
         room: &RoomRuntime,
         tarpit: bool,
         creds: &Credentials,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+        first: Status,
+        out: Outgoing,
     ) -> Result<()> {
-        // Subscribed before the first status: a change from here on is not missed.
-        let mut changes = room.changes();
-        let now = clock::now();
-        let (first, renewed) = self.status_of(s.req_header(), room, tarpit, creds, now);
-        let out = self.renewal(ctx, room, renewed.as_ref());
         let mut h = ResponseHeader::build(200, Some(5))?;
         h.insert_header("content-type", "text/event-stream")?;
         h.insert_header("cache-control", "no-store")?;
@@ -424,9 +431,6 @@ impl Gate {
         creds: &Credentials,
         now: UnixMillis,
     ) -> Result<()> {
-        if !post_only(s).await? {
-            return Ok(());
-        }
         let store = &self.node.store;
         let mut left = false;
         if let Some(p) = &creds.pass {
@@ -435,27 +439,17 @@ impl Gate {
                 .release(room.id(), p.ticket, Some(p.checkin_minute))
                 .await
                 .is_ok();
-            self.node
-                .metrics
-                .sessions_ended
-                .with_label_values(&[room.id(), "leave"])
-                .inc();
             let ended = EventKind::SessionEnded {
                 reason: EndReason::Leave,
             };
-            self.emit(room, ended, p.ticket, now);
+            self.ended(room, "leave", ended, p.ticket, now);
         }
         if let Some(t) = &creds.ticket {
             left |= store.release(room.id(), t.number, None).await.is_ok();
-            self.node
-                .metrics
-                .sessions_ended
-                .with_label_values(&[room.id(), "leave_queue"])
-                .inc();
             let gave_up = EventKind::Abandoned {
                 reason: AbandonReason::Left,
             };
-            self.emit(room, gave_up, t.number, now);
+            self.ended(room, "leave_queue", gave_up, t.number, now);
         }
         let mut out = Outgoing::for_room(room, ctx.client.secure);
         out.pass = CookieOp::Clear;

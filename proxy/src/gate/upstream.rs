@@ -376,15 +376,10 @@ impl Gate {
                     room.mark_ended(p.ticket);
                     // A renewed or new pass must not go out; the old one is cleared instead.
                     ctx.out.pass = CookieOp::Clear;
-                    self.node
-                        .metrics
-                        .sessions_ended
-                        .with_label_values(&[room.id(), "revoke"])
-                        .inc();
                     let ended = EventKind::SessionEnded {
                         reason: EndReason::Revoke,
                     };
-                    self.emit(&room, ended, p.ticket, clock::now());
+                    self.ended(&room, "revoke", ended, p.ticket, clock::now());
                     let store = self.node.store.clone();
                     let metrics = self.node.metrics.clone();
                     let room = room.clone();
