@@ -8,7 +8,9 @@
 #
 #   loadtests/pass-callgrind.sh [REQUESTS] [RATE]     (default 6000 at 300/s)
 #
-# FLASHGATE_BIN=path/to/flashgate profiles another build. Keeps the dumps in
+# FLASHGATE_BIN=path/to/flashgate profiles another build. KIND=status profiles a waiting
+# shopper's status poll instead (`/.flashgate/status` with a ticket; the room paused). Keeps
+# the dumps in
 # loadtests/results/callgrind-pass/ for `callgrind_annotate --inclusive=yes`.
 # Needs valgrind (apt-get install valgrind). Loopback only.
 set -euo pipefail
@@ -21,7 +23,8 @@ cargo build --release -q -p flashgate -p loadtests
 BIN=target/release
 FG_BIN="${FLASHGATE_BIN:-$BIN/flashgate}"
 source loadtests/lib.sh
-keep=loadtests/results/callgrind-pass
+KIND="${KIND:-pass}"
+keep=loadtests/results/callgrind-$KIND
 mkdir -p "$keep"
 
 ORIGIN=$(port)
@@ -34,13 +37,19 @@ profile() {
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg-$name.out" "$@" \
     >"$work/$name.log" 2>&1 & local vp=$!; pids+=($vp)
   wait_http "http://127.0.0.1:$p/healthz" 800
-  local hdr=()
+  local hdr=() url="http://127.0.0.1:$p/healthz"
   [ -n "${PASS:-}" ] && [ "$name" = flashgate ] && hdr=(-H "Cookie: $PASS")
-  $BIN/rate "http://127.0.0.1:$p/healthz" "${hdr[@]}" --rate "$RATE" --duration 3s --warmup 0s -c 8 >/dev/null
+  if [ "$KIND" = status ] && [ "$name" = flashgate ]; then
+    curl -s -o /dev/null -X PATCH -d '{"paused": true}' "http://127.0.0.1:$A/api/rooms/bench"
+    local ticket
+    ticket=$(curl -s -o /dev/null -D - -H 'Accept: application/json' "$url" | sed -n 's/^set-cookie: \(fg_t_bench=[^;]*\).*/\1/ip' | head -1)
+    hdr=(-H "Cookie: $ticket"); url="http://127.0.0.1:$p/.flashgate/status?room=bench"
+  fi
+  $BIN/rate "$url" "${hdr[@]}" --rate "$RATE" --duration 3s --warmup 0s -c 8 >/dev/null
   callgrind_control -z $vp >/dev/null
   local secs; secs=$(awk -v n="$N" -v r="$RATE" 'BEGIN{printf "%d", n / r}')
   local got
-  got=$($BIN/rate "http://127.0.0.1:$p/healthz" "${hdr[@]}" --rate "$RATE" --duration "${secs}s" --warmup 0s -c 8 | sed -n 's/.* ok=\([0-9]*\).*/\1/p')
+  got=$($BIN/rate "$url" "${hdr[@]}" --rate "$RATE" --duration "${secs}s" --warmup 0s -c 8 | sed -n 's/.* ok=\([0-9]*\).*/\1/p')
   callgrind_control -d $vp >/dev/null
   kill $vp; wait $vp 2>/dev/null || true
   cp "$work/cg-$name.out.1" "$keep/$name.out"
@@ -66,5 +75,5 @@ kill $n2
 profile flashgate "$F" "$FG_BIN" run -c "$work/node.toml"
 
 echo
-echo "instructions per request, Flashgate with a pass / bare Pingora: $(awk -v a="${per[flashgate]}" -v b="${per[bare]}" 'BEGIN{printf "%.3f", a / b}') (callgrind, $N requests at $RATE/s)"
+echo "instructions per request, Flashgate ($KIND) / bare Pingora pass-through: $(awk -v a="${per[flashgate]}" -v b="${per[bare]}" 'BEGIN{printf "%.3f", a / b}') (callgrind, $N requests at $RATE/s)"
 echo "where: callgrind_annotate --inclusive=yes $keep/flashgate.out | head -60"
