@@ -10,8 +10,7 @@
 #
 # FLASHGATE_BIN=path/to/flashgate profiles another build. KIND=status profiles a waiting
 # shopper's status poll instead (`/.flashgate/status` with a ticket; the room paused). Keeps
-# the dumps in
-# loadtests/results/callgrind-pass/ for `callgrind_annotate --inclusive=yes`.
+# the dumps in target/callgrind-<KIND>/ for `callgrind_annotate --inclusive=yes`.
 # Needs valgrind (apt-get install valgrind). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +23,7 @@ BIN=target/release
 FG_BIN="${FLASHGATE_BIN:-$BIN/flashgate}"
 source loadtests/lib.sh
 KIND="${KIND:-pass}"
-keep=loadtests/results/callgrind-$KIND
+keep=target/callgrind-$KIND
 mkdir -p "$keep"
 
 ORIGIN=$(port)
@@ -51,7 +50,8 @@ profile() {
   local got
   got=$($BIN/rate "$url" "${hdr[@]}" --rate "$RATE" --duration "${secs}s" --warmup 0s -c 8 | sed -n 's/.* ok=\([0-9]*\).*/\1/p')
   callgrind_control -d $vp >/dev/null
-  kill $vp; wait $vp 2>/dev/null || true
+  # SIGINT: Pingora's fast shutdown (SIGTERM waits out the grace period, under valgrind long).
+  kill -INT $vp; wait $vp 2>/dev/null || true
   cp "$work/cg-$name.out.1" "$keep/$name.out"
   local sum; sum=$(awk '/^summary:|^totals:/{print $2; exit}' "$work/cg-$name.out.1")
   per[$name]=$(awk -v s="$sum" -v n="$got" 'BEGIN{printf "%.0f", s / n}')

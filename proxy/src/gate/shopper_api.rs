@@ -346,19 +346,21 @@ impl Gate {
         creds: &Credentials,
         stream: bool,
     ) -> Result<()> {
-        // Subscribed before the status is read: a change from then on is not missed.
-        let changes = room.changes();
+        // A stream subscribes before the status is read: a change from then on is not missed.
+        let changes = stream.then(|| room.changes());
         let (first, renewed) = self.status_of(s.req_header(), room, tarpit, creds, clock::now());
         let out = self.renewal(ctx, room, renewed.as_ref());
-        if !stream {
-            let headers = [(
-                "retry-after",
-                (first.poll_after_ms / 1000).max(1).to_string(),
-            )];
-            return respond_with(s, 200, JSON, first.to_json(), &headers, &out).await;
+        match changes {
+            Some(changes) => {
+                self.events(s, room, tarpit, creds, changes, first, out)
+                    .await
+            }
+            None => {
+                let retry = (first.poll_after_ms / 1000).max(1).to_string();
+                let headers = [("retry-after", retry)];
+                respond_with(s, 200, JSON, first.to_json(), &headers, &out).await
+            }
         }
-        self.events(s, room, tarpit, creds, changes, first, out)
-            .await
     }
 
     /// Server-sent events: the status pushed when it changes. See [`Stream`].
