@@ -12,146 +12,30 @@
 //! empty with two nodes, the floor rate, a node dying for good). Results and the guarantees
 //! they back are in `docs/reliability.md`.
 
-mod common;
-
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{config, config_with_store, free_port, get_json, Flashgate, Launch, Origin};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use testkit::shopper::{self, get_json, Base};
+use testkit::RedisServer;
+use testkit::{free_port, Config, Launch, Node, Origin};
 
 // ---------------------------------------------------------------------------------------------
-// Harness.
+// Harness: the scenario's own vocabulary over the test kit.
 
-/// A node we can kill and start again on the same ports with the same config.
-struct Node {
-    fg: Option<Flashgate>,
-    text: String,
-    port: u16,
-    admin: u16,
-    how: Launch,
-}
-
-impl Node {
-    async fn start(text: String, port: u16, admin: u16, name: &str, env: &[(&str, &str)]) -> Self {
-        let how = Launch {
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            log: Some(log_path(name)),
-        };
-        let fg = Flashgate::launch(&text, port, admin, how.clone()).await;
-        Self {
-            fg: Some(fg),
-            text,
-            port,
-            admin,
-            how,
-        }
-    }
-
-    /// A node on the in-memory store in front of `origin`.
-    async fn memory(origin: std::net::SocketAddr, extra: &str, name: &str) -> Self {
-        let (port, admin) = (free_port(), free_port());
-        Self::start(config(port, admin, origin, extra), port, admin, name, &[]).await
-    }
-
-    /// A fleet node on the Redis at `url`.
-    async fn redis(
-        origin: std::net::SocketAddr,
-        url: &str,
-        extra: &str,
-        name: &str,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let (port, admin) = (free_port(), free_port());
-        let store = format!(
-            "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"50ms\"\nbatch_window = \"2ms\""
-        );
-        let text = config_with_store(port, admin, origin, &store, extra);
-        Self::start(text, port, admin, name, env).await
-    }
-
-    fn fg(&self) -> &Flashgate {
-        self.fg.as_ref().expect("node running")
-    }
-
-    /// SIGKILL: no graceful shutdown, no goodbye to anyone.
-    fn kill(&mut self) {
-        if let Some(fg) = self.fg.take() {
-            fg.signal("KILL");
-            drop(fg);
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        self.fg =
-            Some(Flashgate::launch(&self.text, self.port, self.admin, self.how.clone()).await);
-    }
-
-    fn assert_no_panic(&self) {
-        let log = self
-            .how
-            .log
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        assert!(
-            !log.contains("panicked"),
-            "a node panicked ({:?}):\n{log}",
-            self.how.log
-        );
-    }
-}
-
-fn log_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("chaos-{name}-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-/// Anything with a public base URL: a running node, or just its address (for tasks).
-trait Base {
-    fn base(&self) -> &str;
-}
-
-impl Base for Flashgate {
-    fn base(&self) -> &str {
-        &self.base
-    }
-}
-
-impl Base for String {
-    fn base(&self) -> &str {
-        self
-    }
-}
-
-/// A client that keeps cookies like a browser and does not follow redirects.
-fn shopper() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
-async fn status(fg: &impl Base, c: &reqwest::Client, room: &str) -> Value {
-    let (code, st, _) = get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base())).await;
-    assert_eq!(code, 200, "status poll: {st}");
-    st
+/// A fleet node on the Redis at `url`, with `env`.
+async fn on_redis(origin: SocketAddr, url: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+    let how = env
+        .iter()
+        .fold(Launch::default(), |how, (k, v)| how.env(k, v));
+    Node::launch(&Config::new(origin).redis(url).extra(extra), how).await
 }
 
 /// GET `path` through the gate as a JSON client.
-async fn get(fg: &impl Base, c: &reqwest::Client, path: &str) -> reqwest::Response {
+async fn get(fg: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) -> reqwest::Response {
     c.get(format!("{}{path}", fg.base()))
         .header("accept", "application/json")
         .send()
@@ -159,23 +43,14 @@ async fn get(fg: &impl Base, c: &reqwest::Client, path: &str) -> reqwest::Respon
         .expect("request")
 }
 
-/// Joins the line (the room must be holding it); returns the ticket number.
-async fn join(fg: &impl Base, c: &reqwest::Client) -> u64 {
-    let r = get(fg, c, "/echo").await;
-    let code = r.status().as_u16();
-    let st: Value = r.json().await.unwrap_or_default();
-    assert_eq!(code, 200, "queued: {st}");
-    st["ticket"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("a ticket: {st}"))
+/// Joins the line at `/echo` (the room must be holding it); returns the ticket number.
+async fn join(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> u64 {
+    shopper::join(fg, c, "/echo", &[]).await
 }
 
-/// `(status, whether the origin answered)`: the origin's echo reports the method.
-async fn enter(fg: &impl Base, c: &reqwest::Client) -> (u16, bool) {
-    let r = get(fg, c, "/echo").await;
-    let code = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or_default();
-    (code, body["method"] == "GET")
+/// `(status, whether the origin answered)` for `/echo`.
+async fn enter(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> (u16, bool) {
+    shopper::enter(fg, c, "/echo", &[]).await
 }
 
 /// A waiting shopper's history: the ticket must never change and the position never grow.
@@ -219,13 +94,6 @@ impl Watch {
     }
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Entries must not outrun the rate: at most `per_sec` a second over their span, plus the
 /// idle room's one-slice lead and two slices of carried credit (as in `fleet.rs`), plus
 /// `excess` (a documented extra, e.g. the re-seed bound).
@@ -257,11 +125,11 @@ claim_window = "10s"
 "#;
 
 /// Holds the line on `a` and waits until `b` sees it.
-async fn pause(a: &Flashgate, b: &Flashgate) {
+async fn pause(a: &Node, b: &Node) {
     a.patch_room("drop", json!({"paused": true})).await;
     let c = b.shopper();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(b, &c, "drop").await["state"] != "paused" {
+    while b.status(&c, "drop").await["state"] != "paused" {
         assert!(
             Instant::now() < deadline,
             "the pause never reached the other node"
@@ -311,7 +179,7 @@ async fn run_line(
             let fg = &nodes[n];
             let deadline = Instant::now() + within;
             loop {
-                let st = status(fg, &c, "drop").await;
+                let st = shopper::status(fg, &c, "drop").await;
                 w.observe(&st, "waiting");
                 if st["admitted"] == true {
                     let (code, ok) = enter(fg, &c).await;
@@ -344,9 +212,9 @@ async fn run_line(
 async fn redis_flushed_mid_sale() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Node::redis(origin.addr, &redis.url(), SALE, "flush-a", &[]).await;
-    let b = Node::redis(origin.addr, &redis.url(), SALE, "flush-b", &[]).await;
-    let (fa, fb) = (a.fg(), b.fg());
+    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let (fa, fb) = (&a, &b);
 
     // A pass holder, then a held line of 24 over both nodes.
     let holder = fa.shopper();
@@ -362,7 +230,7 @@ async fn redis_flushed_mid_sale() {
         let c = fg.shopper();
         let t = join(fg, &c).await;
         let mut w = Watch::new(t);
-        w.observe(&status(fg, &c, "drop").await, "joined");
+        w.observe(&fg.status(&c, "drop").await, "joined");
         line.push((i % 2, c, w));
     }
     let issued_before = fa.room("drop").await["tickets_issued"]
@@ -382,7 +250,7 @@ async fn redis_flushed_mid_sale() {
             while !stop.load(Ordering::Relaxed) {
                 for (i, fg) in nodes.iter().enumerate() {
                     let c = reqwest::Client::new();
-                    let s = status(fg, &c, "drop").await["serving"]
+                    let s = shopper::status(fg, &c, "drop").await["serving"]
                         .as_u64()
                         .expect("serving");
                     assert!(
@@ -451,13 +319,13 @@ async fn redis_flushed_mid_sale() {
             assert_eq!(enter(fg, c).await, (200, true));
         }
     }
-    let reseeds = metric(
-        &fa.metrics().await,
-        "flashgate_store_reseeds_total{room=\"drop\"} ",
-    ) + metric(
-        &fb.metrics().await,
-        "flashgate_store_reseeds_total{room=\"drop\"} ",
-    );
+    let reseeds = fa
+        .metrics()
+        .await
+        .value("flashgate_store_reseeds_total{room=\"drop\"}")
+        + fb.metrics()
+            .await
+            .value("flashgate_store_reseeds_total{room=\"drop\"}");
     assert!(reseeds >= 1.0, "nobody re-seeded the flushed room");
     // The re-seed may let in up to one slice (4) more than the rate (docs/redis.md).
     let entries = entries.lock().clone();
@@ -474,9 +342,9 @@ async fn redis_flushed_mid_sale() {
 async fn redis_hangs_then_recovers() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Node::redis(origin.addr, &redis.url(), SALE, "hang-a", &[]).await;
-    let b = Node::redis(origin.addr, &redis.url(), SALE, "hang-b", &[]).await;
-    let (fa, fb) = (a.fg(), b.fg());
+    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let (fa, fb) = (&a, &b);
     let holder = fa.shopper();
     fa.wait_room("drop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
@@ -489,7 +357,7 @@ async fn redis_hangs_then_recovers() {
         let fg = if i % 2 == 0 { fa } else { fb };
         let c = fg.shopper();
         let mut w = Watch::new(join(fg, &c).await);
-        w.observe(&status(fg, &c, "drop").await, "joined");
+        w.observe(&fg.status(&c, "drop").await, "joined");
         line.push((i % 2, c, w));
     }
     let node = |i: usize| if i == 0 { fa } else { fb };
@@ -517,7 +385,7 @@ async fn redis_hangs_then_recovers() {
     // Waiting shoppers keep their place (answered from the nodes' views).
     for (n, c, w) in &mut line {
         let t = Instant::now();
-        w.observe(&status(node(*n), c, "drop").await, "during the hang");
+        w.observe(&node(*n).status(c, "drop").await, "during the hang");
         assert!(
             t.elapsed() < Duration::from_millis(500),
             "a poll waited on Redis"
@@ -600,11 +468,8 @@ async fn redis_hangs_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_slow_erroring_and_down() {
     let origin = Origin::start().await;
-    let (port, admin) = (free_port(), free_port());
-    let text = config(port, admin, origin.addr, SALE)
-        .replace("read_timeout = \"5s\"", "read_timeout = \"1s\"");
-    let node = Node::start(text, port, admin, "origin", &[]).await;
-    let fg = node.fg();
+    let node = Node::start(&Config::new(origin.addr).read_timeout("1s").extra(SALE)).await;
+    let fg = &node;
     fg.wait_room("drop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
     })
@@ -638,7 +503,7 @@ async fn origin_slow_erroring_and_down() {
     );
     // Meanwhile the waiting room does not wait on the origin.
     let t = Instant::now();
-    w.observe(&status(fg, &waiter, "drop").await, "origin slow");
+    w.observe(&fg.status(&waiter, "drop").await, "origin slow");
     assert!(
         t.elapsed() < Duration::from_millis(300),
         "a poll waited on the origin"
@@ -671,7 +536,7 @@ async fn origin_slow_erroring_and_down() {
     let (code, st, _) = get_json(&newcomer, &format!("{}/echo", fg.base)).await;
     assert_eq!(code, 200, "{st}");
     assert!(st["ticket"].as_u64().is_some(), "{st}");
-    w.observe(&status(fg, &waiter, "drop").await, "origin down");
+    w.observe(&fg.status(&waiter, "drop").await, "origin down");
 
     // Back: the same pass works, the waiter's place is intact and the line moves.
     origin.shop.set_down(false);
@@ -683,7 +548,7 @@ async fn origin_slow_erroring_and_down() {
     fg.patch_room("drop", json!({"paused": false})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let st = status(fg, &waiter, "drop").await;
+        let st = fg.status(&waiter, "drop").await;
         w.observe(&st, "recovery");
         if st["admitted"] == true && enter(fg, &waiter).await == (200, true) {
             break;
@@ -693,7 +558,7 @@ async fn origin_slow_erroring_and_down() {
     }
     let m = fg.metrics().await;
     assert!(
-        metric(&m, "flashgate_requests_total{decision=\"upstream_error\"} ") >= 2.0,
+        m.value("flashgate_requests_total{decision=\"upstream_error\"}") >= 2.0,
         "{m}"
     );
     node.assert_no_panic();
@@ -706,63 +571,62 @@ async fn origin_slow_erroring_and_down() {
 async fn a_node_killed_and_restarted_keeps_every_shopper() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let mut a = Node::redis(origin.addr, &redis.url(), SALE, "kill-a", &[]).await;
-    let b = Node::redis(origin.addr, &redis.url(), SALE, "kill-b", &[]).await;
-    let holder = a.fg().shopper();
-    a.fg()
-        .wait_room("drop", "the first slot", |r| {
-            r["serving"].as_u64() >= Some(1)
-        })
-        .await;
-    assert_eq!(enter(a.fg(), &holder).await, (200, true));
-    pause(a.fg(), b.fg()).await;
+    let mut a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let holder = a.shopper();
+    a.wait_room("drop", "the first slot", |r| {
+        r["serving"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(enter(&a, &holder).await, (200, true));
+    pause(&a, &b).await;
     // Six wait on node A (the one that dies), two on B.
     let mut line = Vec::new();
     for i in 0..8 {
         let on_a = i < 6;
-        let fg = if on_a { a.fg() } else { b.fg() };
+        let fg = if on_a { &a } else { &b };
         let c = fg.shopper();
         let mut w = Watch::new(join(fg, &c).await);
-        w.observe(&status(fg, &c, "drop").await, "joined");
+        w.observe(&fg.status(&c, "drop").await, "joined");
         line.push((usize::from(!on_a), c, w));
     }
-    let issued_before = b.fg().room("drop").await["tickets_issued"]
+    let issued_before = b.room("drop").await["tickets_issued"]
         .as_u64()
         .expect("issued");
 
     // SIGKILL node A. Its shoppers carry on at B with the same cookies.
     a.kill();
-    assert_eq!(enter(b.fg(), &holder).await, (200, true), "holder at B");
+    assert_eq!(enter(&b, &holder).await, (200, true), "holder at B");
     for (_, c, w) in &mut line {
-        w.observe(&status(b.fg(), c, "drop").await, "A dead, polling B");
+        w.observe(&b.status(c, "drop").await, "A dead, polling B");
     }
     // A comes back on the same address: its shoppers return to it, nothing lost.
     let restarted = Instant::now();
     a.restart().await;
     let took = restarted.elapsed();
     assert_eq!(
-        enter(a.fg(), &holder).await,
+        enter(&a, &holder).await,
         (200, true),
         "holder at the restarted A"
     );
     for (n, c, w) in &mut line {
-        let fg = if *n == 0 { a.fg() } else { b.fg() };
-        w.observe(&status(fg, c, "drop").await, "A restarted");
+        let fg = if *n == 0 { &a } else { &b };
+        w.observe(&fg.status(c, "drop").await, "A restarted");
     }
     assert_eq!(
-        a.fg().room("drop").await["paused"],
+        a.room("drop").await["paused"],
         true,
         "the pause survived the restart"
     );
-    let newcomer = a.fg().shopper();
-    let t = join(a.fg(), &newcomer).await;
+    let newcomer = a.shopper();
+    let t = join(&a, &newcomer).await;
     assert!(t > issued_before, "ticket {t} reused after the restart");
 
     // The line moves, in order, whichever node each shopper is on.
-    let nodes: Vec<String> = vec![a.fg().base.clone(), b.fg().base.clone()];
+    let nodes: Vec<String> = vec![a.base.clone(), b.base.clone()];
     let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
     let started = Instant::now();
-    b.fg().patch_room("drop", json!({"paused": false})).await;
+    b.patch_room("drop", json!({"paused": false})).await;
     let admitted = run_line(
         nodes,
         line,
@@ -798,8 +662,8 @@ async fn a_node_killed_and_restarted_keeps_every_shopper() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn config_reloads_under_load_lose_nothing() {
     let origin = Origin::start().await;
-    let node = Node::memory(origin.addr, SALE, "reload").await;
-    let fg = node.fg();
+    let node = Node::start(&Config::new(origin.addr).extra(SALE)).await;
+    let fg = &node;
     let base = fg.base.clone();
     fg.wait_room("drop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
@@ -816,7 +680,7 @@ async fn config_reloads_under_load_lose_nothing() {
     for _ in 0..12 {
         let c = fg.shopper();
         let mut w = Watch::new(join(fg, &c).await);
-        w.observe(&status(fg, &c, "drop").await, "joined");
+        w.observe(&fg.status(&c, "drop").await, "joined");
         line.push((0usize, c, w));
     }
 
@@ -838,7 +702,7 @@ async fn config_reloads_under_load_lose_nothing() {
         let (fg, stop, requests) = (base.clone(), stop.clone(), requests.clone());
         crowd.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let c = shopper();
+                let c = shopper::browser();
                 let r = get(&fg, &c, "/echo").await;
                 let code = r.status().as_u16();
                 assert_eq!(code, 200, "a newcomer during reloads");
@@ -879,7 +743,7 @@ async fn config_reloads_under_load_lose_nothing() {
         (
             "restart",
             base.replace(
-                &format!("127.0.0.1:{}", node.port),
+                &format!("127.0.0.1:{}", node.cfg.port),
                 &format!("127.0.0.1:{}", free_port()),
             ),
         ),
@@ -928,7 +792,7 @@ async fn config_reloads_under_load_lose_nothing() {
                 reloads.0 += 1;
             }
         } else {
-            node.fg().signal("HUP");
+            node.signal("HUP");
             if bad {
                 reloads.1 += 1;
             } else {
@@ -947,7 +811,7 @@ async fn config_reloads_under_load_lose_nothing() {
     assert_eq!(r.status(), 200);
     let report = fg.room("drop").await;
     assert_eq!(report["message"], "reload 100", "{report}");
-    let log = std::fs::read_to_string(node.how.log.as_ref().expect("log")).unwrap_or_default();
+    let log = node.log_text();
     assert!(
         log.matches("reload refused, the running config stays")
             .count()
@@ -1007,23 +871,9 @@ async fn clock_skew_within_the_leeway_between_nodes() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
     let skew = flashgate::clock::SKEW_ENV;
-    let a = Node::redis(
-        origin.addr,
-        &redis.url(),
-        SKEWED,
-        "skew-a",
-        &[(skew, "-2000")],
-    )
-    .await;
-    let b = Node::redis(
-        origin.addr,
-        &redis.url(),
-        SKEWED,
-        "skew-b",
-        &[(skew, "2000")],
-    )
-    .await;
-    let (fa, fb) = (a.fg(), b.fg());
+    let a = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "-2000")]).await;
+    let b = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "2000")]).await;
+    let (fa, fb) = (&a, &b);
     assert!(
         fa.log_text().contains("FLASHGATE_CLOCK_SKEW_MS is set"),
         "a skewed node says so"
@@ -1039,10 +889,10 @@ async fn clock_skew_within_the_leeway_between_nodes() {
         let c = fg.shopper();
         let mut w = Watch::new(join(fg, &c).await);
         w.observe(
-            &status(other, &c, "drop").await,
+            &other.status(&c, "drop").await,
             "minted on one node, read on the other",
         );
-        w.observe(&status(fg, &c, "drop").await, "and back");
+        w.observe(&fg.status(&c, "drop").await, "and back");
         line.push((1 - i % 2, c, w));
     }
     let nodes: Vec<String> = vec![fa.base.clone(), fb.base.clone()];
@@ -1094,26 +944,19 @@ async fn clock_skew_within_the_leeway_between_nodes() {
 
     // Beyond the leeway (a third node 9 s ahead of A), a ticket it mints is refused at A:
     // treated as no ticket — a new place, never a 500 and never an entry.
-    let far = Node::redis(
-        origin.addr,
-        &redis.url(),
-        SKEWED,
-        "skew-far",
-        &[(skew, "7000")],
-    )
-    .await;
+    let far = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "7000")]).await;
     fa.patch_room("drop", json!({"paused": true})).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let c = far.fg().shopper();
-    while status(far.fg(), &c, "drop").await["state"] != "paused" {
+    let c = far.shopper();
+    while far.status(&c, "drop").await["state"] != "paused" {
         assert!(
             Instant::now() < deadline,
             "the pause never reached the far node"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let t = join(far.fg(), &c).await;
-    let st = status(fa, &c, "drop").await;
+    let t = join(&far, &c).await;
+    let st = fa.status(&c, "drop").await;
     assert_eq!(
         st["ticket"],
         Value::Null,

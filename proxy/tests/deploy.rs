@@ -6,18 +6,16 @@
 //! origin, runs), and the Dockerfile's stages and commands are sane. What is left to a real
 //! cluster: image pulls, the Redis and shop names resolving, and the scheduler.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::redis::RedisServer;
-use common::{free_port, Flashgate, Launch, Origin};
 use serde::Deserialize;
 use serde_yaml::Value;
+use testkit::RedisServer;
+use testkit::{cli, free_port, Config, Launch, Node, Origin};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/deploy")
@@ -156,15 +154,6 @@ fn env_names(cfg: &toml::Value) -> Vec<String> {
         }
     }
     out
-}
-
-fn flashgate(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run flashgate")
 }
 
 /// The shop's Service name in the ConfigMap, which the config resolves at load: tests use a
@@ -382,7 +371,7 @@ fn configmap_config_passes_check_and_placeholders_do_not() {
     std::fs::write(&file, &text).expect("write");
     let path = file.to_str().expect("utf-8 path");
 
-    let out = flashgate(
+    let out = cli(
         &["check", path],
         &[
             ("FLASHGATE_KEY_1", TEST_KEY),
@@ -397,7 +386,7 @@ fn configmap_config_passes_check_and_placeholders_do_not() {
     let placeholder = |k: &str| str_of(&secret["stringData"][k], k).to_owned();
     let key = placeholder("FLASHGATE_KEY_1");
     let token = placeholder("FLASHGATE_ADMIN_TOKEN");
-    let out = flashgate(
+    let out = cli(
         &["check", path],
         &[
             ("FLASHGATE_KEY_1", TEST_KEY),
@@ -410,7 +399,7 @@ fn configmap_config_passes_check_and_placeholders_do_not() {
         stderr.contains("server.admin_token_env: the admin token must have at least 16"),
         "{stderr}"
     );
-    let out = flashgate(
+    let out = cli(
         &["check", path],
         &[
             ("FLASHGATE_KEY_1", &key),
@@ -421,7 +410,7 @@ fn configmap_config_passes_check_and_placeholders_do_not() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("keys.key"), "{stderr}");
     // Without the token the 0.0.0.0 admin listener is refused.
-    let out = flashgate(&["check", path], &[("FLASHGATE_KEY_1", TEST_KEY)]);
+    let out = cli(&["check", path], &[("FLASHGATE_KEY_1", TEST_KEY)]);
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -441,11 +430,10 @@ async fn the_shipped_config_runs_and_answers_the_probes() {
     let text = replace_once(&text, "0.0.0.0:9901", &format!("127.0.0.1:{admin}"));
     let text = replace_once(&text, REDIS_URL, &redis.url());
     let text = replace_once(&text, SHOP_UPSTREAM, &origin.addr.to_string());
-    let env = vec![
-        ("FLASHGATE_KEY_1".to_owned(), TEST_KEY.to_owned()),
-        ("FLASHGATE_ADMIN_TOKEN".to_owned(), TEST_TOKEN.to_owned()),
-    ];
-    let fg = Flashgate::launch(&text, port, admin, Launch { env, log: None }).await;
+    let how = Launch::default()
+        .env("FLASHGATE_KEY_1", TEST_KEY)
+        .env("FLASHGATE_ADMIN_TOKEN", TEST_TOKEN);
+    let fg = Node::launch(&Config::from_text(text, port, admin), how).await;
 
     let c = container(&objects);
     let http = reqwest::Client::new();

@@ -2,14 +2,12 @@
 //! than the rate, and the origin sees exactly the admitted shoppers. Takes about 200 s of
 //! real time, because that is what 200 admissions at 60 per minute take.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get_json, Flashgate, Origin};
 use parking_lot::Mutex;
 use serde_json::json;
+use testkit::{shopper::get_json, Config, Node, Origin};
 
 const SHOPPERS: u64 = 200;
 
@@ -35,7 +33,7 @@ poll_interval = "1s"
 abandon_after = "60s"
 claim_window = "10s"
 "#;
-    let fg = Arc::new(Flashgate::start(origin.addr, room).await);
+    let fg = Arc::new(Node::start(&Config::new(origin.addr).extra(room)).await);
     // Everyone arrives while the line is held, as in a launch burst.
     fg.patch_room("drop", json!({"paused": true})).await;
     let mut joins = Vec::new();

@@ -4,15 +4,13 @@
 //! run, and active shoppers never above the cap. About a minute of real time: 1,000 admissions
 //! at 1,200 a minute.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{get_json, Flashgate, Origin};
 use parking_lot::Mutex;
 use serde_json::json;
+use testkit::RedisServer;
+use testkit::{shopper::get_json, Config, Node, Origin};
 
 const SHOPPERS: u64 = 1_000;
 const RATE: u64 = 1_200; // per minute
@@ -44,7 +42,7 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         nodes.push(Arc::new(
-            Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await,
+            Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await,
         ));
     }
     // Everyone arrives while the line is held: a launch burst, spread over the three nodes.

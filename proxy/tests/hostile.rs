@@ -8,15 +8,13 @@
 //! when present, the way request-smuggling victims do, and records every request line it
 //! parses, so a request smuggled past flashgate's framing would show up in its log.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, Flashgate, Launch};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use testkit::{Config, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -368,29 +366,19 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
     c
 }
 
-fn log_for(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}.log", std::process::id()))
-}
-
-async fn start(origin: &RawOrigin, name: &str) -> (Flashgate, u16) {
-    let (port, admin) = (free_port(), free_port());
-    let text = config(port, admin, origin.addr, ROOM);
-    let how = Launch {
-        log: Some(log_for(name)),
-        ..Launch::default()
-    };
-    let fg = Flashgate::launch(&text, port, admin, how).await;
+async fn start(origin: &RawOrigin) -> (Node, u16) {
+    let fg = Node::start(&Config::new(origin.addr).extra(ROOM)).await;
     // Hold the line: whatever reaches the room is queued, so anything at the origin under
     // /drops got past the room.
     fg.patch_room("drop", json!({"paused": true})).await;
+    let port = fg.cfg.port;
     (fg, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_and_smuggled_requests_get_clean_answers() {
     let origin = RawOrigin::start().await;
-    let (mut fg, port) = start(&origin, "hostile-corpus").await;
+    let (mut fg, port) = start(&origin).await;
     let started = Instant::now();
 
     let mut tasks = Vec::new();
@@ -464,7 +452,7 @@ async fn malformed_and_smuggled_requests_get_clean_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_room_cannot_be_bypassed_by_path_or_host_tricks() {
     let origin = RawOrigin::start().await;
-    let (mut fg, port) = start(&origin, "hostile-bypass").await;
+    let (mut fg, port) = start(&origin).await;
 
     // Each of these names the protected /drops/x to some origin (nginx merges slashes and
     // resolves dot-segments, servlet containers drop `;params`, frameworks decode escapes, a
@@ -553,7 +541,7 @@ async fn a_room_cannot_be_bypassed_by_path_or_host_tricks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
     let origin = RawOrigin::start().await;
-    let (mut fg, port) = start(&origin, "hostile-flood").await;
+    let (mut fg, port) = start(&origin).await;
     let client = reqwest::Client::new();
     let base = fg.base.clone();
     // Warm up (thread pools, connection pools, allocator arenas).

@@ -3,15 +3,13 @@
 //! client, ticket batching, the circuit breaker on a dead Redis, and re-seeding after a restart
 //! that lost everything.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
 use flashgate::store::local::{sync_room, Marks};
 use flashgate::store::redis::{room_keys, RedisStore};
 use flashgate::store::{redis_stack, BatchingStore};
+use testkit::RedisServer;
 use waitroom::state::{AdvanceRecord, ControllerState, MinuteCount, ShuffleRange};
 use waitroom::{
     CheckIn, ClaimOutcome, ClaimRequest, HighWater, MemoryStore, Overrides, RoomSettings, Store,

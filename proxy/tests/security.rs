@@ -9,26 +9,19 @@
 //! - no key, ticket, pass, challenge or challenge-passed token reaches the logs (text format,
 //!   `RUST_LOG=debug`) or the event stream (JSON logs and the admin token: `ops.rs`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, get_json, Flashgate, Launch, Origin, SECRET};
 use flashgate::config::Config;
 use serde_json::{json, Value};
-
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect()
-}
+use testkit::shopper::{get_json, set_cookies};
+use testkit::{Config as NodeConfig, Launch, Node, Origin, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_is_on_loopback_only() {
     // By default: no `admin_listen` in the file means 127.0.0.1.
-    let text = config(8080, 9901, "127.0.0.1:3000".parse().expect("addr"), "")
+    let text = NodeConfig::new("127.0.0.1:3000".parse().expect("addr"))
+        .ports(8080, 9901)
+        .render()
         .replace("admin_listen = \"127.0.0.1:9901\"\n", "");
     let c = Config::parse("default.toml", &text, flashgate::clock::now()).expect("valid");
     assert!(
@@ -46,7 +39,7 @@ async fn the_admin_api_is_on_loopback_only() {
 
     // A running node: its admin port answers on loopback and nowhere else.
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, "").await;
+    let fg = Node::start(&NodeConfig::new(origin.addr)).await;
     let admin_port: u16 = fg
         .admin
         .rsplit(':')
@@ -131,7 +124,10 @@ fn assert_inert(html: &str, what: &str) {
 async fn merchant_and_client_strings_are_escaped_on_every_page() {
     // Colours and logo URLs are validated at load (fixtures `color.toml`, `logo.toml`); these
     // values must be refused by name too.
-    let base = config(1, 2, "127.0.0.1:3000".parse().expect("addr"), HOSTILE);
+    let base = NodeConfig::new("127.0.0.1:3000".parse().expect("addr"))
+        .ports(1, 2)
+        .extra(HOSTILE)
+        .render();
     for (from, to, key) in [
         (
             "#ABCDEF",
@@ -172,7 +168,7 @@ async fn merchant_and_client_strings_are_escaped_on_every_page() {
     }
 
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, HOSTILE).await;
+    let fg = Node::start(&NodeConfig::new(origin.addr).extra(HOSTILE)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
     let c = fg.shopper();
 
@@ -309,13 +305,9 @@ fn assert_cookie_attrs(cookies: &[String], what: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cookies_are_httponly_and_no_token_reaches_logs_or_events() {
     let origin = Origin::start().await;
-    let (port, admin) = (free_port(), free_port());
     let events = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("security-events-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&events);
-    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("security-debug-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log);
     let room = format!(
         r#"
 [events]
@@ -339,12 +331,11 @@ block_at = 1000
 "#,
         events.display()
     );
-    let text = config(port, admin, origin.addr, &room);
-    let how = Launch {
-        env: vec![("RUST_LOG".into(), "debug".into())],
-        log: Some(log.clone()),
-    };
-    let fg = Flashgate::launch(&text, port, admin, how).await;
+    let mut fg = Node::launch(
+        &NodeConfig::new(origin.addr).extra(room),
+        Launch::log("debug"),
+    )
+    .await;
     fg.patch_room("pow", json!({"paused": true})).await;
     let mut tokens: Vec<(String, String)> = Vec::new();
     let mut cookies_seen = 0;
@@ -479,8 +470,8 @@ block_at = 1000
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(fg);
-    let log_text = std::fs::read_to_string(&log).expect("debug log");
+    fg.kill();
+    let log_text = fg.log_text();
     let events_text = std::fs::read_to_string(&events).expect("events");
     assert!(
         log_text.lines().count() > 10,

@@ -5,16 +5,15 @@
 //! (a response header, a counter, the admin API) under a deadline. Latency assertions only
 //! separate "answered from the cache" from "waited for a 2 s origin", with wide margins.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Flashgate, Origin};
 use flashgate::shop::PathFault;
 use serde_json::{json, Value};
+use testkit::shopper::{self, Reply as Got};
+use testkit::{wait_until, Config, Node, Origin};
 use tokio::task::JoinSet;
 
 /// How slow the "slow origin" is.
@@ -23,53 +22,8 @@ const SLOW: Duration = Duration::from_secs(2);
 /// [`SLOW`]): the margin absorbs a loaded machine.
 const FAST: Duration = Duration::from_millis(1500);
 
-/// One response, read in full.
-#[derive(Debug)]
-struct Got {
-    status: u16,
-    /// `X-Flashgate-Cache`, if any.
-    cache: Option<String>,
-    age: Option<u64>,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-    took: Duration,
-}
-
 async fn get(c: &reqwest::Client, url: &str) -> Got {
-    get_with(c, url, &[]).await
-}
-
-async fn get_with(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Got {
-    let started = Instant::now();
-    let mut req = c.get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.text().await.expect("body");
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    Got {
-        status,
-        cache: h("x-flashgate-cache"),
-        age: h("age").and_then(|a| a.parse().ok()),
-        took: started.elapsed(),
-        headers,
-        body,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    shopper::get(c, url, &[]).await
 }
 
 /// Repeats `GET url` until `done` holds for the response (deadline `within`); returns it.
@@ -90,55 +44,20 @@ async fn get_until(
             Instant::now() < deadline,
             "timed out waiting for {what}; last: {} {:?}",
             g.status,
-            g.cache
+            g.cache()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Polls `cond` (deadline `within`).
-async fn wait_for(what: &str, within: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn purge(fg: &Node, body: Value) -> (u16, Value) {
+    fg.admin_req("POST", "/api/cache/purge", Some(body)).await
 }
 
-/// The value of the first sample of `name` whose labels include every `labels` pair.
-async fn metric(fg: &Flashgate, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = fg.metrics().await;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|(_, v)| v.parse().ok())
-}
-
-async fn purge(fg: &Flashgate, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/cache/purge", fg.admin))
-        .json(&body)
-        .send()
-        .await
-        .expect("admin reachable");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn cache_report(fg: &Flashgate) -> Value {
-    reqwest::get(format!("{}/api/cache", fg.admin))
-        .await
-        .expect("admin reachable")
-        .json()
-        .await
-        .expect("cache report")
+async fn cache_report(fg: &Node) -> Value {
+    let (code, report) = fg.admin_req("GET", "/api/cache", None).await;
+    assert_eq!(code, 200, "{report}");
+    report
 }
 
 /// Extra config: a route of `kind = "catalog"` at `path` on the `shop` pool, with `keys`.
@@ -150,24 +69,23 @@ fn catalog_route(path: &str, keys: &str) -> String {
 async fn catalog_is_cached_never_shares_private_responses_and_purges() {
     let origin = Origin::start().await;
     // `cache_ttl` overrides the shop's `max-age=5`, but never the never-cache rules.
-    let fg = Flashgate::start(
-        origin.addr,
-        &catalog_route("/products", "cache_ttl = \"1m\""),
+    let fg = Node::start(
+        &Config::new(origin.addr).extra(catalog_route("/products", "cache_ttl = \"1m\"")),
     )
     .await;
-    let c = client();
+    let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
 
     let first = get(&c, &url("/products")).await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.cache.as_deref(), Some("miss"));
+    assert_eq!(first.cache(), Some("miss"));
     assert!(first.headers.get("x-request-id").is_some());
     let second = get(&c, &url("/products")).await;
     assert_eq!(second.status, 200);
-    assert_eq!(second.cache.as_deref(), Some("hit"));
+    assert_eq!(second.cache(), Some("hit"));
     assert!(
-        second.age.is_some(),
+        second.age().is_some(),
         "a hit carries Age: {:?}",
         second.headers
     );
@@ -191,29 +109,23 @@ async fn catalog_is_cached_never_shares_private_responses_and_purges() {
 
     // The query is normalised: parameter order does not make a new entry.
     assert_eq!(
-        get(&c, &url("/products?b=2&a=1")).await.cache.as_deref(),
+        get(&c, &url("/products?b=2&a=1")).await.cache(),
         Some("miss")
     );
     assert_eq!(
-        get(&c, &url("/products?a=1&b=2")).await.cache.as_deref(),
+        get(&c, &url("/products?a=1&b=2")).await.cache(),
         Some("hit")
     );
     assert_eq!(shop.path_requests("/products"), 2);
 
     // The shop varies its pages on Accept (HTML or JSON): two variants, never mixed up.
     let json_accept = [("accept", "application/json")];
-    let j1 = get_with(&c, &url("/products/NOVA-HIGHLIGHTER"), &json_accept).await;
+    let j1 = shopper::get(&c, &url("/products/NOVA-HIGHLIGHTER"), &json_accept).await;
     let h1 = get(&c, &url("/products/NOVA-HIGHLIGHTER")).await;
-    let j2 = get_with(&c, &url("/products/NOVA-HIGHLIGHTER"), &json_accept).await;
+    let j2 = shopper::get(&c, &url("/products/NOVA-HIGHLIGHTER"), &json_accept).await;
     let h2 = get(&c, &url("/products/NOVA-HIGHLIGHTER")).await;
-    assert_eq!(
-        (j1.cache.as_deref(), h1.cache.as_deref()),
-        (Some("miss"), Some("miss"))
-    );
-    assert_eq!(
-        (j2.cache.as_deref(), h2.cache.as_deref()),
-        (Some("hit"), Some("hit"))
-    );
+    assert_eq!((j1.cache(), h1.cache()), (Some("miss"), Some("miss")));
+    assert_eq!((j2.cache(), h2.cache()), (Some("hit"), Some("hit")));
     assert!(j2.body.starts_with('{') && h2.body.starts_with("<!doctype html>"));
     assert_eq!(shop.path_requests("/products/NOVA-HIGHLIGHTER"), 2);
 
@@ -246,9 +158,9 @@ async fn catalog_is_cached_never_shares_private_responses_and_purges() {
             let g = get(&c, &url(path)).await;
             assert_eq!(g.status, 200, "{path}");
             assert!(
-                matches!(g.cache.as_deref(), Some("miss" | "bypass")),
+                matches!(g.cache(), Some("miss" | "bypass")),
                 "{path} #{i}: {:?}",
-                g.cache
+                g.cache()
             );
             assert_eq!(
                 shop.path_requests(path),
@@ -274,38 +186,26 @@ async fn catalog_is_cached_never_shares_private_responses_and_purges() {
         purge(&fg, json!({"url": "/products"})).await,
         (200, json!({"purged": 2}))
     );
-    assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
-        Some("miss")
-    );
+    assert_eq!(get(&c, &url("/products")).await.cache(), Some("miss"));
     assert_eq!(shop.path_requests("/products"), 3);
-    assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
-        Some("hit")
-    );
+    assert_eq!(get(&c, &url("/products")).await.cache(), Some("hit"));
     // A prefix is whole path segments, like a route's: the page and everything under it.
     let (code, n) = purge(&fg, json!({"prefix": "/products/NOVA-HIGHLIGHTER"})).await;
     assert_eq!(code, 200);
     assert_eq!(n, json!({"purged": 3}), "two variants and the Vary record");
     assert_eq!(
-        get(&c, &url("/products/NOVA-HIGHLIGHTER"))
-            .await
-            .cache
-            .as_deref(),
+        get(&c, &url("/products/NOVA-HIGHLIGHTER")).await.cache(),
         Some("miss")
     );
     assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
+        get(&c, &url("/products")).await.cache(),
         Some("hit"),
         "outside the prefix"
     );
     let (code, _) = purge(&fg, json!({"all": true})).await;
     assert_eq!(code, 200);
     assert_eq!(cache_report(&fg).await["entries"], 0);
-    assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
-        Some("miss")
-    );
+    assert_eq!(get(&c, &url("/products")).await.cache(), Some("miss"));
     let (code, err) = purge(&fg, json!({"path": "/products"})).await;
     assert_eq!(code, 400, "{err}");
     assert!(
@@ -323,29 +223,29 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
         "/products",
         "cache_ttl = \"1s\"\nstale_while_revalidate = \"30s\"",
     );
-    let fg = Flashgate::start(origin.addr, &extra).await;
-    let c = client();
+    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let c = shopper::client();
     let shop = &origin.shop;
     let url = format!("{}/products", fg.base);
 
     let warm = get(&c, &url).await;
-    assert_eq!(warm.cache.as_deref(), Some("miss"));
+    assert_eq!(warm.cache(), Some("miss"));
     shop.set_latency(SLOW);
 
     // Hits until the copy turns stale; the first stale answer starts one background refresh.
     let first_stale = get_until(&c, &url, Duration::from_secs(10), "a stale copy", |g| {
         assert!(g.took < FAST, "answered from the cache, took {:?}", g.took);
-        g.cache.as_deref() == Some("stale")
+        g.cache() == Some("stale")
     })
     .await;
     let stale_at = Instant::now();
     assert_eq!(first_stale.status, 200);
     assert_eq!(first_stale.body, warm.body);
-    assert!(first_stale.age >= Some(1), "{:?}", first_stale.age);
-    wait_for(
+    assert!(first_stale.age() >= Some(1), "{:?}", first_stale.age());
+    wait_until(
         "the refresh to reach the origin",
         Duration::from_secs(5),
-        || shop.path_requests("/products") == 2,
+        || (shop.path_requests("/products") == 2).then_some(()),
     )
     .await;
 
@@ -365,7 +265,7 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
     while let Some(got) = crowd.join_next().await {
         for g in got.expect("crowd task") {
             assert_eq!(g.status, 200);
-            assert_eq!(g.cache.as_deref(), Some("stale"));
+            assert_eq!(g.cache(), Some("stale"));
             assert!(
                 g.took < FAST,
                 "a crowd request waited for the origin: {:?}",
@@ -393,18 +293,16 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
         "the refreshed copy",
         |g| {
             assert!(g.took < FAST, "took {:?}", g.took);
-            g.cache.as_deref() == Some("hit")
+            g.cache() == Some("hit")
         },
     )
     .await;
     assert_eq!(hit.status, 200);
     assert!(shop.path_requests("/products") <= 3);
-    let stored = metric(
-        &fg,
-        "flashgate_cache_refreshes_total",
-        &[("result", "stored")],
-    )
-    .await;
+    let stored = fg
+        .metrics()
+        .await
+        .first("flashgate_cache_refreshes_total", &[("result", "stored")]);
     assert!(stored >= Some(1.0), "{stored:?}");
     shop.set_latency(Duration::ZERO);
 }
@@ -453,18 +351,12 @@ stale_if_error = "1m"
 "#,
         origin = origin.addr
     );
-    let fg = Flashgate::start(origin.addr, &extra).await;
-    let c = client();
+    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
-    assert_eq!(
-        get(&c, &url("/api/products")).await.cache.as_deref(),
-        Some("miss")
-    );
-    assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
-        Some("miss")
-    );
+    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
+    assert_eq!(get(&c, &url("/products")).await.cache(), Some("miss"));
 
     // The origin turns slow (but for its health check); a dozen uncached requests tell the
     // pool's p95 (10 samples needed).
@@ -505,36 +397,34 @@ stale_if_error = "1m"
         "{retry:?}"
     );
     assert_eq!(shop.path_requests("/api/inventory"), 0);
-    let slow_shed = metric(
-        &fg,
+    let slow_shed = fg.metrics().await.first(
         "flashgate_shed_total",
         &[
             ("pool", "storefront"),
             ("kind", "optional"),
             ("reason", "slow"),
         ],
-    )
-    .await;
+    );
     assert_eq!(slow_shed, Some(1.0));
     assert_eq!(get(&c, &url("/healthz")).await.status, 200);
 
     // With a budget: the stale copy at once, and one refresh behind it.
     let g = get(&c, &url("/api/products")).await;
     assert_eq!(g.status, 200);
-    assert_eq!(g.cache.as_deref(), Some("stale"));
+    assert_eq!(g.cache(), Some("stale"));
     assert!(g.took < FAST, "{:?}", g.took);
-    wait_for(
+    wait_until(
         "the refresh to reach the origin",
         Duration::from_secs(5),
-        || shop.path_requests("/api/products") == 2,
+        || (shop.path_requests("/api/products") == 2).then_some(()),
     )
     .await;
     for _ in 0..20 {
         let g = get(&c, &url("/api/products")).await;
         assert!(
-            matches!(g.cache.as_deref(), Some("stale" | "hit")),
+            matches!(g.cache(), Some("stale" | "hit")),
             "{:?}",
-            g.cache
+            g.cache()
         );
         assert!(g.took < FAST, "{:?}", g.took);
     }
@@ -549,20 +439,17 @@ stale_if_error = "1m"
         let (c, u) = (c.clone(), url("/products"));
         tokio::spawn(async move { get(&c, &u).await })
     };
-    wait_for(
+    wait_until(
         "the leader to reach the origin",
         Duration::from_secs(5),
-        || shop.path_requests("/products") == 2,
+        || (shop.path_requests("/products") == 2).then_some(()),
     )
     .await;
     let meanwhile = get(&c, &url("/products")).await;
-    assert_eq!(meanwhile.cache.as_deref(), Some("stale"));
+    assert_eq!(meanwhile.cache(), Some("stale"));
     assert!(meanwhile.took < FAST, "{:?}", meanwhile.took);
     let leader = leader.await.expect("leader");
-    assert_eq!(
-        (leader.status, leader.cache.as_deref()),
-        (200, Some("miss"))
-    );
+    assert_eq!((leader.status, leader.cache()), (200, Some("miss")));
     assert!(leader.took >= SLOW / 2, "{:?}", leader.took);
     assert_eq!(shop.path_requests("/products"), 2);
     shop.set_latency(Duration::ZERO);
@@ -583,17 +470,14 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         ),
     ]
     .concat();
-    let fg = Flashgate::start(origin.addr, &extra).await;
-    let c = client();
+    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
     let warm = get(&c, &url("/products")).await;
-    assert_eq!((warm.status, warm.cache.as_deref()), (200, Some("miss")));
+    assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
     let api_warmed = Instant::now();
-    assert_eq!(
-        get(&c, &url("/api/products")).await.cache.as_deref(),
-        Some("miss")
-    );
+    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
 
     shop.set_failing(Some(500));
     // Uncached routes show the origin's error as it is.
@@ -608,7 +492,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         if g.status != 200 {
             break g;
         }
-        answers.push(g.cache);
+        answers.push(g.cache().map(str::to_owned));
         assert!(
             Instant::now() < deadline,
             "the window never ended: {answers:?}"
@@ -616,7 +500,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(failed.status, 500);
-    assert_eq!(failed.cache.as_deref(), Some("miss"));
+    assert_eq!(failed.cache(), Some("miss"));
     assert!(
         api_warmed.elapsed() >= Duration::from_secs(2),
         "not before TTL + stale-if-error: {:?}",
@@ -634,7 +518,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         &url("/products"),
         Duration::from_secs(10),
         "a revalidation",
-        |g| g.cache.as_deref() != Some("hit"),
+        |g| g.cache() != Some("hit"),
     )
     .await;
     assert_eq!(g.status, 200, "the 500 never reaches the shopper");
@@ -643,9 +527,9 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         g.headers.get("connection").map(|v| v.as_bytes()),
         Some(&b"close"[..])
     );
-    assert_eq!(g.cache.as_deref(), Some("stale"));
+    assert_eq!(g.cache(), Some("stale"));
     assert_eq!(g.body, warm.body);
-    assert!(g.age >= Some(1), "{:?}", g.age);
+    assert!(g.age() >= Some(1), "{:?}", g.age());
     assert_eq!(
         shop.path_requests("/products"),
         2,
@@ -653,7 +537,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     );
     for _ in 0..3 {
         let g = get(&c, &url("/products")).await;
-        assert_eq!((g.status, g.cache.as_deref()), (200, Some("stale")));
+        assert_eq!((g.status, g.cache()), (200, Some("stale")));
         assert_eq!(g.body, warm.body);
     }
 
@@ -663,11 +547,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     let before = shop.stats().requests;
     for _ in 0..3 {
         let g = get(&c, &url("/products")).await;
-        assert_eq!(
-            (g.status, g.cache.as_deref()),
-            (200, Some("stale")),
-            "origin down"
-        );
+        assert_eq!((g.status, g.cache()), (200, Some("stale")), "origin down");
         assert_eq!(g.body, warm.body);
     }
     assert_eq!(
@@ -675,12 +555,10 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         before,
         "nothing was answered by the origin"
     );
-    let errors = metric(
-        &fg,
+    let errors = fg.metrics().await.first(
         "flashgate_cache_results_total",
         &[("kind", "catalog"), ("result", "stale")],
-    )
-    .await;
+    );
     assert!(errors >= Some(7.0), "{errors:?}");
 
     // Back up: a fresh copy again.
@@ -690,20 +568,17 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         &url("/products"),
         Duration::from_secs(10),
         "a fresh fill",
-        |g| g.cache.as_deref() == Some("miss"),
+        |g| g.cache() == Some("miss"),
     )
     .await;
     assert_eq!(back.status, 200);
-    assert_eq!(
-        get(&c, &url("/products")).await.cache.as_deref(),
-        Some("hit")
-    );
+    assert_eq!(get(&c, &url("/products")).await.cache(), Some("hit"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_misses_make_one_origin_request() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, &catalog_route("/products", "")).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(catalog_route("/products", ""))).await;
     let shop = &origin.shop;
     // Slow enough that the crowd arrives while the first request is still at the origin.
     shop.set_path_fault(
@@ -713,7 +588,7 @@ async fn a_hundred_concurrent_misses_make_one_origin_request() {
             ..PathFault::default()
         }),
     );
-    let c = client();
+    let c = shopper::client();
     let url = format!("{}/products", fg.base);
     let start = Arc::new(tokio::sync::Barrier::new(100));
     let mut crowd = JoinSet::new();
@@ -729,7 +604,9 @@ async fn a_hundred_concurrent_misses_make_one_origin_request() {
     while let Some(g) = crowd.join_next().await {
         let g = g.expect("crowd task");
         assert_eq!(g.status, 200);
-        *by_cache.entry(g.cache.unwrap_or_default()).or_default() += 1;
+        *by_cache
+            .entry(g.cache().unwrap_or_default().to_owned())
+            .or_default() += 1;
         bodies.insert(g.body);
     }
     assert_eq!(
@@ -740,12 +617,10 @@ async fn a_hundred_concurrent_misses_make_one_origin_request() {
     assert_eq!(by_cache.get("miss"), Some(&1), "{by_cache:?}");
     assert_eq!(by_cache.get("hit"), Some(&99), "{by_cache:?}");
     assert_eq!(bodies.len(), 1, "everyone got the same page");
-    let coalesced = metric(
-        &fg,
+    let coalesced = fg.metrics().await.first(
         "flashgate_cache_results_total",
         &[("kind", "catalog"), ("result", "coalesced")],
-    )
-    .await;
+    );
     assert!(
         coalesced >= Some(1.0),
         "followers waited for the leader: {coalesced:?}"
@@ -796,12 +671,12 @@ stale_if_error = "1m"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, &limited_pool(origin.addr)).await;
-    let c = client();
+    let fg = Node::start(&Config::new(origin.addr).extra(limited_pool(origin.addr))).await;
+    let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
     let warm = get(&c, &url("/api/products")).await;
-    assert_eq!((warm.status, warm.cache.as_deref()), (200, Some("miss")));
+    assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
 
     // Requests that hold a slot for a while: `/echo` answers after 4 s.
     shop.set_path_fault(
@@ -816,8 +691,8 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
         tokio::spawn(async move { get(&c, &u).await })
     };
     let first = hog(1);
-    wait_for("one slot taken", Duration::from_secs(5), || {
-        shop.path_requests("/echo") == 1
+    wait_until("one slot taken", Duration::from_secs(5), || {
+        (shop.path_requests("/echo") == 1).then_some(())
     })
     .await;
 
@@ -845,8 +720,8 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     );
 
     let second = hog(2);
-    wait_for("two slots taken", Duration::from_secs(5), || {
-        shop.path_requests("/echo") == 2
+    wait_until("two slots taken", Duration::from_secs(5), || {
+        (shop.path_requests("/echo") == 2).then_some(())
     })
     .await;
 
@@ -864,26 +739,24 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
         &url("/api/products"),
         Duration::from_secs(5),
         "a stale copy",
-        |g| g.cache.as_deref() != Some("hit"),
+        |g| g.cache() != Some("hit"),
     )
     .await;
-    assert_eq!((g.status, g.cache.as_deref()), (200, Some("stale")));
+    assert_eq!((g.status, g.cache()), (200, Some("stale")));
     assert_eq!(g.body, warm.body);
     assert_eq!(
         shop.path_requests("/api/products"),
         1,
         "the shed request did not reach the origin"
     );
-    let optional_shed = metric(
-        &fg,
+    let optional_shed = fg.metrics().await.first(
         "flashgate_shed_total",
         &[
             ("pool", "limited"),
             ("kind", "optional"),
             ("reason", "saturated"),
         ],
-    )
-    .await;
+    );
     assert!(optional_shed >= Some(3.0), "{optional_shed:?}");
 
     // The slow requests finish: capacity comes back.
@@ -921,9 +794,9 @@ min_factor = 0.25
 latency_target = "300ms"
 error_target = 0.05
 "#;
-    let fg = Flashgate::start(origin.addr, extra).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(extra)).await;
     let shop = &origin.shop;
-    let c = client();
+    let c = shopper::client();
 
     // A long line: 400 shoppers with a ticket each (no cookies: one ticket per request).
     let mut joins = JoinSet::new();
@@ -960,8 +833,8 @@ error_target = 0.05
         async move {
             let a = fg.room("drop").await;
             let t = Instant::now();
-            wait_for("the window", window + Duration::from_secs(1), || {
-                t.elapsed() >= window
+            wait_until("the window", window + Duration::from_secs(1), || {
+                (t.elapsed() >= window).then_some(())
             })
             .await;
             let b = fg.room("drop").await;
@@ -999,7 +872,10 @@ error_target = 0.05
         eta_per_shopper(&low) > healthy_eta * 2.0,
         "the ETA follows the lower rate: {low} vs {healthy_eta} s per shopper"
     );
-    let gauge = metric(&fg, "flashgate_origin_health_factor", &[("room", "drop")]).await;
+    let gauge = fg
+        .metrics()
+        .await
+        .first("flashgate_origin_health_factor", &[("room", "drop")]);
     assert!(gauge.is_some_and(|g| g <= 0.3), "{gauge:?}");
     let degraded = rate(Duration::from_secs(2)).await;
     assert!(
@@ -1019,6 +895,9 @@ error_target = 0.05
         })
         .await;
     assert!(up["new_users_per_minute"].as_u64() >= Some(600), "{up}");
-    let gauge = metric(&fg, "flashgate_origin_health_factor", &[("room", "drop")]).await;
+    let gauge = fg
+        .metrics()
+        .await
+        .first("flashgate_origin_health_factor", &[("room", "drop")]);
     assert!(gauge.is_some_and(|g| g >= 0.5), "{gauge:?}");
 }

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use crate::free_port;
 
+/// A `redis-server` child process on a free port; killed and its directory removed on drop.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
