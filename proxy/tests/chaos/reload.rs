@@ -30,30 +30,7 @@ async fn config_reloads_under_load_lose_nothing() {
     // The crowd: holders shop, waiters poll and enter when told, newcomers keep joining.
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
-    let mut crowd = Vec::new();
-    for c in holders {
-        let (fg, stop, requests) = (base.clone(), stop.clone(), requests.clone());
-        crowd.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                assert_eq!(enter(&fg, &c).await, (200, true), "a holder lost access");
-                requests.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        }));
-    }
-    {
-        let (fg, stop, requests) = (base.clone(), stop.clone(), requests.clone());
-        crowd.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let c = shopper::browser();
-                let r = get(&fg, &c, "/echo").await;
-                let code = r.status().as_u16();
-                assert_eq!(code, 200, "a newcomer during reloads");
-                requests.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
-    }
+    let crowd = crowd(&base, holders, &stop, &requests);
     let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
     let started = Instant::now();
     let waiters = tokio::spawn(run_line(
@@ -68,29 +45,8 @@ async fn config_reloads_under_load_lose_nothing() {
     // ones (syntax, a bad value, a key that needs a restart), by API and by SIGHUP, with the
     // line released half-way.
     let base = std::fs::read_to_string(&fg.config).expect("config");
-    let valid = |i: usize| -> String {
-        match i % 4 {
-            0 => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")),
-            1 => base.replace("new_users_per_minute = 240", "new_users_per_minute = 300")
-                + &format!("\n[[rooms]]\nid = \"extra{i}\"\npaths = [\"/extra\"]\nnew_users_per_minute = 60\ntotal_active_users = 10\n"),
-            2 => base.replace("read_timeout = \"5s\"", "read_timeout = \"4s\""),
-            _ => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")) + "\n[[routes]]\npath = \"/products\"\nupstream = \"shop\"\nkind = \"catalog\"\n",
-        }
-    };
-    let invalid = [
-        ("syntax", base.replace("[[rooms]]", "[[rooms]")),
-        (
-            "value",
-            base.replace("new_users_per_minute = 240", "new_users_per_minute = 0"),
-        ),
-        (
-            "restart",
-            base.replace(
-                &format!("127.0.0.1:{}", node.cfg.port),
-                &format!("127.0.0.1:{}", free_port()),
-            ),
-        ),
-    ];
+    let valid = |i: usize| valid_file(&base, i);
+    let invalid = invalid_files(&base, node.cfg.port);
     let http = reqwest::Client::new();
     let mut reloads = (0, 0);
     for i in 0..12 {
@@ -106,32 +62,10 @@ async fn config_reloads_under_load_lose_nothing() {
         };
         std::fs::write(&fg.config, &text).expect("write config");
         if i % 2 == 0 {
-            let before = fg.room("drop").await;
-            let r = http
-                .post(format!("{}/api/reload", fg.admin))
-                .send()
-                .await
-                .expect("reload");
-            let code = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or_default();
+            api_reload(fg, what, bad).await;
             if bad {
-                assert_eq!(code, 422, "{what}: {body}");
-                let err = body["error"].as_str().unwrap_or("");
-                assert!(
-                    err.starts_with(&format!("{}: ", fg.config.display())),
-                    "{what}: FILE: key: reason, got {err:?}"
-                );
-                // The running config stays.
-                let after = fg.room("drop").await;
-                for k in ["new_users_per_minute", "message", "total_active_users"] {
-                    assert_eq!(
-                        before[k], after[k],
-                        "{what}: {k} changed by a refused reload"
-                    );
-                }
                 reloads.1 += 1;
             } else {
-                assert_eq!(code, 200, "{body}");
                 reloads.0 += 1;
             }
         } else {
@@ -176,4 +110,100 @@ async fn config_reloads_under_load_lose_nothing() {
         requests.load(Ordering::Relaxed)
     );
     node.assert_no_panic();
+}
+
+/// The crowd: holders shop, newcomers keep joining, until `stop`; each success counted.
+fn crowd(
+    base: &str,
+    holders: Vec<reqwest::Client>,
+    stop: &Arc<AtomicBool>,
+    requests: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut crowd = Vec::new();
+    for c in holders {
+        let (fg, stop, requests) = (base.to_owned(), stop.clone(), requests.clone());
+        crowd.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(enter(&fg, &c).await, (200, true), "a holder lost access");
+                requests.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }));
+    }
+    {
+        let (fg, stop, requests) = (base.to_owned(), stop.clone(), requests.clone());
+        crowd.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let c = shopper::browser();
+                let r = get(&fg, &c, "/echo").await;
+                let code = r.status().as_u16();
+                assert_eq!(code, 200, "a newcomer during reloads");
+                requests.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    crowd
+}
+
+/// `POST /api/reload` of the file just written: a valid one is applied; a `bad` one is refused
+/// with `FILE: key: reason` and the running config stays.
+async fn api_reload(fg: &Node, what: &str, bad: bool) {
+    let before = fg.room("drop").await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/reload", fg.admin))
+        .send()
+        .await
+        .expect("reload");
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    if bad {
+        assert_eq!(code, 422, "{what}: {body}");
+        let err = body["error"].as_str().unwrap_or("");
+        assert!(
+            err.starts_with(&format!("{}: ", fg.config.display())),
+            "{what}: FILE: key: reason, got {err:?}"
+        );
+        // The running config stays.
+        let after = fg.room("drop").await;
+        for k in ["new_users_per_minute", "message", "total_active_users"] {
+            assert_eq!(
+                before[k], after[k],
+                "{what}: {k} changed by a refused reload"
+            );
+        }
+    } else {
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+/// The `i`th valid reload of `base`: a message, a rate and a new room, the pool rebuilt, or a
+/// new route.
+fn valid_file(base: &str, i: usize) -> String {
+    match i % 4 {
+        0 => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")),
+        1 => base.replace("new_users_per_minute = 240", "new_users_per_minute = 300")
+            + &format!("\n[[rooms]]\nid = \"extra{i}\"\npaths = [\"/extra\"]\nnew_users_per_minute = 60\ntotal_active_users = 10\n"),
+        2 => base.replace("read_timeout = \"5s\"", "read_timeout = \"4s\""),
+        _ => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")) + "\n[[routes]]\npath = \"/products\"\nupstream = \"shop\"\nkind = \"catalog\"\n",
+    }
+}
+
+/// Invalid reloads of `base` (listening on `port`): a syntax error, a bad value, a key that
+/// needs a restart.
+fn invalid_files(base: &str, port: u16) -> [(&'static str, String); 3] {
+    [
+        ("syntax", base.replace("[[rooms]]", "[[rooms]")),
+        (
+            "value",
+            base.replace("new_users_per_minute = 240", "new_users_per_minute = 0"),
+        ),
+        (
+            "restart",
+            base.replace(
+                &format!("127.0.0.1:{}", port),
+                &format!("127.0.0.1:{}", free_port()),
+            ),
+        ),
+    ]
 }

@@ -36,30 +36,7 @@ async fn redis_flushed_mid_sale() {
     let nodes: Vec<String> = vec![fa.base.clone(), fb.base.clone()];
     let stop = Arc::new(AtomicBool::new(false));
     let shopping = keep_shopping(nodes.clone(), holder, stop.clone());
-    let monitor = {
-        let (nodes, stop) = (nodes.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut last = [0u64; 2];
-            let mut samples = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for (i, fg) in nodes.iter().enumerate() {
-                    let c = reqwest::Client::new();
-                    let s = shopper::status(fg, &c, "drop").await["serving"]
-                        .as_u64()
-                        .expect("serving");
-                    assert!(
-                        s >= last[i],
-                        "node {i}: serving went back from {} to {s}",
-                        last[i]
-                    );
-                    last[i] = s;
-                    samples += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            samples
-        })
-    };
+    let monitor = monitor_serving(nodes.clone(), stop.clone());
     let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
     let started = Instant::now();
     fb.patch_room("drop", json!({"paused": false})).await;
@@ -254,4 +231,30 @@ async fn redis_hangs_then_recovers() {
     );
     a.assert_no_panic();
     b.assert_no_panic();
+}
+
+/// Polls every node's serving number until `stop`, asserting it never goes back; returns how
+/// many samples it took.
+fn monitor_serving(nodes: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut last = [0u64; 2];
+        let mut samples = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for (i, fg) in nodes.iter().enumerate() {
+                let c = reqwest::Client::new();
+                let s = shopper::status(fg, &c, "drop").await["serving"]
+                    .as_u64()
+                    .expect("serving");
+                assert!(
+                    s >= last[i],
+                    "node {i}: serving went back from {} to {s}",
+                    last[i]
+                );
+                last[i] = s;
+                samples += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        samples
+    })
 }
