@@ -146,43 +146,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
         "the origin saw exactly the admitted"
     );
 
-    // Redis calls per status poll: polls are answered from each node's view, so a poll storm
-    // costs Redis what the same time without polls costs (the background refresh).
-    let quiet = Instant::now();
-    let before = redis.client_calls();
-    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement period, not a wait
-    let idle = redis.client_calls() - before;
-    let idle_rate = idle as f64 / quiet.elapsed().as_secs_f64();
-    let before = redis.client_calls();
-    let storm = Instant::now();
-    let polls: u32 = 2000;
-    let mut pollers = Vec::new();
-    for p in 0..4u32 {
-        let fg = if p % 2 == 0 { a.clone() } else { b.clone() };
-        pollers.push(tokio::spawn(async move {
-            let c = fg.shopper();
-            for _ in 0..polls / 4 {
-                fg.status(&c, "drop").await;
-            }
-        }));
-    }
-    for p in pollers {
-        p.await.expect("poller");
-    }
-    let took = storm.elapsed().as_secs_f64();
-    let calls = redis.client_calls() - before;
-    eprintln!(
-        "poll storm: {polls} polls over 2 nodes in {took:.2}s ({:.0}/s): {calls} Redis calls \
-         ({:.4} per poll); the same time without polls: {:.0} calls (background refresh, \
-         snapshot_interval 50ms)",
-        f64::from(polls) / took,
-        calls as f64 / f64::from(polls),
-        idle_rate * took,
-    );
-    assert!(
-        calls as f64 <= idle_rate * took * 1.5 + 10.0,
-        "{calls} calls during the storm: polls reach Redis"
-    );
+    polls_cost_redis_nothing(&redis, &a, &b).await;
 
     // A node dies: its shoppers carry on at the other node with the same cookies.
     let (fg_a_shopper, c) = admitted
@@ -338,4 +302,44 @@ async fn redis_outage_then_restart_empty() {
     }
     assert_eq!(enter(node(first.0), &first.1, "q.test").await, (200, true));
     assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
+}
+
+/// Redis calls per status poll: polls are answered from each node's view, so a poll storm
+/// costs Redis what the same time without polls costs (the background refresh).
+async fn polls_cost_redis_nothing(redis: &RedisServer, a: &Arc<Node>, b: &Arc<Node>) {
+    let quiet = Instant::now();
+    let before = redis.client_calls();
+    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement period, not a wait
+    let idle = redis.client_calls() - before;
+    let idle_rate = idle as f64 / quiet.elapsed().as_secs_f64();
+    let before = redis.client_calls();
+    let storm = Instant::now();
+    let polls: u32 = 2000;
+    let mut pollers = Vec::new();
+    for p in 0..4u32 {
+        let fg = if p % 2 == 0 { a.clone() } else { b.clone() };
+        pollers.push(tokio::spawn(async move {
+            let c = fg.shopper();
+            for _ in 0..polls / 4 {
+                fg.status(&c, "drop").await;
+            }
+        }));
+    }
+    for p in pollers {
+        p.await.expect("poller");
+    }
+    let took = storm.elapsed().as_secs_f64();
+    let calls = redis.client_calls() - before;
+    eprintln!(
+        "poll storm: {polls} polls over 2 nodes in {took:.2}s ({:.0}/s): {calls} Redis calls \
+         ({:.4} per poll); the same time without polls: {:.0} calls (background refresh, \
+         snapshot_interval 50ms)",
+        f64::from(polls) / took,
+        calls as f64 / f64::from(polls),
+        idle_rate * took,
+    );
+    assert!(
+        calls as f64 <= idle_rate * took * 1.5 + 10.0,
+        "{calls} calls during the storm: polls reach Redis"
+    );
 }
