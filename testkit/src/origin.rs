@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flashgate::shop::{Shop, ShopConfig};
+use demo_shop::{Shop, ShopConfig};
 use tokio::sync::oneshot;
 
 /// The demo shop, stopped when dropped.

@@ -8,10 +8,11 @@
 //! steers the waiting room (`sold-out` when the last unit sells, `revoke`
 //! when a shopper is done).
 //!
-//! The HTTP/1.1 server is hand-written on top of `tokio::net` (module
-//! `http`) because the proxy crate deliberately has no general-purpose
-//! HTTP server dependency; it supports keep-alive and pipelining and never
-//! panics on bad input, which matters because tests throw bad input at it.
+//! HTTP/1.1 is hyper's (module `server`: keep-alive, pipelining, `Expect: 100-continue`,
+//! chunked bodies, and clean refusals of malformed input); the shop adds a body limit (413),
+//! the faults below, and its counters. It is its own crate so that the proxy carries no HTTP
+//! server of its own, and it is the benchmark origin, so a request costs it one small
+//! allocation for the header list and one for the response body at most.
 //!
 //! # Endpoints
 //!
@@ -205,7 +206,8 @@ pub struct ShopStats {
     /// must strip its own cookies before forwarding, so behind the proxy
     /// this must stay zero.
     pub requests_with_fg_cookie: u64,
-    /// Requests rejected by the parser (answered 400/413/431/501/505).
+    /// Requests refused before reaching the router: malformed (400, 431, counted per
+    /// connection that ended on a parse error) or with a body over the limit (413).
     pub bad_requests: u64,
     pub orders: u64,
     pub units_sold: u64,

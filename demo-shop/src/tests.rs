@@ -566,11 +566,8 @@ async fn malformed_requests_get_an_error_and_a_closed_connection() {
     let cases: &[(&[u8], &str)] = &[
         (b"GARBAGE\r\n\r\n", "HTTP/1.1 400 "),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", "HTTP/1.1 400 "),
-        (b"GET / HTTP/3.0\r\n\r\n", "HTTP/1.1 505 "),
-        (
-            b"POST /cart HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "HTTP/1.1 501 ",
-        ),
+        // hyper refuses a version it does not speak as a malformed request line.
+        (b"GET / HTTP/3.0\r\n\r\n", "HTTP/1.1 400 "),
         (
             b"POST /cart HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
             "HTTP/1.1 400 ",
@@ -596,8 +593,18 @@ async fn malformed_requests_get_an_error_and_a_closed_connection() {
     assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
 
     let stats = shop.shop.stats();
-    assert_eq!(stats.bad_requests, 7);
+    assert_eq!(stats.bad_requests, 6);
     assert_eq!(stats.requests, 0);
+
+    // A chunked body (which the hand-written server refused with 501) is read like any other.
+    let reply = raw_exchange(
+        shop.addr,
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.contains("\"body\":\"hello\""), "{reply}");
 
     // The shop is unharmed.
     let ok = client().get(shop.url("/healthz")).send().await.unwrap();
@@ -653,7 +660,8 @@ async fn pipelined_requests_and_connection_close() {
 async fn http10_closes_unless_keep_alive_is_requested() {
     let shop = start(ShopConfig::demo()).await;
     let reply = raw_exchange(shop.addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
-    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    // hyper answers a 1.0 request in 1.0 (the hand-written server said 1.1; both are valid).
+    assert!(reply.starts_with("HTTP/1.0 200 OK"), "{reply}");
     assert!(reply.ends_with("\r\n\r\nok"), "{reply}");
 
     let mut stream = TcpStream::connect(shop.addr).await.unwrap();

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::cart::{self, InputError};
-use super::http::{contains_ignore_ascii_case, ParseError, Request, Response, HTML};
+use super::http::{contains_ignore_ascii_case, Request, Response, HTML};
 use super::inventory::{Item, Line, Shortfall, MAX_QTY};
 use super::pages::{self, PricedLine};
 use super::{bump, PathClass, Shop, ShopInner, COMMAND_HEADER};
@@ -50,14 +50,6 @@ pub(crate) fn handle(shop: &Shop, req: &Request<'_>, peer: SocketAddr) -> Respon
     for (name, value) in headers.into_iter().flatten() {
         response = response.header(name, value);
     }
-    response
-}
-
-/// The response to a request the parser rejected. Always closes the
-/// connection: after a framing error the next request's start is unknown.
-pub(crate) fn parse_error(err: ParseError) -> Response {
-    let mut response = Response::text(err.status(), err.message());
-    response.close = true;
     response
 }
 
@@ -441,7 +433,7 @@ impl Ctx<'_> {
                 target: req.target,
                 path: req.path,
                 query: req.query,
-                version: req.version.as_str(),
+                version: req.version,
                 peer: peer.to_string(),
                 headers,
                 header_list,
