@@ -6,7 +6,6 @@
 //! because product names come from config files and must not be able to
 //! break the markup.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::inventory::{Item, MAX_QTY};
@@ -33,23 +32,7 @@ table{width:100%;border-collapse:collapse}td,th{padding:8px;border-bottom:1px so
 footer{text-align:center;color:#998;padding:32px;font-size:.85em}";
 
 /// Escapes text for use in HTML content and double-quoted attributes.
-pub(crate) fn escape(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
+pub(crate) use fg_html::escape;
 
 /// Formats a price the way a shopper reads it.
 pub(crate) fn price(cents: u64) -> String {
