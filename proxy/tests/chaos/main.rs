@@ -130,6 +130,60 @@ abandon_after = "60s"
 claim_window = "10s"
 "#;
 
+/// A pass holder on `a` (who entered with the first slot), then the line held on both nodes.
+async fn holder_then_pause(a: &Node, b: &Node) -> reqwest::Client {
+    let holder = a.shopper();
+    a.wait_room("drop", "the first slot", |r| {
+        r["serving"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(enter(a, &holder).await, (200, true));
+    pause(a, b).await;
+    holder
+}
+
+/// `n` shoppers join the held line, the `i`th on `a` when `on_a(i)`, else on `b`; each is
+/// watched from its first status. The node index in each entry is 0 for `a`, 1 for `b`.
+async fn held_line(
+    a: &Node,
+    b: &Node,
+    n: usize,
+    on_a: impl Fn(usize) -> bool,
+) -> Vec<(usize, reqwest::Client, Watch)> {
+    let mut line = Vec::new();
+    for i in 0..n {
+        let fg = if on_a(i) { a } else { b };
+        let c = fg.shopper();
+        let mut w = Watch::new(join(fg, &c).await);
+        w.observe(&fg.status(&c, "drop").await, "joined");
+        line.push((usize::from(!on_a(i)), c, w));
+    }
+    line
+}
+
+/// Opens the line (on `b`) and waits for every waiter of `line` to enter at its own node:
+/// (who entered, the entries' tickets and times).
+async fn release_line(
+    a: &Node,
+    b: &Node,
+    line: Vec<(usize, reqwest::Client, Watch)>,
+) -> (Vec<(usize, reqwest::Client)>, Vec<(u64, Duration)>) {
+    let nodes: Vec<String> = vec![a.base.clone(), b.base.clone()];
+    let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
+    let started = Instant::now();
+    b.patch_room("drop", json!({"paused": false})).await;
+    let admitted = run_line(
+        nodes,
+        line,
+        started,
+        entries.clone(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let entries = entries.lock().clone();
+    (admitted, entries)
+}
+
 /// Holds the line on `a` and waits until `b` sees it.
 async fn pause(a: &Node, b: &Node) {
     a.patch_room("drop", json!({"paused": true})).await;

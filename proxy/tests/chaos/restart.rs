@@ -8,23 +8,9 @@ async fn a_node_killed_and_restarted_keeps_every_shopper() {
     let origin = Origin::start().await;
     let mut a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
     let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
-    let holder = a.shopper();
-    a.wait_room("drop", "the first slot", |r| {
-        r["serving"].as_u64() >= Some(1)
-    })
-    .await;
-    assert_eq!(enter(&a, &holder).await, (200, true));
-    pause(&a, &b).await;
+    let holder = holder_then_pause(&a, &b).await;
     // Six wait on node A (the one that dies), two on B.
-    let mut line = Vec::new();
-    for i in 0..8 {
-        let on_a = i < 6;
-        let fg = if on_a { &a } else { &b };
-        let c = fg.shopper();
-        let mut w = Watch::new(join(fg, &c).await);
-        w.observe(&fg.status(&c, "drop").await, "joined");
-        line.push((usize::from(!on_a), c, w));
-    }
+    let mut line = held_line(&a, &b, 8, |i| i < 6).await;
     let issued_before = b.room("drop").await["tickets_issued"]
         .as_u64()
         .expect("issued");
@@ -58,20 +44,8 @@ async fn a_node_killed_and_restarted_keeps_every_shopper() {
     assert!(t > issued_before, "ticket {t} reused after the restart");
 
     // The line moves, in order, whichever node each shopper is on.
-    let nodes: Vec<String> = vec![a.base.clone(), b.base.clone()];
-    let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
-    let started = Instant::now();
-    b.patch_room("drop", json!({"paused": false})).await;
-    let admitted = run_line(
-        nodes,
-        line,
-        started,
-        entries.clone(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (admitted, entries) = release_line(&a, &b, line).await;
     assert_eq!(admitted.len(), 8);
-    let entries = entries.lock().clone();
     for &(ti, at_i) in &entries {
         for &(tj, at_j) in &entries {
             if ti < tj {

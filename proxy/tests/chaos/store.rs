@@ -11,22 +11,8 @@ async fn redis_flushed_mid_sale() {
     let (fa, fb) = (&a, &b);
 
     // A pass holder, then a held line of 24 over both nodes.
-    let holder = fa.shopper();
-    fa.wait_room("drop", "the first slot", |r| {
-        r["serving"].as_u64() >= Some(1)
-    })
-    .await;
-    assert_eq!(enter(fa, &holder).await, (200, true));
-    pause(fa, fb).await;
-    let mut line = Vec::new();
-    for i in 0..24 {
-        let fg = if i % 2 == 0 { fa } else { fb };
-        let c = fg.shopper();
-        let t = join(fg, &c).await;
-        let mut w = Watch::new(t);
-        w.observe(&fg.status(&c, "drop").await, "joined");
-        line.push((i % 2, c, w));
-    }
+    let holder = holder_then_pause(fa, fb).await;
+    let line = held_line(fa, fb, 24, |i| i % 2 == 0).await;
     let issued_before = fa.room("drop").await["tickets_issued"]
         .as_u64()
         .expect("issued");
@@ -116,21 +102,8 @@ async fn redis_hangs_then_recovers() {
     let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
     let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
     let (fa, fb) = (&a, &b);
-    let holder = fa.shopper();
-    fa.wait_room("drop", "the first slot", |r| {
-        r["serving"].as_u64() >= Some(1)
-    })
-    .await;
-    assert_eq!(enter(fa, &holder).await, (200, true));
-    pause(fa, fb).await;
-    let mut line = Vec::new();
-    for i in 0..6 {
-        let fg = if i % 2 == 0 { fa } else { fb };
-        let c = fg.shopper();
-        let mut w = Watch::new(join(fg, &c).await);
-        w.observe(&fg.status(&c, "drop").await, "joined");
-        line.push((i % 2, c, w));
-    }
+    let holder = holder_then_pause(fa, fb).await;
+    let mut line = held_line(fa, fb, 6, |i| i % 2 == 0).await;
     let node = |i: usize| if i == 0 { fa } else { fb };
 
     // Redis stops answering (SIGSTOP): connections stay open, nothing comes back.
@@ -210,21 +183,10 @@ async fn redis_hangs_then_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recovered_after = frozen.elapsed();
-    let nodes: Vec<String> = vec![fa.base.clone(), fb.base.clone()];
-    let entries: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
-    let started = Instant::now();
-    fb.patch_room("drop", json!({"paused": false})).await;
-    let admitted = run_line(
-        nodes,
-        line,
-        started,
-        entries.clone(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (admitted, entries) = release_line(fa, fb, line).await;
     assert_eq!(admitted.len(), 6);
     assert_eq!(enter(fb, &holder).await, (200, true));
-    assert_within_rate(&entries.lock(), 4.0, 0.0, "after a Redis hang");
+    assert_within_rate(&entries, 4.0, 0.0, "after a Redis hang");
     eprintln!(
         "Redis hung {hung_for:?}: holder worst {worst:?}, {newcomers} newcomers told to wait \
          (worst {worst_new:?}); ready again {recovered_after:?} after the freeze"
