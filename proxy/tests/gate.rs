@@ -25,27 +25,6 @@ fn now_secs() -> u64 {
     flashgate::clock::now().secs()
 }
 
-/// Polls the status endpoint as a waiting page would, until admitted (deadline).
-async fn wait_admitted(
-    fg: &Node,
-    c: &reqwest::Client,
-    room: &str,
-    within: Duration,
-) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (code, st, _) =
-            get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base)).await;
-        assert_eq!(code, 200);
-        if st["admitted"] == json!(true) {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "not admitted in time: {st}");
-        let after = st["poll_after_ms"].as_u64().unwrap_or(1000).min(500);
-        tokio::time::sleep(Duration::from_millis(after)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn arrival_ticket_polls_admission_and_forwarding() {
     let origin = Origin::start().await;
@@ -77,7 +56,8 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
     assert_eq!(st["admitted"], false);
 
     fg.patch_room("drop", json!({"paused": false})).await;
-    wait_admitted(&fg, &shopper, "drop", Duration::from_secs(20)).await;
+    fg.wait_admitted(&shopper, "drop", Duration::from_secs(20))
+        .await;
 
     // The shop's own cookie (set through the proxy on an unprotected route) must pass through.
     let r = shopper

@@ -338,6 +338,21 @@ impl Node {
         shopper::status(self, c, room).await
     }
 
+    /// Polls the room's status as a waiting page would (at the pace it is told, at most every
+    /// 500 ms) until the shopper is admitted; returns that status. Panics after `within`.
+    pub async fn wait_admitted(&self, c: &reqwest::Client, room: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status(c, room).await;
+            if st["admitted"] == true {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "not admitted in time: {st}");
+            let after = st["poll_after_ms"].as_u64().unwrap_or(1000).min(500);
+            tokio::time::sleep(Duration::from_millis(after)).await;
+        }
+    }
+
     /// An admin request, with the bearer token when the node has one: (status, JSON body, or
     /// the text as a JSON string).
     pub async fn admin_req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -135,15 +135,8 @@ async fn json_logs_never_carry_secrets() {
     secrets.push(ticket.clone());
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": false})))
         .await;
-    wait_for("admission", Duration::from_secs(20), || async {
-        let (_, st, _) = get_json(
-            &shopper,
-            &format!("{}/.flashgate/status?room=drop", node.base),
-        )
+    node.wait_admitted(&shopper, "drop", Duration::from_secs(20))
         .await;
-        st["admitted"] == json!(true)
-    })
-    .await;
     let r = shopper
         .get(format!("{}/echo", node.base))
         .send()

@@ -20,15 +20,8 @@ async fn metrics_page_after_traffic() {
     assert_eq!(code, 202);
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": false})))
         .await;
-    wait_for("admission", Duration::from_secs(20), || async {
-        let (_, st, _) = get_json(
-            &shopper,
-            &format!("{}/.flashgate/status?room=drop", node.base),
-        )
+    node.wait_admitted(&shopper, "drop", Duration::from_secs(20))
         .await;
-        st["admitted"] == json!(true)
-    })
-    .await;
     for _ in 0..3 {
         let r = shopper
             .get(format!("{}/echo", node.base))
