@@ -161,20 +161,7 @@ async fn waiting_shoppers_rate_the_wait_once() {
 
     // The event stream got the two accepted ratings and nothing of the refused ones (events
     // leave a node in order, so once B's is written, any from the refusals would be too).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let feedback: Vec<Value> = loop {
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        let all: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|e: &Value| e["kind"] == "feedback")
-            .collect();
-        if all.iter().any(|e| e["ticket"] == 2) {
-            break all;
-        }
-        assert!(Instant::now() < deadline, "no feedback events: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let feedback = feedback_events(&events).await;
     let got: Vec<(Value, Value, Value)> = feedback
         .iter()
         .map(|e| {
@@ -194,4 +181,22 @@ async fn waiting_shoppers_rate_the_wait_once() {
     );
     drop(fg);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The feedback events in the file `events`, once ticket 2's has been written (deadline 20 s).
+async fn feedback_events(events: &std::path::Path) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(events).unwrap_or_default();
+        let all: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &Value| e["kind"] == "feedback")
+            .collect();
+        if all.iter().any(|e| e["ticket"] == 2) {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "no feedback events: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -114,24 +114,7 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
             }
         }));
     }
-    // Active shoppers never above the cap, sampled from every node while the sale runs.
-    let watch = {
-        let nodes = nodes.clone();
-        tokio::spawn(async move {
-            let mut max_active = 0;
-            while started.elapsed() < Duration::from_secs(240) {
-                for n in &nodes {
-                    let r = n.room("drop").await;
-                    max_active = max_active.max(r["active"].as_u64().unwrap_or(0));
-                    if r["entered_total"].as_u64() >= Some(SHOPPERS) {
-                        return max_active;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            max_active
-        })
-    };
+    let watch = max_active_while_selling(nodes.clone(), started);
     let mut entered_at = Vec::new();
     for t in tasks {
         entered_at.push(t.await.expect("shopper"));
@@ -173,4 +156,26 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
         t
     };
     assert_eq!(total, SHOPPERS);
+}
+
+/// Active shoppers, sampled from every node while the sale runs (until everyone entered, or
+/// 240 s after `started`): the highest seen.
+fn max_active_while_selling(
+    nodes: Vec<Arc<Node>>,
+    started: Instant,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut max_active = 0;
+        while started.elapsed() < Duration::from_secs(240) {
+            for n in &nodes {
+                let r = n.room("drop").await;
+                max_active = max_active.max(r["active"].as_u64().unwrap_or(0));
+                if r["entered_total"].as_u64() >= Some(SHOPPERS) {
+                    return max_active;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        max_active
+    })
 }

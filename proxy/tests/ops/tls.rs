@@ -112,44 +112,7 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
         .expect("plain");
     assert!(set_cookies(&r).iter().all(|c| !c.contains("Secure")));
 
-    // A reload picks up a renewed certificate for new connections.
-    let (cert2, key2, der2) = write_cert(&dir, "two");
-    std::fs::copy(&cert2, &cert).expect("renew cert");
-    std::fs::copy(&key2, &key).expect("renew key");
-    let (code, body) = node.admin_req("POST", "/api/reload", None).await;
-    assert_eq!(code, 200, "{body}");
-    assert!(
-        body["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("new TLS certificate")),
-        "{body}"
-    );
-    let r = https_client(true)
-        .get(format!("{https}/products"))
-        .send()
-        .await
-        .expect("new connection");
-    assert_eq!(peer_cert(&r), der2);
-
-    // A broken key is refused by name; the renewed certificate stays in service.
-    std::fs::write(
-        &key,
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-    )
-    .expect("break key");
-    let (code, body) = node.admin_req("POST", "/api/reload", None).await;
-    assert_eq!(code, 422);
-    let msg = body["error"].as_str().unwrap_or("");
-    assert!(
-        msg.starts_with(&format!("{}: server.tls_key: ", node.config.display())),
-        "{msg}"
-    );
-    let r = https_client(true)
-        .get(format!("{https}/products"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(peer_cert(&r), der2);
+    certificates_rotate_on_reload(&node, &dir, &cert, &key, &https).await;
 
     // A node whose certificate cannot be read does not start without its TLS listener: it
     // refuses to start, naming the key.
@@ -170,4 +133,52 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
         text(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A reload picks up a renewed certificate for new connections; a broken key is refused by name
+/// and the renewed certificate stays in service.
+async fn certificates_rotate_on_reload(
+    node: &Node,
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    https: &str,
+) {
+    let (cert2, key2, der2) = write_cert(dir, "two");
+    std::fs::copy(&cert2, cert).expect("renew cert");
+    std::fs::copy(&key2, key).expect("renew key");
+    let (code, body) = node.admin_req("POST", "/api/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("new TLS certificate")),
+        "{body}"
+    );
+    let r = https_client(true)
+        .get(format!("{https}/products"))
+        .send()
+        .await
+        .expect("new connection");
+    assert_eq!(peer_cert(&r), der2);
+
+    // A broken key is refused by name; the renewed certificate stays in service.
+    std::fs::write(
+        key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("break key");
+    let (code, body) = node.admin_req("POST", "/api/reload", None).await;
+    assert_eq!(code, 422);
+    let msg = body["error"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with(&format!("{}: server.tls_key: ", node.config.display())),
+        "{msg}"
+    );
+    let r = https_client(true)
+        .get(format!("{https}/products"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(peer_cert(&r), der2);
 }
