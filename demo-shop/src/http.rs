@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::Full;
 
@@ -16,15 +16,7 @@ use http_body_util::Full;
 /// anything bigger is a client bug or an attack (413).
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-/// One header field, borrowed from the request. The value stays raw bytes because HTTP allows
-/// obs-text (bytes >= 0x80) that is not necessarily UTF-8; callers convert when they need text.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Header<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) value: &'a [u8],
-}
-
-/// A fully received request.
+/// A fully received request: hyper's request parts and the collected body, borrowed.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub(crate) method: &'a str,
@@ -36,12 +28,14 @@ pub(crate) struct Request<'a> {
     pub(crate) query: &'a str,
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub(crate) version: &'static str,
-    pub(crate) headers: Vec<Header<'a>>,
+    /// The header fields (names lower case), values as raw bytes: HTTP allows obs-text
+    /// (bytes >= 0x80) that is not necessarily UTF-8; callers convert when they need text.
+    pub(crate) headers: &'a HeaderMap,
     pub(crate) body: &'a [u8],
 }
 
 impl<'a> Request<'a> {
-    /// The view of hyper's request `parts` with `body`.
+    /// The view of hyper's request `parts` with `body`. Allocates nothing.
     pub(crate) fn new(parts: &'a http::request::Parts, body: &'a [u8]) -> Self {
         let target = parts
             .uri
@@ -53,43 +47,29 @@ impl<'a> Request<'a> {
         } else {
             "HTTP/1.1"
         };
-        let headers = parts
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str(),
-                value: value.as_bytes(),
-            })
-            .collect();
         Self {
             method: parts.method.as_str(),
             target,
             path,
             query,
             version,
-            headers,
+            headers: &parts.headers,
             body,
         }
     }
 
     /// First value of header `name` (ASCII case-insensitive).
     pub(crate) fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.headers.get(name).map(HeaderValue::as_bytes)
     }
 
     /// All values of header `name`, in order of appearance. Needed for
     /// fields such as `Cookie` that clients may legitimately repeat.
-    pub(crate) fn headers_named<'s>(
-        &'s self,
-        name: &'s str,
-    ) -> impl Iterator<Item = &'a [u8]> + 's {
+    pub(crate) fn headers_named(&self, name: &str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+            .get_all(name)
+            .into_iter()
+            .map(HeaderValue::as_bytes)
     }
 }
 

@@ -414,9 +414,9 @@ impl Ctx<'_> {
         let req = self.req;
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         let mut header_list = Vec::with_capacity(req.headers.len());
-        for h in &req.headers {
-            let name = h.name.to_ascii_lowercase();
-            let value = String::from_utf8_lossy(h.value).into_owned();
+        for (name, value) in req.headers {
+            let name = name.as_str().to_owned();
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
             headers
                 .entry(name.clone())
                 .and_modify(|v| {
