@@ -20,7 +20,7 @@ const FLASHGATE_COOKIE_PREFIX: &[u8] = b"fg_";
 /// should send one `Cookie` header, but HTTP/2-to-1 translation and
 /// hand-written tests may send several.
 fn cookies<'a>(req: &'a Request<'_>) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-    req.headers_named("cookie").flat_map(|value| {
+    req.headers_named(::http::header::COOKIE).flat_map(|value| {
         value.split(|&b| b == b';').filter_map(|pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&b| b == b'=')?;
@@ -123,7 +123,7 @@ pub(crate) fn line_from_request(
     let is_json = !body.is_empty()
         && (body.starts_with(b"{")
             || req
-                .header("content-type")
+                .header(::http::header::CONTENT_TYPE)
                 .is_some_and(|ct| http::contains_ignore_ascii_case(ct, b"json")));
     let (sku, qty) = if is_json {
         let line: JsonLine = serde_json::from_slice(body).map_err(|_| {

@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::{
+    AsHeaderName, HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
+};
 use http::StatusCode;
 use http_body_util::Full;
 
@@ -58,14 +60,17 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// First value of header `name` (ASCII case-insensitive).
-    pub(crate) fn header(&self, name: &str) -> Option<&'a [u8]> {
+    /// First value of header `name` (a `http::header` constant costs no parsing).
+    pub(crate) fn header(&self, name: impl AsHeaderName) -> Option<&'a [u8]> {
         self.headers.get(name).map(HeaderValue::as_bytes)
     }
 
     /// All values of header `name`, in order of appearance. Needed for
     /// fields such as `Cookie` that clients may legitimately repeat.
-    pub(crate) fn headers_named(&self, name: &str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(crate) fn headers_named(
+        &self,
+        name: impl AsHeaderName,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .get_all(name)
             .into_iter()

@@ -32,7 +32,7 @@ pub(crate) fn handle(shop: &Shop, req: &Request<'_>, peer: SocketAddr) -> Respon
         req,
         json: req.path.starts_with("/api/")
             || req
-                .header("accept")
+                .header(http::header::ACCEPT)
                 .is_some_and(|a| contains_ignore_ascii_case(a, b"application/json")),
     };
     if let Some(status) = shop.failing_for(req.path) {
