@@ -130,6 +130,15 @@ abandon_after = "60s"
 claim_window = "10s"
 "#;
 
+/// A Redis, the origin, and two nodes of a fleet on them running [`SALE`].
+async fn fleet_of_two() -> (RedisServer, Origin, Node, Node) {
+    let redis = RedisServer::start();
+    let origin = Origin::start().await;
+    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    (redis, origin, a, b)
+}
+
 /// A pass holder on `a` (who entered with the first slot), then the line held on both nodes.
 async fn holder_then_pause(a: &Node, b: &Node) -> reqwest::Client {
     let holder = a.shopper();

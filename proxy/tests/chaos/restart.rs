@@ -4,10 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_and_restarted_keeps_every_shopper() {
-    let redis = RedisServer::start();
-    let origin = Origin::start().await;
-    let mut a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
-    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let (_redis, _origin, mut a, b) = fleet_of_two().await;
     let holder = holder_then_pause(&a, &b).await;
     // Six wait on node A (the one that dies), two on B.
     let mut line = held_line(&a, &b, 8, |i| i < 6).await;

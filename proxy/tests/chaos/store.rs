@@ -4,10 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_flushed_mid_sale() {
-    let redis = RedisServer::start();
-    let origin = Origin::start().await;
-    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
-    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let (redis, _origin, a, b) = fleet_of_two().await;
     let (fa, fb) = (&a, &b);
 
     // A pass holder, then a held line of 24 over both nodes.
@@ -97,10 +94,7 @@ async fn redis_flushed_mid_sale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_hangs_then_recovers() {
-    let redis = RedisServer::start();
-    let origin = Origin::start().await;
-    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
-    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let (redis, _origin, a, b) = fleet_of_two().await;
     let (fa, fb) = (&a, &b);
     let holder = holder_then_pause(fa, fb).await;
     let mut line = held_line(fa, fb, 6, |i| i % 2 == 0).await;

@@ -55,6 +55,12 @@ async fn get_until(
     }
 }
 
+/// A shed answer: 503 with a `Retry-After` of at least `secs`.
+fn assert_shed(g: &Got, secs: u64) {
+    assert_eq!(g.status, 503);
+    assert!(g.retry_after() >= secs, "{:?}", g.header("retry-after"));
+}
+
 async fn purge(fg: &Node, body: Value) -> (u16, Value) {
     fg.admin_req("POST", "/api/cache/purge", Some(body)).await
 }
