@@ -253,3 +253,62 @@ pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect()
 }
+
+/// What a waiting shopper saw on one status poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Since the line opened.
+    pub at: Duration,
+    pub ticket: u64,
+    pub serving: u64,
+    pub admitted: bool,
+    pub position: Option<u64>,
+}
+
+/// A shopper holding `ticket` who waits as the waiting page does: polls `room`'s status at
+/// `at` at the pace it is told (at most `max_pause` apart), records every answer in `seen`,
+/// and once admitted tries `path`; `check` sees each entry attempt's (status, JSON body).
+/// Returns when the origin answered (its echo reports the method), how long after `opened`.
+/// Panics if that takes longer than `within`.
+#[allow(clippy::too_many_arguments)] // a shopper's whole situation; a struct would only rename it
+pub async fn wait_and_enter(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    room: &str,
+    path: &str,
+    ticket: u64,
+    opened: Instant,
+    within: Duration,
+    max_pause: Duration,
+    seen: &std::sync::Mutex<Vec<Seen>>,
+    check: impl Fn(u16, &Value),
+) -> Duration {
+    let deadline = opened + within;
+    loop {
+        let st = status(at, c, room).await;
+        let s = Seen {
+            at: opened.elapsed(),
+            ticket,
+            serving: st["serving"].as_u64().expect("serving"),
+            admitted: st["admitted"] == true,
+            position: st["position"].as_u64(),
+        };
+        seen.lock().expect("seen lock").push(s);
+        if s.admitted {
+            let r = c
+                .get(format!("{}{path}", at.base()))
+                .send()
+                .await
+                .expect("enter");
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or_default();
+            check(code, &body);
+            if body["method"] == "GET" {
+                return opened.elapsed();
+            }
+        }
+        assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
+        let after = st["poll_after_ms"].as_u64().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(after).min(max_pause)).await;
+    }
+}
