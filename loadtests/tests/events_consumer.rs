@@ -3,65 +3,19 @@
 //! them with a consumer group, prints them and the admissions line, and acknowledges them.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flashgate::config::{EventSink, EventsConfig};
 use flashgate::events::{Event, EventKind, Events};
 use flashgate::metrics::Metrics;
 use pingora::services::background::BackgroundService;
+use testkit::RedisServer;
 use waitroom::UnixMillis;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/setup.sh test installs it)");
-        let r = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while r.cmd::<String>(&redis::cmd("PING")).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        let client = redis::Client::open(self.url())?;
-        let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        cmd.query(&mut c)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_reads_acks_and_counts_admissions() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let cfg = EventsConfig {
         sink: EventSink::Redis {
             url: redis.url(),

@@ -186,24 +186,9 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape_html(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
+/// Escapes text for HTML element content and double-quoted attribute values (one
+/// implementation, shared with the demo shop's pages).
+pub use fg_html::escape as escape_html;
 
 /// Whether a same-site return path is safe to redirect to (no scheme, no `//host`).
 ///

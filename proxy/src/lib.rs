@@ -40,7 +40,9 @@ pub mod rooms;
 pub mod routing;
 pub mod server;
 pub mod shield;
-pub mod shop;
+/// The demo shop lives in its own crate (`demo-shop/`); re-exported for `flashgate demo` and
+/// `flashgate shop`.
+pub use demo_shop as shop;
 pub mod store;
 pub mod tls;
 pub mod upstream;

@@ -3,13 +3,11 @@
 //! by itself — no manual reload. `make test` installs Debian's `chromium` and
 //! `chromium-driver`; without them this test fails and says so.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Flashgate, Origin};
 use serde_json::{json, Value};
+use testkit::{free_port, Config, Node, Origin};
 
 const DRIVER: &str = "/usr/bin/chromedriver";
 
@@ -217,7 +215,7 @@ shuffle = true
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
     let sid = driver.session(&profile).await;
-    let fg = Flashgate::start(origin.addr, room).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
     driver
         .call(
             reqwest::Method::POST,
@@ -317,7 +315,7 @@ mode = "enforce"
 challenge = "always"
 difficulty = 12
 "#;
-    let fg = Flashgate::start(origin.addr, room).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
     fg.patch_room("launch", json!({"paused": true})).await;
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
@@ -339,12 +337,11 @@ difficulty = 12
         .await;
     let solved_after = started.elapsed();
     let m = fg.metrics().await;
-    let solved = m
-        .lines()
-        .filter(|l| l.starts_with("flashgate_bot_challenges_total{"))
-        .filter(|l| l.contains("result=\"solved\"") && l.contains("room=\"launch\""))
-        .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
-    assert_eq!(solved, Some(1), "the page solved one challenge:\n{m}");
+    let solved = m.first(
+        "flashgate_bot_challenges_total",
+        &[("result", "solved"), ("room", "launch")],
+    );
+    assert_eq!(solved, Some(1.0), "the page solved one challenge:\n{m}");
     let position = driver
         .script(
             &sid,

@@ -4,19 +4,17 @@
 //!
 //! These drive [`flashgate::events::Events`] directly; gate-level tests live with the gate.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
 use flashgate::config::{EventSink, EventsConfig, RoomEvents};
 use flashgate::events::{
     AbandonReason, Actor, ChallengeFailure, EndReason, Event, EventKind, Events, EventsService,
 };
 use flashgate::metrics::Metrics;
 use pingora::services::background::BackgroundService;
+use testkit::RedisServer;
 use tokio::sync::watch;
 use waitroom::{Overrides, UnixMillis};
 
@@ -469,7 +467,7 @@ async fn refused_entries_are_dropped_without_holding_back_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
     let redis = RedisServer::start();
-    let nobody = common::free_port();
+    let nobody = testkit::free_port();
     let _: () = redis
         .cmd(redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody))
         .expect("REPLICAOF");

@@ -2,14 +2,12 @@
 //! expected events, in order per ticket, in a real Redis stream; a dead sink drops and counts
 //! events while shoppers are served as usual.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{get_json, Flashgate, Origin};
 use serde_json::{json, Value};
+use testkit::RedisServer;
+use testkit::{shopper::get_json, Config, Node, Origin};
 
 fn room(redis_url: &str, buffer: usize) -> String {
     format!(
@@ -66,7 +64,7 @@ async fn wait_for_events(redis: &RedisServer, n: usize) -> Vec<Value> {
     }
 }
 
-async fn enter(fg: &Flashgate, c: &reqwest::Client) {
+async fn enter(fg: &Node, c: &reqwest::Client) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, st, _) = get_json(c, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
@@ -92,7 +90,7 @@ async fn enter(fg: &Flashgate, c: &reqwest::Client) {
 async fn shoppers_produce_the_expected_events_in_order() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, &room(&redis.url(), 1000)).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room(&redis.url(), 1000))).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     // Three shoppers join while the line is held.
@@ -140,7 +138,7 @@ async fn shoppers_produce_the_expected_events_in_order() {
     // 2 pauses changes + 3 joins + 3 admissions + leave + revoke + feedback = 11.
     let events = wait_for_events(&redis, 11).await;
     let text = serde_json::to_string(&events).expect("json");
-    assert!(!text.contains(common::SECRET), "no secret in events");
+    assert!(!text.contains(testkit::SECRET), "no secret in events");
     assert!(
         !text.contains("fg_p_") && !text.contains("fg_t_"),
         "no raw tokens in events"
@@ -184,7 +182,7 @@ async fn shoppers_produce_the_expected_events_in_order() {
 async fn a_dead_sink_drops_and_counts_without_hurting_shoppers() {
     let mut redis = RedisServer::start();
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, &room(&redis.url(), 8)).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room(&redis.url(), 8))).await;
     redis.kill();
     // Forty new arrivals: far more events than the buffer holds while the sink is down.
     for _ in 0..40 {
@@ -203,11 +201,7 @@ async fn a_dead_sink_drops_and_counts_without_hurting_shoppers() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = fg.metrics().await;
-        let dropped: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("flashgate_events_dropped_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let dropped = m.sum("flashgate_events_dropped_total", &[]);
         if dropped > 0.0 {
             break;
         }

@@ -2,25 +2,14 @@
 //! than the rate, and the origin sees exactly the admitted shoppers. Takes about 200 s of
 //! real time, because that is what 200 admissions at 60 per minute take.
 
-mod common;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{get_json, Flashgate, Origin};
-use parking_lot::Mutex;
 use serde_json::json;
+use testkit::shopper::{self, get_json, Seen};
+use testkit::{Config, Node, Origin};
 
 const SHOPPERS: u64 = 200;
-
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    at: Duration,
-    ticket: u64,
-    serving: u64,
-    admitted: bool,
-    position: Option<u64>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_shoppers_enter_in_ticket_order_at_the_rate() {
@@ -35,7 +24,7 @@ poll_interval = "1s"
 abandon_after = "60s"
 claim_window = "10s"
 "#;
-    let fg = Arc::new(Flashgate::start(origin.addr, room).await);
+    let fg = Arc::new(Node::start(&Config::new(origin.addr).extra(room)).await);
     // Everyone arrives while the line is held, as in a launch burst.
     fg.patch_room("drop", json!({"paused": true})).await;
     let mut joins = Vec::new();
@@ -74,48 +63,35 @@ claim_window = "10s"
     for (c, ticket) in shoppers {
         let (fg, seen) = (fg.clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
-            let deadline = started + Duration::from_secs(400);
-            loop {
-                let (code, st, _) =
-                    get_json(&c, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
-                assert_eq!(code, 200);
-                let s = Seen {
-                    at: started.elapsed(),
-                    ticket,
-                    serving: st["serving"].as_u64().expect("serving"),
-                    admitted: st["admitted"] == true,
-                    position: st["position"].as_u64(),
-                };
-                seen.lock().push(s);
-                if s.admitted {
-                    let r = c
-                        .get(format!("{}/echo", fg.base))
-                        .send()
-                        .await
-                        .expect("enter");
-                    assert_eq!(r.status(), 200, "ticket {ticket}");
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    // The origin's echo has the request's method; the waiting page JSON has a
-                    // state. The store may still refuse a claim (minute cap): keep polling then.
-                    if body["method"] == "GET" {
-                        return;
-                    }
-                    assert!(
-                        body["state"].is_string(),
-                        "ticket {ticket}: neither origin nor waiting: {body}"
-                    );
-                }
-                assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
-                let after = st["poll_after_ms"].as_u64().unwrap_or(1000);
-                tokio::time::sleep(Duration::from_millis(after)).await;
-            }
+            let entered = |code: u16, body: &serde_json::Value| {
+                assert_eq!(code, 200, "ticket {ticket}");
+                // The origin's echo has the request's method; the waiting page JSON has a
+                // state. The store may still refuse a claim (minute cap): keep polling then.
+                assert!(
+                    body["method"] == "GET" || body["state"].is_string(),
+                    "ticket {ticket}: neither origin nor waiting: {body}"
+                );
+            };
+            shopper::wait_and_enter(
+                &*fg,
+                &c,
+                "drop",
+                "/echo",
+                ticket,
+                started,
+                Duration::from_secs(400),
+                Duration::MAX,
+                &seen,
+                entered,
+            )
+            .await;
         }));
     }
     for t in tasks {
         t.await.expect("shopper task");
     }
 
-    let seen = seen.lock().clone();
+    let seen = seen.lock().expect("seen lock").clone();
     for s in &seen {
         // FIFO: the serving number decides, in ticket order.
         assert_eq!(s.admitted, s.ticket <= s.serving, "{s:?}");

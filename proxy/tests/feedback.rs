@@ -3,12 +3,10 @@
 //! ticket rates once on a node (429 after that, nothing counted or published), and the ratings
 //! show in the metrics, the room report and the event stream.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{get_json, Flashgate, Origin};
 use serde_json::{json, Value};
+use testkit::{shopper::get_json, Config, Metrics, Node, Origin};
 
 fn room(events: &std::path::Path) -> String {
     format!(
@@ -32,7 +30,7 @@ claim_window = "10s"
 }
 
 /// `POST /.flashgate/feedback?room=drop&return=/echo` as the no-JS form sends it.
-async fn rate_by_form(fg: &Flashgate, c: &reqwest::Client, rating: &str) -> reqwest::Response {
+async fn rate_by_form(fg: &Node, c: &reqwest::Client, rating: &str) -> reqwest::Response {
     c.post(format!(
         "{}/.flashgate/feedback?room=drop&return=/echo%3Fsku%3D1",
         fg.base
@@ -44,7 +42,7 @@ async fn rate_by_form(fg: &Flashgate, c: &reqwest::Client, rating: &str) -> reqw
 }
 
 /// The same as `waiting.js` sends it.
-async fn rate_by_json(fg: &Flashgate, c: &reqwest::Client, body: Value) -> (u16, String) {
+async fn rate_by_json(fg: &Node, c: &reqwest::Client, body: Value) -> (u16, String) {
     let r = c
         .post(format!("{}/.flashgate/feedback?room=drop", fg.base))
         .header("accept", "application/json")
@@ -57,14 +55,12 @@ async fn rate_by_json(fg: &Flashgate, c: &reqwest::Client, body: Value) -> (u16,
 }
 
 /// The value of the `flashgate_feedback_total` sample of `rating` in room `drop`.
-fn feedback_sample(metrics: &str, rating: u8) -> Option<f64> {
-    let want = format!("rating=\"{rating}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("flashgate_feedback_total{"))
-        .find(|l| l.contains(&want) && l.contains("room=\"drop\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+fn feedback_sample(metrics: &Metrics, rating: u8) -> Option<f64> {
+    let rating = rating.to_string();
+    metrics.first(
+        "flashgate_feedback_total",
+        &[("rating", &rating), ("room", "drop")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -73,7 +69,7 @@ async fn waiting_shoppers_rate_the_wait_once() {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = dir.join("events.jsonl");
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, &room(&events)).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room(&events))).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     // Two shoppers wait in line; the page they see carries the form, which works without JS.
@@ -165,20 +161,7 @@ async fn waiting_shoppers_rate_the_wait_once() {
 
     // The event stream got the two accepted ratings and nothing of the refused ones (events
     // leave a node in order, so once B's is written, any from the refusals would be too).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let feedback: Vec<Value> = loop {
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        let all: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|e: &Value| e["kind"] == "feedback")
-            .collect();
-        if all.iter().any(|e| e["ticket"] == 2) {
-            break all;
-        }
-        assert!(Instant::now() < deadline, "no feedback events: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let feedback = feedback_events(&events).await;
     let got: Vec<(Value, Value, Value)> = feedback
         .iter()
         .map(|e| {
@@ -198,4 +181,22 @@ async fn waiting_shoppers_rate_the_wait_once() {
     );
     drop(fg);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The feedback events in the file `events`, once ticket 2's has been written (deadline 20 s).
+async fn feedback_events(events: &std::path::Path) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(events).unwrap_or_default();
+        let all: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &Value| e["kind"] == "feedback")
+            .collect();
+        if all.iter().any(|e| e["ticket"] == 2) {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "no feedback events: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -3,56 +3,22 @@
 //! shopper hits; operator changes reach every node; a Redis outage and a Redis restart that
 //! lost everything cost pass holders nothing and move nobody backwards.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{get_json, Flashgate, Origin};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
+use testkit::RedisServer;
+use testkit::{shopper, Config, Node, Origin};
 
-async fn status(fg: &Flashgate, c: &reqwest::Client, room: &str) -> Value {
-    let (code, st, _) = get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base)).await;
-    assert_eq!(code, 200, "{st}");
-    st
+/// Joins the line at `fg` (the room must be queueing); rooms here are told apart by host.
+async fn join(fg: &Node, c: &reqwest::Client, host: &str) -> u64 {
+    shopper::join(fg, c, "/echo", &[("host", host)]).await
 }
 
-/// GET `/echo` through the gate with `Host: host` (rooms here are told apart by host).
-async fn get(fg: &Flashgate, c: &reqwest::Client, host: &str) -> reqwest::Response {
-    c.get(format!("{}/echo", fg.base))
-        .header("host", host)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("request")
-}
-
-/// Joins the line at `fg` (the room must be queueing); returns the ticket number.
-async fn join(fg: &Flashgate, c: &reqwest::Client, host: &str) -> u64 {
-    let r = get(fg, c, host).await;
-    let code = r.status().as_u16();
-    let st: Value = r.json().await.unwrap_or_default();
-    assert_eq!(code, 200, "queued: {st}");
-    st["ticket"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("a ticket: {st}"))
-}
-
-/// Whether the origin answered (its echo reports the method), and the status code.
-async fn enter(fg: &Flashgate, c: &reqwest::Client, host: &str) -> (u16, bool) {
-    let r = get(fg, c, host).await;
-    let code = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or_default();
-    (code, body["method"] == "GET")
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+/// (status, whether the origin answered) for `/echo` at `fg` with `Host: host`.
+async fn enter(fg: &Node, c: &reqwest::Client, host: &str) -> (u16, bool) {
+    shopper::enter(fg, c, "/echo", &[("host", host)]).await
 }
 
 const SALE: &str = r#"
@@ -70,14 +36,14 @@ claim_window = "10s"
 async fn two_nodes_one_queue_one_order_one_rate() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Arc::new(Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await);
-    let b = Arc::new(Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await);
+    let a = Arc::new(Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await);
+    let b = Arc::new(Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await);
 
     // A live change on node A is what shoppers on node B see within a second.
     let watcher = b.shopper();
     a.patch_room("drop", json!({"paused": true})).await;
     let changed = Instant::now();
-    while status(&b, &watcher, "drop").await["state"] != "paused" {
+    while b.status(&watcher, "drop").await["state"] != "paused" {
         assert!(
             changed.elapsed() < Duration::from_secs(1),
             "node B still not paused"
@@ -122,7 +88,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
         tasks.push(tokio::spawn(async move {
             let deadline = started + Duration::from_secs(40);
             loop {
-                let st = status(&fg, &c, "drop").await;
+                let st = fg.status(&c, "drop").await;
                 let serving = st["serving"].as_u64().expect("serving");
                 if st["admitted"] == true {
                     assert!(ticket <= serving, "admitted past serving: {st}");
@@ -180,43 +146,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
         "the origin saw exactly the admitted"
     );
 
-    // Redis calls per status poll: polls are answered from each node's view, so a poll storm
-    // costs Redis what the same time without polls costs (the background refresh).
-    let quiet = Instant::now();
-    let before = redis.client_calls();
-    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement period, not a wait
-    let idle = redis.client_calls() - before;
-    let idle_rate = idle as f64 / quiet.elapsed().as_secs_f64();
-    let before = redis.client_calls();
-    let storm = Instant::now();
-    let polls: u32 = 2000;
-    let mut pollers = Vec::new();
-    for p in 0..4u32 {
-        let fg = if p % 2 == 0 { a.clone() } else { b.clone() };
-        pollers.push(tokio::spawn(async move {
-            let c = fg.shopper();
-            for _ in 0..polls / 4 {
-                status(&fg, &c, "drop").await;
-            }
-        }));
-    }
-    for p in pollers {
-        p.await.expect("poller");
-    }
-    let took = storm.elapsed().as_secs_f64();
-    let calls = redis.client_calls() - before;
-    eprintln!(
-        "poll storm: {polls} polls over 2 nodes in {took:.2}s ({:.0}/s): {calls} Redis calls \
-         ({:.4} per poll); the same time without polls: {:.0} calls (background refresh, \
-         snapshot_interval 50ms)",
-        f64::from(polls) / took,
-        calls as f64 / f64::from(polls),
-        idle_rate * took,
-    );
-    assert!(
-        calls as f64 <= idle_rate * took * 1.5 + 10.0,
-        "{calls} calls during the storm: polls reach Redis"
-    );
+    polls_cost_redis_nothing(&redis, &a, &b).await;
 
     // A node dies: its shoppers carry on at the other node with the same cookies.
     let (fg_a_shopper, c) = admitted
@@ -256,8 +186,8 @@ floor_rate_per_minute = 6
 async fn redis_outage_then_restart_empty() {
     let mut redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Flashgate::start_on_redis(origin.addr, &redis.url(), TWO_ROOMS).await;
-    let b = Flashgate::start_on_redis(origin.addr, &redis.url(), TWO_ROOMS).await;
+    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(TWO_ROOMS)).await;
+    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(TWO_ROOMS)).await;
 
     // A pass holder, then a held line of six spread over both nodes.
     let holder = a.shopper();
@@ -265,7 +195,7 @@ async fn redis_outage_then_restart_empty() {
     a.patch_room("q", json!({"paused": true})).await;
     let watcher = b.shopper();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(&b, &watcher, "q").await["state"] != "paused" {
+    while b.status(&watcher, "q").await["state"] != "paused" {
         assert!(Instant::now() < deadline, "node B never saw the pause");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -282,7 +212,7 @@ async fn redis_outage_then_restart_empty() {
     let node = |i: usize| if i == 0 { &a } else { &b };
     let mut positions = Vec::new();
     for (n, c, _) in &line {
-        positions.push(status(node(*n), c, "q").await["position"].as_u64());
+        positions.push(node(*n).status(c, "q").await["position"].as_u64());
     }
 
     // Redis dies mid-sale.
@@ -297,12 +227,17 @@ async fn redis_outage_then_restart_empty() {
     assert_eq!(enter(&b, &holder, "q.test").await, (200, true));
     // Waiting shoppers keep their place (answered from the nodes' views).
     for ((n, c, _), p) in line.iter().zip(&positions) {
-        assert_eq!(&status(node(*n), c, "q").await["position"].as_u64(), p);
+        assert_eq!(&node(*n).status(c, "q").await["position"].as_u64(), p);
     }
     // `queue`: a new arrival is asked to wait, 503 + Retry-After.
-    let r = get(&a, &a.shopper(), "q.test").await;
-    assert_eq!(r.status(), 503);
-    assert!(r.headers().get("retry-after").is_some());
+    let r = shopper::get(
+        &a.shopper(),
+        &a.url("/echo"),
+        &[("host", "q.test"), ("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
     // `admit_at_floor_rate`: each node lets one in (6 a minute, no burst), then waits.
     for fg in [&a, &b] {
         assert_eq!(enter(fg, &fg.shopper(), "f.test").await, (200, true));
@@ -310,12 +245,9 @@ async fn redis_outage_then_restart_empty() {
         assert_eq!((code, entered), (503, false));
     }
     let m = a.metrics().await;
-    assert_eq!(metric(&m, "flashgate_store_degraded "), 1.0, "{m}");
-    assert_eq!(
-        metric(&m, "flashgate_floor_admissions_total{room=\"f\"} "),
-        1.0
-    );
-    assert!(metric(&m, "flashgate_store_mode_changes_total{mode=\"open\"} ") >= 1.0);
+    assert_eq!(m.value("flashgate_store_degraded"), 1.0, "{m}");
+    assert_eq!(m.value("flashgate_floor_admissions_total{room=\"f\"}"), 1.0);
+    assert!(m.value("flashgate_store_mode_changes_total{mode=\"open\"}") >= 1.0);
 
     // Redis comes back empty: the nodes re-seed it from their high-water marks.
     redis.restart_empty();
@@ -341,16 +273,16 @@ async fn redis_outage_then_restart_empty() {
         after["paused"], true,
         "the pause survived the Redis restart"
     );
-    let reseeds = metric(
-        &a.metrics().await,
-        "flashgate_store_reseeds_total{room=\"q\"} ",
-    ) + metric(
-        &b.metrics().await,
-        "flashgate_store_reseeds_total{room=\"q\"} ",
-    );
+    let reseeds = a
+        .metrics()
+        .await
+        .value("flashgate_store_reseeds_total{room=\"q\"}")
+        + b.metrics()
+            .await
+            .value("flashgate_store_reseeds_total{room=\"q\"}");
     assert!(reseeds >= 1.0, "nobody re-seeded");
     for ((n, c, _), p) in line.iter().zip(&positions) {
-        let now = status(node(*n), c, "q").await["position"].as_u64();
+        let now = node(*n).status(c, "q").await["position"].as_u64();
         assert!(now <= *p, "position went back from {p:?} to {now:?}");
     }
     // New arrivals get numbers nobody holds.
@@ -364,10 +296,50 @@ async fn redis_outage_then_restart_empty() {
     b.patch_room("q", json!({"paused": false})).await;
     let first = line.iter().min_by_key(|(_, _, t)| *t).expect("line");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while status(node(first.0), &first.1, "q").await["admitted"] != true {
+    while node(first.0).status(&first.1, "q").await["admitted"] != true {
         assert!(Instant::now() < deadline, "the line never moved");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(enter(node(first.0), &first.1, "q.test").await, (200, true));
     assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
+}
+
+/// Redis calls per status poll: polls are answered from each node's view, so a poll storm
+/// costs Redis what the same time without polls costs (the background refresh).
+async fn polls_cost_redis_nothing(redis: &RedisServer, a: &Arc<Node>, b: &Arc<Node>) {
+    let quiet = Instant::now();
+    let before = redis.client_calls();
+    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement period, not a wait
+    let idle = redis.client_calls() - before;
+    let idle_rate = idle as f64 / quiet.elapsed().as_secs_f64();
+    let before = redis.client_calls();
+    let storm = Instant::now();
+    let polls: u32 = 2000;
+    let mut pollers = Vec::new();
+    for p in 0..4u32 {
+        let fg = if p % 2 == 0 { a.clone() } else { b.clone() };
+        pollers.push(tokio::spawn(async move {
+            let c = fg.shopper();
+            for _ in 0..polls / 4 {
+                fg.status(&c, "drop").await;
+            }
+        }));
+    }
+    for p in pollers {
+        p.await.expect("poller");
+    }
+    let took = storm.elapsed().as_secs_f64();
+    let calls = redis.client_calls() - before;
+    eprintln!(
+        "poll storm: {polls} polls over 2 nodes in {took:.2}s ({:.0}/s): {calls} Redis calls \
+         ({:.4} per poll); the same time without polls: {:.0} calls (background refresh, \
+         snapshot_interval 50ms)",
+        f64::from(polls) / took,
+        calls as f64 / f64::from(polls),
+        idle_rate * took,
+    );
+    assert!(
+        calls as f64 <= idle_rate * took * 1.5 + 10.0,
+        "{calls} calls during the storm: polls reach Redis"
+    );
 }

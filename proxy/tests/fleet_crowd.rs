@@ -4,15 +4,13 @@
 //! run, and active shoppers never above the cap. About a minute of real time: 1,000 admissions
 //! at 1,200 a minute.
 
-mod common;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{get_json, Flashgate, Origin};
-use parking_lot::Mutex;
 use serde_json::json;
+use testkit::shopper::{self, get_json, Seen};
+use testkit::RedisServer;
+use testkit::{Config, Node, Origin};
 
 const SHOPPERS: u64 = 1_000;
 const RATE: u64 = 1_200; // per minute
@@ -29,14 +27,6 @@ abandon_after = "60s"
 claim_window = "10s"
 "#;
 
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    ticket: u64,
-    serving: u64,
-    admitted: bool,
-    position: Option<u64>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     let redis = RedisServer::start();
@@ -44,7 +34,7 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         nodes.push(Arc::new(
-            Flashgate::start_on_redis(origin.addr, &redis.url(), SALE).await,
+            Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await,
         ));
     }
     // Everyone arrives while the line is held: a launch burst, spread over the three nodes.
@@ -87,53 +77,22 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
         // Each shopper keeps to one node, as behind a sticky load balancer; nodes differ.
         let (fg, seen) = (nodes[node as usize].clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
-            let deadline = started + Duration::from_secs(240);
-            loop {
-                let (code, st, _) =
-                    get_json(&c, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
-                assert_eq!(code, 200);
-                let s = Seen {
-                    ticket,
-                    serving: st["serving"].as_u64().expect("serving"),
-                    admitted: st["admitted"] == true,
-                    position: st["position"].as_u64(),
-                };
-                seen.lock().push(s);
-                if s.admitted {
-                    let r = c
-                        .get(format!("{}/echo", fg.base))
-                        .send()
-                        .await
-                        .expect("enter");
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    if body["method"] == "GET" {
-                        return started.elapsed();
-                    }
-                }
-                assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
-                let after = st["poll_after_ms"].as_u64().unwrap_or(1000).min(2000);
-                tokio::time::sleep(Duration::from_millis(after)).await;
-            }
+            shopper::wait_and_enter(
+                &*fg,
+                &c,
+                "drop",
+                "/echo",
+                ticket,
+                started,
+                Duration::from_secs(240),
+                Duration::from_secs(2),
+                &seen,
+                |_, _| {},
+            )
+            .await
         }));
     }
-    // Active shoppers never above the cap, sampled from every node while the sale runs.
-    let watch = {
-        let nodes = nodes.clone();
-        tokio::spawn(async move {
-            let mut max_active = 0;
-            while started.elapsed() < Duration::from_secs(240) {
-                for n in &nodes {
-                    let r = n.room("drop").await;
-                    max_active = max_active.max(r["active"].as_u64().unwrap_or(0));
-                    if r["entered_total"].as_u64() >= Some(SHOPPERS) {
-                        return max_active;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            max_active
-        })
-    };
+    let watch = max_active_while_selling(nodes.clone(), started);
     let mut entered_at = Vec::new();
     for t in tasks {
         entered_at.push(t.await.expect("shopper"));
@@ -144,7 +103,7 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     // One global order, on every node: only tickets ≤ serving are admitted, and a ticket ≤
     // serving that is not (the minute's entries used up, or the room full this instant) is
     // told it is next; nobody behind it is admitted meanwhile (their tickets are > serving).
-    for s in seen.lock().iter() {
+    for s in seen.lock().expect("seen lock").iter() {
         if s.admitted {
             assert!(s.ticket <= s.serving, "{s:?}");
         } else if s.ticket <= s.serving {
@@ -175,4 +134,26 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
         t
     };
     assert_eq!(total, SHOPPERS);
+}
+
+/// Active shoppers, sampled from every node while the sale runs (until everyone entered, or
+/// 240 s after `started`): the highest seen.
+fn max_active_while_selling(
+    nodes: Vec<Arc<Node>>,
+    started: Instant,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut max_active = 0;
+        while started.elapsed() < Duration::from_secs(240) {
+            for n in &nodes {
+                let r = n.room("drop").await;
+                max_active = max_active.max(r["active"].as_u64().unwrap_or(0));
+                if r["entered_total"].as_u64() >= Some(SHOPPERS) {
+                    return max_active;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        max_active
+    })
 }

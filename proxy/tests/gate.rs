@@ -1,11 +1,10 @@
 //! The gate end to end: a real flashgate process, a real origin, real HTTP over loopback.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{get_json, Flashgate, Origin, SECRET};
 use serde_json::json;
+use testkit::shopper::{get_json, Events};
+use testkit::{cli, Config, Node, Origin, SECRET};
 use waitroom::{KeyRing, Pass, Ticket};
 
 /// A room over the origin's `/echo` (which reports what it received).
@@ -26,31 +25,10 @@ fn now_secs() -> u64 {
     flashgate::clock::now().secs()
 }
 
-/// Polls the status endpoint as a waiting page would, until admitted (deadline).
-async fn wait_admitted(
-    fg: &Flashgate,
-    c: &reqwest::Client,
-    room: &str,
-    within: Duration,
-) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (code, st, _) =
-            get_json(c, &format!("{}/.flashgate/status?room={room}", fg.base)).await;
-        assert_eq!(code, 200);
-        if st["admitted"] == json!(true) {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "not admitted in time: {st}");
-        let after = st["poll_after_ms"].as_u64().unwrap_or(1000).min(500);
-        tokio::time::sleep(Duration::from_millis(after)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn arrival_ticket_polls_admission_and_forwarding() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     let shopper = fg.shopper();
@@ -78,7 +56,8 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
     assert_eq!(st["admitted"], false);
 
     fg.patch_room("drop", json!({"paused": false})).await;
-    wait_admitted(&fg, &shopper, "drop", Duration::from_secs(20)).await;
+    fg.wait_admitted(&shopper, "drop", Duration::from_secs(20))
+        .await;
 
     // The shop's own cookie (set through the proxy on an unprotected route) must pass through.
     let r = shopper
@@ -137,7 +116,7 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn html_and_json_negotiation_and_escaping() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
     let c = fg.shopper();
     let r = c
@@ -192,7 +171,7 @@ async fn html_and_json_negotiation_and_escaping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_expired_and_foreign_tokens_are_requeued() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
     let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
     let theirs = KeyRing::new(
@@ -270,7 +249,7 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pass_is_renewed_once_a_minute_not_per_request() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
     let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
     let renewed = |r: &reqwest::Response| {
         r.headers()
@@ -331,7 +310,7 @@ poll_interval = "1s"
 abandon_after = "30s"
 claim_window = "10s"
 "#;
-    let fg = Flashgate::start(origin.addr, room).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
     let a = fg.shopper();
     // A quiet room lets the first shopper straight in.
     fg.wait_room("tiny", "the first slot", |r| {
@@ -384,7 +363,7 @@ poll_interval = "1s"
 abandon_after = "30s"
 claim_window = "10s"
 "#;
-    let fg = Flashgate::start(origin.addr, room).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
     fg.wait_room("shop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
     })
@@ -420,8 +399,8 @@ claim_window = "10s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_down_gives_the_branded_error_page() {
-    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-    let fg = Flashgate::start(dead, "").await;
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let fg = Node::start(&Config::new(dead)).await;
     let r = reqwest::get(format!("{}/products", fg.base))
         .await
         .expect("request");
@@ -431,12 +410,10 @@ async fn origin_down_gives_the_branded_error_page() {
     assert!(html.contains("The shop is busy"), "{html}");
 
     // With a health check the dead server is marked down: 503, no connect attempt.
-    let (port, admin) = (common::free_port(), common::free_port());
-    let text = common::config(port, admin, dead, "").replace(
-        "read_timeout = \"5s\"",
-        "read_timeout = \"5s\"\nhealth_check = { kind = \"tcp\", interval = \"100ms\" }",
-    );
-    let fg = Flashgate::start_with(&text, port, admin).await;
+    let fg = Node::start(
+        &Config::new(dead).pool_line("health_check = { kind = \"tcp\", interval = \"100ms\" }"),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = reqwest::get(format!("{}/products", fg.base))
@@ -458,46 +435,18 @@ async fn origin_down_gives_the_branded_error_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_sent_events_carry_the_status() {
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, ECHO_ROOM).await;
+    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
     let c = fg.shopper();
     let _ = get_json(&c, &format!("{}/echo", fg.base)).await;
-    let mut r = c
-        .get(format!("{}/.flashgate/events?room=drop", fg.base))
-        .send()
-        .await
-        .expect("sse");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "text/event-stream");
-    let chunk = r.chunk().await.expect("first event").expect("data");
-    let text = String::from_utf8_lossy(&chunk);
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("a data line");
-    let st: serde_json::Value = serde_json::from_str(data).expect("json event");
+    let mut sse = Events::open(&c, &fg.url("/.flashgate/events?room=drop")).await;
+    let st = sse.next(Duration::from_secs(20)).await;
     assert_eq!(st["state"], "paused");
     assert_eq!(st["ticket"], 1);
     // Unpausing is pushed to the open stream.
     fg.patch_room("drop", json!({"paused": false})).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
-            .await
-            .expect("event in time")
-            .expect("read");
-        let Some(chunk) = chunk else {
-            panic!("stream ended before admission")
-        };
-        let text = String::from_utf8_lossy(&chunk).into_owned();
-        if let Some(d) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
-            let st: serde_json::Value = serde_json::from_str(d).expect("json event");
-            if st["admitted"] == true {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline);
-    }
+    sse.next_where(Duration::from_secs(5), |st| st["admitted"] == true)
+        .await;
 }
 
 #[tokio::test]
@@ -506,25 +455,16 @@ async fn check_and_run_reject_a_bad_config_with_its_key() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/bad/rate_zero.toml"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["check", bad])
-        .output()
-        .expect("run check");
+    let out = cli(&["check", bad], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("rate_zero.toml: rooms[0].new_users_per_minute: must be > 0"),
         "{err}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["run", "-c", bad])
-        .output()
-        .expect("run");
+    let out = cli(&["run", "-c", bad], &[]);
     assert_eq!(out.status.code(), Some(2));
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["check", good])
-        .output()
-        .expect("run check");
+    let out = cli(&["check", good], &[]);
     assert_eq!(out.status.code(), Some(0));
 }

@@ -5,13 +5,11 @@
 //! shoppers waiting on the other node: their next poll and their event stream say `sold_out`,
 //! new arrivals get the sold-out page (410), and the line stops moving.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{get_json, Flashgate, Origin};
 use serde_json::{json, Value};
+use testkit::RedisServer;
+use testkit::{shopper::get_json, shopper::Events, Config, Node, Origin};
 
 /// How soon a change made through one node must be visible on the other. Nodes refresh their
 /// view every `snapshot_interval` (50 ms in these tests); the bound leaves room for a loaded
@@ -33,14 +31,8 @@ fn room(rate: u32) -> String {
     ROOM.replace("RATE", &rate.to_string())
 }
 
-async fn status(fg: &Flashgate, c: &reqwest::Client) -> Value {
-    let (code, st, _) = get_json(c, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
-    assert_eq!(code, 200, "{st}");
-    st
-}
-
 /// Joins the (paused) line at `fg`; returns the shopper and the ticket number.
-async fn join(fg: &Flashgate) -> (reqwest::Client, u64) {
+async fn join(fg: &Node) -> (reqwest::Client, u64) {
     let c = fg.shopper();
     let (code, st, _) = get_json(&c, &format!("{}/echo", fg.base)).await;
     assert_eq!(code, 200, "queued: {st}");
@@ -77,8 +69,8 @@ fn fallback_eta(ahead: u64, per_minute: u64) -> u64 {
 async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Flashgate::start_on_redis(origin.addr, &redis.url(), &room(6)).await;
-    let b = Flashgate::start_on_redis(origin.addr, &redis.url(), &room(6)).await;
+    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(6))).await;
+    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(6))).await;
 
     // A line of 20 on node B, moving at 6 a minute.
     a.patch_room("drop", json!({"paused": true})).await;
@@ -90,7 +82,7 @@ async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
     assert_eq!(ticket, 20);
     a.patch_room("drop", json!({"paused": false})).await;
     let (before, _) = within(PROPAGATION, "B queueing", || async {
-        let st = status(&b, &shopper).await;
+        let st = b.status(&shopper, "drop").await;
         (st["state"] == "queueing" && st["eta_seconds"].is_u64()).then_some(st)
     })
     .await;
@@ -109,7 +101,7 @@ async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
         .await;
     assert_eq!(report["new_users_per_minute"], 30, "A at once: {report}");
     let (after, took) = within(PROPAGATION, "B's ETA at the new rate", || async {
-        let st = status(&b, &shopper).await;
+        let st = b.status(&shopper, "drop").await;
         let ahead = st["ahead"].as_u64()?;
         let eta = st["eta_seconds"].as_u64()?;
         (eta.abs_diff(fallback_eta(ahead, 30)) <= 1).then_some(st)
@@ -136,41 +128,13 @@ async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
     );
 }
 
-/// Reads server-sent events from `r` until one satisfies `want` (within `limit`).
-async fn next_event(
-    r: &mut reqwest::Response,
-    buf: &mut String,
-    limit: Duration,
-    want: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let data = event.lines().find_map(|l| l.strip_prefix("data: "));
-            if let Some(st) = data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
-                if want(&st) {
-                    return st;
-                }
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, r.chunk())
-            .await
-            .expect("an event in time")
-            .expect("read the stream")
-            .expect("the stream still open");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     const SKU: &str = "AURORA-LIP-KIT";
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Flashgate::start_on_redis(origin.addr, &redis.url(), &room(60)).await;
-    let b = Flashgate::start_on_redis(origin.addr, &redis.url(), &room(60)).await;
+    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(60))).await;
+    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(60))).await;
 
     // The buyer is first in line at node A; twenty more wait at node B.
     a.patch_room("drop", json!({"paused": true})).await;
@@ -184,7 +148,7 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     assert_eq!(t, 21);
     a.patch_room("drop", json!({"paused": false})).await;
     within(Duration::from_secs(20), "the buyer's turn", || async {
-        (status(&a, &buyer).await["admitted"] == true).then_some(())
+        (a.status(&buyer, "drop").await["admitted"] == true).then_some(())
     })
     .await;
     let (code, echo, _) = get_json(&buyer, &format!("{}/echo", a.base)).await;
@@ -200,14 +164,8 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
         (b.room("drop").await["serving"].as_u64() > Some(serving)).then_some(())
     })
     .await;
-    let mut sse = waiter
-        .get(format!("{}/.flashgate/events?room=drop", b.base))
-        .send()
-        .await
-        .expect("event stream");
-    assert_eq!(sse.status(), 200);
-    let mut buf = String::new();
-    let first = next_event(&mut sse, &mut buf, Duration::from_secs(5), |_| true).await;
+    let mut sse = Events::open(&waiter, &b.url("/.flashgate/events?room=drop")).await;
+    let first = sse.next(Duration::from_secs(5)).await;
     assert_eq!(
         (&first["state"], &first["ticket"]),
         (&json!("queueing"), &json!(21))
@@ -245,26 +203,23 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     // The waiter at node B: the next poll says sold out, and so does the open stream, which
     // then ends.
     let (st, took) = within(PROPAGATION, "sold out in B's status", || async {
-        let st = status(&b, &waiter).await;
+        let st = b.status(&waiter, "drop").await;
         (st["state"] == "sold_out").then_some(st)
     })
     .await;
     eprintln!("sold-out from the origin at node A seen by a shopper at node B after {took:?}");
     assert_eq!(st["admitted"], false, "{st}");
-    let pushed = next_event(&mut sse, &mut buf, Duration::from_secs(5), |st| {
-        st["state"] != "queueing"
-    })
-    .await;
+    let pushed = sse
+        .next_where(Duration::from_secs(5), |st| st["state"] != "queueing")
+        .await;
     assert_eq!(pushed["state"], "sold_out", "{pushed}");
     assert!(
         declared.elapsed() < PROPAGATION + Duration::from_secs(1),
         "pushed {:?} after the checkout (checked each second)",
         declared.elapsed()
     );
-    let end = tokio::time::timeout(Duration::from_secs(5), sse.chunk())
-        .await
-        .expect("the stream ends");
-    assert!(matches!(end, Ok(None)), "nothing after sold out: {end:?}");
+    let end = sse.end(Duration::from_secs(5)).await;
+    assert!(end.is_none(), "nothing after sold out: {end:?}");
 
     // The waiter cannot enter, and new arrivals at either node get the sold-out page.
     let (code, st, _) = get_json(&waiter, &format!("{}/echo", b.base)).await;
@@ -296,6 +251,6 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
         assert_eq!(r["serving"], stopped["serving"], "{r}");
         assert_eq!(r["admitted_total"], stopped["admitted_total"], "{r}");
     }
-    let st = status(&b, &waiter).await;
+    let st = b.status(&waiter, "drop").await;
     assert_eq!(st["state"], "sold_out");
 }

@@ -3,15 +3,13 @@
 //! client, ticket batching, the circuit breaker on a dead Redis, and re-seeding after a restart
 //! that lost everything.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
 use flashgate::store::local::{sync_room, Marks};
 use flashgate::store::redis::{room_keys, RedisStore};
 use flashgate::store::{redis_stack, BatchingStore};
+use testkit::RedisServer;
 use waitroom::state::{AdvanceRecord, ControllerState, MinuteCount, ShuffleRange};
 use waitroom::{
     CheckIn, ClaimOutcome, ClaimRequest, HighWater, MemoryStore, Overrides, RoomSettings, Store,
@@ -178,6 +176,15 @@ async fn conformance(store: &dyn Store, room: &str) {
     assert_eq!(s.ctl.version, 3);
     assert_eq!(s.ctl.history[1].claimed, 0);
 
+    overrides_and_reseed_conformance(store, room, t).await;
+}
+
+/// Overrides are stored; a re-seed raises every number to the marks and lowers none; a room
+/// the store lost gets its overrides back. Runs on the room [`conformance`] left behind.
+async fn overrides_and_reseed_conformance(store: &dyn Store, room: &str, t: UnixMillis) {
+    let m = t.minute();
+    let snap = || async { store.snapshot(room, t).await.expect("snapshot") };
+
     // Overrides.
     let o = Overrides {
         new_users_per_minute: Some(120),
@@ -251,8 +258,6 @@ async fn conformance(store: &dyn Store, room: &str) {
     assert!(s.overrides.paused);
 }
 
-/// The store holds the line while paused (a stale view cannot let anyone in), and only a newer
-/// minute resets the per-minute entry count.
 async fn pause_and_minute_conformance(store: &dyn Store, room: &str) {
     let t = flashgate::clock::now();
     let m = t.minute();

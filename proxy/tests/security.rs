@@ -9,26 +9,19 @@
 //! - no key, ticket, pass, challenge or challenge-passed token reaches the logs (text format,
 //!   `RUST_LOG=debug`) or the event stream (JSON logs and the admin token: `ops.rs`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, get_json, Flashgate, Launch, Origin, SECRET};
 use flashgate::config::Config;
 use serde_json::{json, Value};
-
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect()
-}
+use testkit::shopper::{get_json, set_cookies};
+use testkit::{Config as NodeConfig, Launch, Node, Origin, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_is_on_loopback_only() {
     // By default: no `admin_listen` in the file means 127.0.0.1.
-    let text = config(8080, 9901, "127.0.0.1:3000".parse().expect("addr"), "")
+    let text = NodeConfig::new("127.0.0.1:3000".parse().expect("addr"))
+        .ports(8080, 9901)
+        .render()
         .replace("admin_listen = \"127.0.0.1:9901\"\n", "");
     let c = Config::parse("default.toml", &text, flashgate::clock::now()).expect("valid");
     assert!(
@@ -46,7 +39,7 @@ async fn the_admin_api_is_on_loopback_only() {
 
     // A running node: its admin port answers on loopback and nowhere else.
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, "").await;
+    let fg = Node::start(&NodeConfig::new(origin.addr)).await;
     let admin_port: u16 = fg
         .admin
         .rsplit(':')
@@ -129,50 +122,10 @@ fn assert_inert(html: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn merchant_and_client_strings_are_escaped_on_every_page() {
-    // Colours and logo URLs are validated at load (fixtures `color.toml`, `logo.toml`); these
-    // values must be refused by name too.
-    let base = config(1, 2, "127.0.0.1:3000".parse().expect("addr"), HOSTILE);
-    for (from, to, key) in [
-        (
-            "#ABCDEF",
-            "red;}</style><script>",
-            "rooms[0].page.brand_color",
-        ),
-        (
-            "#ABCDEF",
-            r#"#abc\" onload=\"x"#,
-            "rooms[0].page.brand_color",
-        ),
-        (
-            "background_color = \"#fff\"",
-            "background_color = \"url(javascript:x)\"",
-            "rooms[0].page.background_color",
-        ),
-        (
-            "https://cdn.example/x.png",
-            "javascript:alert(1)//",
-            "rooms[0].page.logo_url",
-        ),
-        (
-            "https://cdn.example/x.png",
-            "//evil.example/x.png",
-            "rooms[0].page.logo_url",
-        ),
-        (
-            "https://cdn.example/x.png",
-            "data:image/svg+xml,<svg onload=alert(1)>",
-            "rooms[0].page.logo_url",
-        ),
-    ] {
-        let text = base.replacen(from, to, 1);
-        let err = Config::parse("brand.toml", &text, flashgate::clock::now())
-            .expect_err("refused")
-            .to_string();
-        assert!(err.starts_with(&format!("brand.toml: {key}: ")), "{err}");
-    }
+    brand_values_are_refused_by_name();
 
     let origin = Origin::start().await;
-    let fg = Flashgate::start(origin.addr, HOSTILE).await;
+    let fg = Node::start(&NodeConfig::new(origin.addr).extra(HOSTILE)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
     let c = fg.shopper();
 
@@ -309,14 +262,62 @@ fn assert_cookie_attrs(cookies: &[String], what: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cookies_are_httponly_and_no_token_reaches_logs_or_events() {
     let origin = Origin::start().await;
-    let (port, admin) = (free_port(), free_port());
     let events = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("security-events-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&events);
-    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("security-debug-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    let room = format!(
+    let mut fg = Node::launch(
+        &NodeConfig::new(origin.addr).extra(pow_room(&events)),
+        Launch::log("debug"),
+    )
+    .await;
+    fg.patch_room("pow", json!({"paused": true})).await;
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    let c = fg.shopper();
+    let mut cookies_seen = solve_the_challenge(&fg, &c, &mut tokens).await;
+    cookies_seen += queue_renew_and_rate(&fg, &c, &mut tokens).await;
+    cookies_seen += enter_and_leave(&fg, &c, &mut tokens).await;
+    assert!(
+        cookies_seen >= 6,
+        "{cookies_seen} flashgate cookies checked"
+    );
+
+    // Let the event stream drain, then scan the log and the stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .contains("\"feedback\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no feedback event in {}",
+            events.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fg.kill();
+    let log_text = fg.log_text();
+    let events_text = std::fs::read_to_string(&events).expect("events");
+    assert!(
+        log_text.lines().count() > 10,
+        "debug logging ran:\n{log_text}"
+    );
+    assert!(
+        events_text.contains("[redacted]"),
+        "the pasted token was redacted"
+    );
+    let secrets = assert_no_token_leaks(&tokens, &log_text, &events_text);
+    assert!(!log_text.contains("panicked"));
+    eprintln!(
+        "{} log lines, {} events scanned for {} secrets; {cookies_seen} cookies checked",
+        log_text.lines().count(),
+        events_text.lines().count(),
+        secrets.len()
+    );
+}
+
+/// A room that challenges everyone (difficulty 4) and writes events to `events`.
+fn pow_room(events: &std::path::Path) -> String {
+    format!(
         r#"
 [events]
 sink = "file"
@@ -338,25 +339,28 @@ tarpit_at = 900
 block_at = 1000
 "#,
         events.display()
-    );
-    let text = config(port, admin, origin.addr, &room);
-    let how = Launch {
-        env: vec![("RUST_LOG".into(), "debug".into())],
-        log: Some(log.clone()),
-    };
-    let fg = Flashgate::launch(&text, port, admin, how).await;
-    fg.patch_room("pow", json!({"paused": true})).await;
-    let mut tokens: Vec<(String, String)> = Vec::new();
-    let mut cookies_seen = 0;
-    let c = fg.shopper();
-    let browser = [
+    )
+}
+
+/// What a browser sends on every request.
+const BROWSER: [(&str, &str); 3] = [
         ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"),
         ("accept-language", "en"),
         ("accept-encoding", "gzip"),
-    ];
-    let with = |r: reqwest::RequestBuilder| browser.iter().fold(r, |r, (k, v)| r.header(*k, *v));
+];
 
-    // 1. Challenged: solve it.
+/// `r` with [`BROWSER`]'s headers.
+fn with(r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    BROWSER.iter().fold(r, |r, (k, v)| r.header(*k, *v))
+}
+
+/// 1. Challenged: solve it (a replayed solution is refused, and logged without its token); returns the cookies checked.
+async fn solve_the_challenge(
+    fg: &Node,
+    c: &reqwest::Client,
+    tokens: &mut Vec<(String, String)>,
+) -> usize {
+    let mut cookies_seen = 0;
     let r = with(c.get(format!("{}/echo", fg.base)))
         .header("accept", "application/json")
         .send()
@@ -396,8 +400,16 @@ block_at = 1000
         .await
         .expect("replay");
     assert_eq!(r.status(), 409);
+    cookies_seen
+}
 
-    // 2. Queued: a ticket (cookie and header), renewed by a status poll.
+/// 2. Queued: a ticket (cookie and header), renewed by a status poll; feedback with a pasted token in its comment.
+async fn queue_renew_and_rate(
+    fg: &Node,
+    c: &reqwest::Client,
+    tokens: &mut Vec<(String, String)>,
+) -> usize {
+    let mut cookies_seen = 0;
     let r = with(c.get(format!("{}/echo", fg.base)))
         .header("accept", "application/json")
         .send()
@@ -431,7 +443,16 @@ block_at = 1000
         .expect("feedback");
     assert_eq!(r.status(), 204);
     tokens.push(("pasted".into(), pasted.into()));
+    cookies_seen
+}
 
+/// 3. Admitted: a pass; the ticket cookie is cleared. 4. Leave: both cookies cleared, with the same attributes.
+async fn enter_and_leave(
+    fg: &Node,
+    c: &reqwest::Client,
+    tokens: &mut Vec<(String, String)>,
+) -> usize {
+    let mut cookies_seen = 0;
     // 3. Admitted: a pass; the ticket cookie is cleared.
     fg.patch_room("pow", json!({"paused": false})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -461,53 +482,75 @@ block_at = 1000
         .expect("leave");
     assert_eq!(r.status(), 200);
     cookies_seen += assert_cookie_attrs(&set_cookies(&r), "leave");
-    assert!(
-        cookies_seen >= 6,
-        "{cookies_seen} flashgate cookies checked"
-    );
+    cookies_seen
+}
 
-    // Let the event stream drain, then scan the log and the stream.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .contains("\"feedback\"")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no feedback event in {}",
-            events.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    drop(fg);
-    let log_text = std::fs::read_to_string(&log).expect("debug log");
-    let events_text = std::fs::read_to_string(&events).expect("events");
-    assert!(
-        log_text.lines().count() > 10,
-        "debug logging ran:\n{log_text}"
-    );
-    assert!(
-        events_text.contains("[redacted]"),
-        "the pasted token was redacted"
-    );
-    let mut secrets = tokens.clone();
+/// No token (nor the signing key) in the log or the event stream: not even a 24-character
+/// piece of one. Returns what was looked for.
+fn assert_no_token_leaks(
+    tokens: &[(String, String)],
+    log_text: &str,
+    events_text: &str,
+) -> Vec<(String, String)> {
+    let mut secrets = tokens.to_vec();
     secrets.push(("signing key".into(), SECRET.into()));
     for (what, secret) in &secrets {
         // Any 24-character piece of a token is enough to count as a leak.
         let probe = &secret[..secret.len().min(24)];
         let probe_tail = &secret[secret.len().saturating_sub(24)..];
-        for (name, text) in [("the log", &log_text), ("the event stream", &events_text)] {
+        for (name, text) in [("the log", log_text), ("the event stream", events_text)] {
             assert!(
                 !text.contains(probe) && !text.contains(probe_tail),
                 "the {what} appears in {name}"
             );
         }
     }
-    assert!(!log_text.contains("panicked"));
-    eprintln!(
-        "{} log lines, {} events scanned for {} secrets; {cookies_seen} cookies checked",
-        log_text.lines().count(),
-        events_text.lines().count(),
-        secrets.len()
-    );
+    secrets
+}
+
+/// Colours and logo URLs are validated at load (fixtures `color.toml`, `logo.toml`); these
+/// values must be refused by name too.
+fn brand_values_are_refused_by_name() {
+    let base = NodeConfig::new("127.0.0.1:3000".parse().expect("addr"))
+        .ports(1, 2)
+        .extra(HOSTILE)
+        .render();
+    for (from, to, key) in [
+        (
+            "#ABCDEF",
+            "red;}</style><script>",
+            "rooms[0].page.brand_color",
+        ),
+        (
+            "#ABCDEF",
+            r#"#abc\" onload=\"x"#,
+            "rooms[0].page.brand_color",
+        ),
+        (
+            "background_color = \"#fff\"",
+            "background_color = \"url(javascript:x)\"",
+            "rooms[0].page.background_color",
+        ),
+        (
+            "https://cdn.example/x.png",
+            "javascript:alert(1)//",
+            "rooms[0].page.logo_url",
+        ),
+        (
+            "https://cdn.example/x.png",
+            "//evil.example/x.png",
+            "rooms[0].page.logo_url",
+        ),
+        (
+            "https://cdn.example/x.png",
+            "data:image/svg+xml,<svg onload=alert(1)>",
+            "rooms[0].page.logo_url",
+        ),
+    ] {
+        let text = base.replacen(from, to, 1);
+        let err = Config::parse("brand.toml", &text, flashgate::clock::now())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.starts_with(&format!("brand.toml: {key}: ")), "{err}");
+    }
 }

@@ -26,6 +26,12 @@ impl Gcra {
         Self::new(MINUTE_US / u64::from(n.get()), n.get())
     }
 
+    /// `n` per minute with a burst of one second's worth (at least one): a smooth rate, as
+    /// the store-outage floor admits (`store::local::FloorBucket`).
+    pub fn per_minute_smooth(n: NonZeroU32) -> Self {
+        Self::new(MINUTE_US / u64::from(n.get()), (n.get() / 60).max(1))
+    }
+
     /// `n` per `window` with a burst of `n`.
     pub fn per_window(n: NonZeroU32, window: Duration) -> Self {
         let us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
@@ -113,6 +119,24 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000;
+
+    #[test]
+    fn a_smooth_minute_rate_bursts_one_second_at_most() {
+        let n = |n| NonZeroU32::new(n).expect("non-zero");
+        let t0 = 1_000 * S;
+        // 6 a minute: one every 10 s, no burst.
+        let g = Gcra::per_minute_smooth(n(6));
+        let mut tat = 0;
+        assert_eq!(g.apply(&mut tat, t0), None);
+        assert_eq!(g.apply(&mut tat, t0), Some(Duration::from_secs(10)));
+        // 600 a minute: bursts of up to 10 (one second's worth).
+        let g = Gcra::per_minute_smooth(n(600));
+        let mut tat = 0;
+        assert_eq!(
+            (0..50).filter(|_| g.apply(&mut tat, t0).is_none()).count(),
+            10
+        );
+    }
 
     #[test]
     fn a_minute_quota_then_one_per_interval() {

@@ -3,11 +3,14 @@
 //! few shoppers while the store is unreachable, under `on_store_error = "admit_at_floor_rate"`).
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 
 use waitroom::controller;
 use waitroom::settings::RoomSettings;
 use waitroom::store::{HighWater, Store, StoreError};
 use waitroom::{RoomSnapshot, UnixMillis};
+
+use crate::bot::Gcra;
 
 /// How many ticket-counter increases between reads are remembered for the re-seed margin.
 const GROWTH_SAMPLES: usize = 64;
@@ -128,8 +131,9 @@ pub async fn sync_room<S: Store + ?Sized>(
     })
 }
 
-/// A GCRA bucket: at most `per_minute` admissions a minute, with a burst of one second's worth
-/// (at least one). Node-local: a fleet of N nodes admits up to N × `per_minute`.
+/// The floor-rate bucket: at most `per_minute` admissions a minute, with a burst of one
+/// second's worth (at least one) — [`Gcra::per_minute_smooth`] on a theoretical arrival time.
+/// Node-local: a fleet of N nodes admits up to N × `per_minute`.
 #[derive(Debug, Default)]
 pub struct FloorBucket {
     /// Theoretical arrival time, in microseconds since the epoch.
@@ -139,19 +143,13 @@ pub struct FloorBucket {
 impl FloorBucket {
     /// Takes one admission at `now` if the rate allows it.
     pub fn try_take(&mut self, now: UnixMillis, per_minute: u32) -> bool {
-        if per_minute == 0 {
+        let Some(per_minute) = NonZeroU32::new(per_minute) else {
             return false;
-        }
-        let interval = 60_000_000 / u64::from(per_minute);
-        let burst = u64::from(per_minute / 60).max(1);
-        let tolerance = interval * (burst - 1);
+        };
         let now_us = now.0.saturating_mul(1000);
-        let tat = self.tat_us.max(now_us);
-        if tat - now_us > tolerance {
-            return false;
-        }
-        self.tat_us = tat + interval;
-        true
+        Gcra::per_minute_smooth(per_minute)
+            .apply(&mut self.tat_us, now_us)
+            .is_none()
     }
 }
 

@@ -1,0 +1,164 @@
+//! The admin API: its token, the audit log, `/readyz` following the store.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_api_needs_the_token_and_audits_changes() {
+    let origin = Origin::start().await;
+    let cfg = base(&origin)
+        .admin_token(ADMIN_TOKEN)
+        .extra(room("drop", "/echo", 60, "hello"));
+    let node = start(&cfg).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", node.admin);
+
+    // Health and readiness are for probes: no token.
+    for p in ["/healthz", "/readyz"] {
+        let r = c.get(url(p)).send().await.expect("probe");
+        assert_eq!(r.status(), 200, "{p}");
+    }
+    // Everything else: 401 without the token, with a wrong one, or with another scheme.
+    for (m, p) in [
+        ("GET", "/metrics"),
+        ("GET", "/api/rooms"),
+        ("GET", "/api/rooms/drop"),
+        ("PATCH", "/api/rooms/drop"),
+        ("POST", "/api/reload"),
+        ("POST", "/api/cache/purge"),
+    ] {
+        let m = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
+        let none = c.request(m.clone(), url(p)).send().await.expect("admin");
+        assert_eq!(none.status(), 401, "{m} {p} without a token");
+        let body: Value = none.json().await.expect("json error");
+        assert_eq!(body["error"], "missing or wrong bearer token");
+        let wrong = c
+            .request(m.clone(), url(p))
+            .bearer_auth("ops-admin-token-7f3a9c2e1b5d4a61")
+            .send()
+            .await
+            .expect("admin");
+        assert_eq!(wrong.status(), 401, "{m} {p} with a wrong token");
+        let basic = c
+            .request(m, url(p))
+            .header("authorization", format!("Basic {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .expect("admin");
+        assert_eq!(basic.status(), 401, "{p} with another scheme");
+    }
+
+    // PATCH: applied, visible on GET, audited with who, before and after.
+    let (code, after) = node
+        .admin_req(
+            "PATCH",
+            "/api/rooms/drop",
+            Some(json!({"new_users_per_minute": 90, "message": "Back at 6"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{after}");
+    let r = node.room("drop").await;
+    assert_eq!(r["new_users_per_minute"], 90);
+    assert_eq!(r["message"], "Back at 6");
+    let audit = node
+        .wait_log("the audit line", |l| {
+            l.contains("flashgate::audit") && l.contains("room overrides changed")
+        })
+        .await;
+    assert!(
+        audit.contains("room=\"drop\"") || audit.contains("room=drop"),
+        "{audit}"
+    );
+    assert!(audit.contains("actor=admin:"), "who changed it: {audit}");
+    assert!(
+        audit.contains("new_users_per_minute: None"),
+        "before: {audit}"
+    );
+    assert!(
+        audit.contains("new_users_per_minute: Some(90)"),
+        "after: {audit}"
+    );
+    assert!(!audit.contains(ADMIN_TOKEN), "never the token itself");
+
+    // Bad requests get clear answers.
+    let send = |m: &str, p: &str, body: &'static str| {
+        let m = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
+        c.request(m, url(p))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body)
+            .send()
+    };
+    let r = send("PATCH", "/api/rooms/drop", "{not json")
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 400);
+    let r = send("PATCH", "/api/rooms/drop", r#"{"pause": true}"#)
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "pause: unknown field"
+    );
+    let r = send("PATCH", "/api/rooms/drop", r#"{"new_users_per_minute": 0}"#)
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 422);
+    let r = send("GET", "/api/rooms/nope", "").await.expect("admin");
+    assert_eq!(r.status(), 404);
+    let r = send("DELETE", "/api/rooms/drop", "").await.expect("admin");
+    assert_eq!(r.status(), 405);
+    let r = send("GET", "/api/nothing", "").await.expect("admin");
+    assert_eq!(r.status(), 404);
+    // Nothing of that changed the room.
+    assert_eq!(node.room("drop").await["new_users_per_minute"], 90);
+    let (code, rooms) = node.admin_req("GET", "/api/rooms", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(rooms.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_follows_the_store_and_metrics_show_its_errors() {
+    let origin = Origin::start().await;
+    let mut redis = RedisServer::start();
+    let cfg = base(&origin)
+        .store(format!(
+            "kind = \"redis\"\nurl = \"{}\"\nsnapshot_interval = \"50ms\"",
+            redis.url()
+        ))
+        .extra(room("drop", "/echo", 60, "hi"));
+    let node = start(&cfg).await;
+    let readyz = || async {
+        let r = reqwest::get(format!("{}/readyz", node.admin))
+            .await
+            .expect("admin");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    wait_for("ready", Duration::from_secs(20), || async {
+        readyz().await.0 == 200
+    })
+    .await;
+    assert_eq!(readyz().await, (200, "ready\n".to_owned()));
+
+    redis.kill();
+    wait_for("not ready", Duration::from_secs(20), || async {
+        readyz().await.0 == 503
+    })
+    .await;
+    assert_eq!(readyz().await.1, "store unavailable\n");
+    // An arrival while the store is down: counted as a store error, and it gets an answer.
+    let r = reqwest::get(format!("{}/echo", node.base))
+        .await
+        .expect("gate answers");
+    assert!(r.status().as_u16() < 600);
+    wait_for("store metrics", Duration::from_secs(20), || async {
+        let m = node.metrics_text().await;
+        m.contains("flashgate_store_errors_total{") && m.contains("flashgate_store_degraded 1")
+    })
+    .await;
+
+    redis.restart_empty();
+    wait_for("ready again", Duration::from_secs(30), || async {
+        readyz().await.0 == 200
+    })
+    .await;
+}

@@ -1,0 +1,77 @@
+//! The origin shield end to end: a real flashgate process in front of the demo shop, real
+//! HTTP over loopback. The shop's run-time knobs (`set_latency`, `set_failing`,
+//! `set_path_fault`, `set_down`) play the struggling origin, and its per-path counters count
+//! what reached it. Nothing sleeps to synchronise: every wait polls an observable state
+//! (a response header, a counter, the admin API) under a deadline. Latency assertions only
+//! separate "answered from the cache" from "waited for a 2 s origin", with wide margins.
+
+mod admission;
+mod cache;
+mod shed;
+mod stale;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashgate::shop::{PathFault, Shop};
+use serde_json::{json, Value};
+use testkit::shopper::{self, Reply as Got};
+use testkit::{wait_until, Config, Node, Origin};
+use tokio::task::JoinSet;
+
+/// How slow the "slow origin" is.
+const SLOW: Duration = Duration::from_secs(2);
+/// A response that took less than this did not wait for the slow origin (which takes
+/// [`SLOW`]): the margin absorbs a loaded machine.
+const FAST: Duration = Duration::from_millis(1500);
+
+async fn get(c: &reqwest::Client, url: &str) -> Got {
+    shopper::get(c, url, &[]).await
+}
+
+/// Repeats `GET url` until `done` holds for the response (deadline `within`); returns it.
+async fn get_until(
+    c: &reqwest::Client,
+    url: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Got) -> bool,
+) -> Got {
+    let deadline = Instant::now() + within;
+    loop {
+        let g = get(c, url).await;
+        if done(&g) {
+            return g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last: {} {:?}",
+            g.status,
+            g.cache()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A shed answer: 503 with a `Retry-After` of at least `secs`.
+fn assert_shed(g: &Got, secs: u64) {
+    assert_eq!(g.status, 503);
+    assert!(g.retry_after() >= secs, "{:?}", g.header("retry-after"));
+}
+
+async fn purge(fg: &Node, body: Value) -> (u16, Value) {
+    fg.admin_req("POST", "/api/cache/purge", Some(body)).await
+}
+
+async fn cache_report(fg: &Node) -> Value {
+    let (code, report) = fg.admin_req("GET", "/api/cache", None).await;
+    assert_eq!(code, 200, "{report}");
+    report
+}
+
+/// Extra config: a route of `kind = "catalog"` at `path` on the `shop` pool, with `keys`.
+fn catalog_route(path: &str, keys: &str) -> String {
+    format!("[[routes]]\npath = \"{path}\"\nupstream = \"shop\"\nkind = \"catalog\"\n{keys}\n")
+}

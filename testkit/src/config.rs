@@ -1,0 +1,260 @@
+//! The typed config builder: one base config for every node a test starts (listeners on free
+//! ports, the test signing key, a store, the origin as the `shop` pool behind a catch-all
+//! route), with the parts a test varies as fields — instead of a base TOML pasted per file.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::{free_port, ADMIN_TOKEN_ENV, SECRET};
+
+/// Where the node keeps its room state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The in-memory store (one node), snapshots every 50 ms.
+    Memory,
+    /// A fleet's Redis at this URL, snapshots every 50 ms, arrivals batched for 2 ms.
+    Redis(String),
+    /// The body of the `[store]` table as written.
+    Raw(String),
+}
+
+/// Where the node's signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// [`SECRET`](crate::SECRET), inline.
+    Test,
+    /// `secret_env = NAME`: the key is in that environment variable (set it with
+    /// [`Launch::env`](crate::Launch)).
+    Env(String),
+}
+
+/// A node's config. [`Config::new`] picks free ports; the builder methods set the rest.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub admin_port: u16,
+    /// The TLS listener's port (listened on only with [`Config::tls`]).
+    pub tls_port: u16,
+    /// The `shop` pool's one server.
+    pub origin: SocketAddr,
+    pub store: Store,
+    pub secret: Secret,
+    /// `trusted_proxies` in `[server]` (X-Forwarded-For from these addresses is believed).
+    pub trusted_proxies: Vec<String>,
+    /// The admin API's bearer token, read from [`ADMIN_TOKEN_ENV`] by the node.
+    pub admin_token: Option<String>,
+    /// `tls_cert`, `tls_key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The `shop` pool's read timeout.
+    pub read_timeout: &'static str,
+    /// More lines for `[server]`.
+    pub server: String,
+    /// More lines for `[upstreams.shop]` (e.g. a health check).
+    pub pool: String,
+    /// The whole file as written (a shipped config), instead of the base: the other fields
+    /// then only say where the node listens.
+    pub text: Option<String>,
+    /// What follows the catch-all route: rooms, more routes, more tables.
+    pub extra: String,
+}
+
+impl Config {
+    /// The base config in front of `origin`, on three free ports.
+    pub fn new(origin: SocketAddr) -> Self {
+        Self {
+            port: free_port(),
+            admin_port: free_port(),
+            tls_port: free_port(),
+            origin,
+            store: Store::Memory,
+            secret: Secret::Test,
+            trusted_proxies: Vec::new(),
+            admin_token: None,
+            tls: None,
+            read_timeout: "5s",
+            server: String::new(),
+            pool: String::new(),
+            text: None,
+            extra: String::new(),
+        }
+    }
+
+    /// A config file as written that listens on `port` and `admin_port`.
+    pub fn from_text(text: impl Into<String>, port: u16, admin_port: u16) -> Self {
+        let unreachable = SocketAddr::from(([127, 0, 0, 1], 9));
+        Self {
+            port,
+            admin_port,
+            text: Some(text.into()),
+            ..Self::new(unreachable)
+        }
+    }
+
+    /// Listens on `port` and `admin_port` instead (for a file that is only parsed).
+    #[must_use]
+    pub fn ports(mut self, port: u16, admin_port: u16) -> Self {
+        self.port = port;
+        self.admin_port = admin_port;
+        self
+    }
+
+    /// Rooms, routes and tables after the base (replaces what was there).
+    #[must_use]
+    pub fn extra(mut self, extra: impl Into<String>) -> Self {
+        self.extra = extra.into();
+        self
+    }
+
+    /// A fleet node on the Redis at `url`.
+    #[must_use]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.store = Store::Redis(url.into());
+        self
+    }
+
+    /// `body` as the `[store]` table.
+    #[must_use]
+    pub fn store(mut self, body: impl Into<String>) -> Self {
+        self.store = Store::Raw(body.into());
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from loopback (tests play clients at many addresses).
+    #[must_use]
+    pub fn trusting_loopback(mut self) -> Self {
+        self.trusted_proxies = vec!["127.0.0.1/32".to_owned()];
+        self
+    }
+
+    /// The admin API wants this bearer token.
+    #[must_use]
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// The TLS listener with this certificate and key.
+    #[must_use]
+    pub fn tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.tls = Some((cert, key));
+        self
+    }
+
+    /// The signing key from the environment variable `var`.
+    #[must_use]
+    pub fn secret_env(mut self, var: impl Into<String>) -> Self {
+        self.secret = Secret::Env(var.into());
+        self
+    }
+
+    /// The `shop` pool's read timeout, e.g. `"10s"`.
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: &'static str) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// One more line for `[server]`.
+    #[must_use]
+    pub fn server_line(mut self, line: &str) -> Self {
+        self.server.push_str(line);
+        self.server.push('\n');
+        self
+    }
+
+    /// One more line for `[upstreams.shop]`.
+    #[must_use]
+    pub fn pool_line(mut self, line: &str) -> Self {
+        self.pool.push_str(line);
+        self.pool.push('\n');
+        self
+    }
+
+    /// The public listener's URL.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin listener's URL.
+    pub fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        if let Some(text) = &self.text {
+            return text.clone();
+        }
+        let Self {
+            port,
+            admin_port,
+            tls_port,
+            origin,
+            read_timeout,
+            ..
+        } = self;
+        let mut server = String::new();
+        if !self.trusted_proxies.is_empty() {
+            let list: Vec<String> = self
+                .trusted_proxies
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect();
+            let _ = writeln!(server, "trusted_proxies = [{}]", list.join(", "));
+        }
+        if self.admin_token.is_some() {
+            let _ = writeln!(server, "admin_token_env = \"{ADMIN_TOKEN_ENV}\"");
+        }
+        if let Some((cert, key)) = &self.tls {
+            let _ = writeln!(
+                server,
+                "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                key.display()
+            );
+        }
+        server.push_str(&self.server);
+        let secret = match &self.secret {
+            Secret::Test => format!("secret = \"{SECRET}\""),
+            Secret::Env(var) => format!("secret_env = \"{var}\""),
+        };
+        let store = match &self.store {
+            Store::Memory => "snapshot_interval = \"50ms\"".to_owned(),
+            Store::Redis(url) => format!(
+                "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"50ms\"\nbatch_window = \"2ms\""
+            ),
+            Store::Raw(body) => body.clone(),
+        };
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+admin_listen = "127.0.0.1:{admin_port}"
+threads = 2
+{server}
+[keys]
+active = 1
+[[keys.key]]
+id = 1
+{secret}
+
+[store]
+{store}
+
+[upstreams.shop]
+servers = ["{origin}"]
+connect_timeout = "500ms"
+read_timeout = "{read_timeout}"
+{pool}
+[[routes]]
+path = "/"
+upstream = "shop"
+
+{extra}
+"#,
+            pool = self.pool,
+            extra = self.extra,
+        )
+    }
+}

@@ -1,0 +1,50 @@
+//! Flashgate's test kit: everything an integration test needs to talk to real parts, in one
+//! place, so that a test reads as its scenario.
+//!
+//! - [`Node`]: a real `flashgate run` process (start, ready, stop, kill, restart, upgrade; its
+//!   log captured and shown when the test fails), configured with the typed [`Config`] builder.
+//! - [`RedisServer`]: a real `redis-server` on a free port (standalone or a one-node cluster).
+//! - [`Origin`]: the demo shop on an ephemeral port, counting what it served.
+//! - [`Metrics`]: the one Prometheus text parser.
+//! - [`shopper`]: HTTP as shoppers speak it (cookie jar, JSON status, server-sent events).
+//! - [`wait_for`]: polling with a deadline (no test synchronises by sleeping).
+//!
+//! Ports come from [`free_port`], never a fixed number; nothing here touches the machine's own
+//! Redis on 6379.
+//!
+//! ```ignore
+//! use testkit::{Config, Node, Origin};
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+//! async fn a_shopper_is_queued() {
+//!     let origin = Origin::start().await;
+//!     let node = Node::start(&Config::new(origin.addr).extra(ROOM)).await;
+//!     let c = testkit::shopper::browser();
+//!     let st = node.status(&c, "drop").await;
+//!     assert_eq!(st["state"], "queueing");
+//! }
+//! ```
+
+mod config;
+mod node;
+mod origin;
+mod ports;
+mod prom;
+mod redis;
+pub mod shopper;
+mod wait;
+
+pub use config::{Config, Secret, Store};
+pub use node::{cli, flashgate_bin, Launch, Node, Ready};
+pub use origin::Origin;
+pub use ports::free_port;
+pub use prom::{Metrics, Sample};
+pub use redis::RedisServer;
+pub use wait::{wait_for, wait_until, DEADLINE};
+
+/// The inline signing secret every test config uses (tests forge tokens with it).
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// The environment variable a node with an admin token reads it from
+/// ([`Config::admin_token`]).
+pub const ADMIN_TOKEN_ENV: &str = "FG_TEST_ADMIN_TOKEN";

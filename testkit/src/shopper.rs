@@ -1,0 +1,314 @@
+//! HTTP as shoppers speak it: a browser-like client with a cookie jar, the JSON status a
+//! waiting page polls, plain GETs read in full, and server-sent events.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+/// A client that keeps cookies, like a browser, and does not follow redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A client without cookies that does not follow redirects (an app, a crawler, a probe).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// GET with `Accept: application/json`: (status, JSON body or `Null`, headers).
+pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value, HeaderMap) {
+    let r = c
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+/// Where requests go: a running [`Node`](crate::Node), or just its base URL (for tasks that
+/// outlive a borrow).
+pub trait Base {
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> &str;
+}
+
+impl Base for crate::Node {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Base for str {
+    fn base(&self) -> &str {
+        self
+    }
+}
+
+impl Base for String {
+    fn base(&self) -> &str {
+        self
+    }
+}
+
+/// `GET /.flashgate/status?room=ROOM` as the waiting page's script asks; must answer 200.
+pub async fn status(at: &(impl Base + ?Sized), c: &reqwest::Client, room: &str) -> Value {
+    let url = format!("{}/.flashgate/status?room={room}", at.base());
+    let (code, st, _) = get_json(c, &url).await;
+    assert_eq!(code, 200, "status poll: {st}");
+    st
+}
+
+/// One response, read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+    /// From sending the request to the end of the body.
+    pub took: Duration,
+}
+
+impl Reply {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// `X-Flashgate-Cache`: how the catalog cache answered (`hit`, `miss`, `stale`, ...).
+    pub fn cache(&self) -> Option<&str> {
+        self.header("x-flashgate-cache")
+    }
+
+    /// `Age` in seconds.
+    pub fn age(&self) -> Option<u64> {
+        self.header("age").and_then(|a| a.parse().ok())
+    }
+
+    /// `Retry-After` in seconds (0 when absent).
+    pub fn retry_after(&self) -> u64 {
+        self.header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the origin answered: its `/echo` reports the method.
+    pub fn from_origin(&self) -> bool {
+        self.json()["method"] == "GET"
+    }
+}
+
+/// GET `url` with `headers`, read in full.
+pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let started = Instant::now();
+    let mut req = c.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().await.expect("body");
+    Reply {
+        status,
+        headers,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// A server-sent events stream (`/.flashgate/events`), read event by event.
+#[derive(Debug)]
+pub struct Events {
+    response: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    /// Opens `url` as an event stream: it must answer 200 `text/event-stream`.
+    pub async fn open(c: &reqwest::Client, url: &str) -> Self {
+        let response = c.get(url).send().await.expect("event stream");
+        assert_eq!(response.status(), 200, "event stream status");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self {
+            response,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event's JSON data (comments and keep-alives are passed over), within `limit`.
+    /// Every event's data must be JSON.
+    pub async fn next(&mut self, limit: Duration) -> Value {
+        self.next_where(limit, |_| true).await
+    }
+
+    /// Reads events until one's JSON data satisfies `want` (within `limit`).
+    pub async fn next_where(&mut self, limit: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue; // a comment (keep-alive) or `retry:` alone
+                };
+                let st: Value = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                if want(&st) {
+                    return st;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("read the stream")
+                .expect("the stream still open");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+impl Events {
+    /// Waits (up to `limit`) for the stream to end; `None` when it ended with no more bytes,
+    /// else what came instead (events already read but not returned are not looked at).
+    pub async fn end(&mut self, limit: Duration) -> Option<String> {
+        let rest = tokio::time::timeout(limit, self.response.chunk())
+            .await
+            .expect("the stream ends in time");
+        match rest {
+            Ok(None) => None,
+            Ok(Some(chunk)) => Some(String::from_utf8_lossy(&chunk).into_owned()),
+            Err(e) => Some(format!("a read error: {e}")),
+        }
+    }
+}
+
+/// GET `path` as an app does (`Accept: application/json`) with `headers`: (status, JSON body
+/// or `Null`).
+pub async fn get_app(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut req = c
+        .get(format!("{}{path}", at.base()))
+        .header("accept", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("request");
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or_default())
+}
+
+/// Joins the line at `path` (its room must be holding it: a 200 with a ticket); returns the
+/// ticket number.
+pub async fn join(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> u64 {
+    let (code, st) = get_app(at, c, path, headers).await;
+    assert_eq!(code, 200, "queued: {st}");
+    st["ticket"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a ticket: {st}"))
+}
+
+/// Tries to enter at `path` (the origin's `/echo`): (status, whether the origin answered —
+/// its echo reports the method).
+pub async fn enter(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, bool) {
+    let (code, body) = get_app(at, c, path, headers).await;
+    (code, body["method"] == "GET")
+}
+
+/// Every `Set-Cookie` of a response, as text.
+pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// What a waiting shopper saw on one status poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Since the line opened.
+    pub at: Duration,
+    pub ticket: u64,
+    pub serving: u64,
+    pub admitted: bool,
+    pub position: Option<u64>,
+}
+
+/// A shopper holding `ticket` who waits as the waiting page does: polls `room`'s status at
+/// `at` at the pace it is told (at most `max_pause` apart), records every answer in `seen`,
+/// and once admitted tries `path`; `check` sees each entry attempt's (status, JSON body).
+/// Returns when the origin answered (its echo reports the method), how long after `opened`.
+/// Panics if that takes longer than `within`.
+#[allow(clippy::too_many_arguments)] // a shopper's whole situation; a struct would only rename it
+pub async fn wait_and_enter(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    room: &str,
+    path: &str,
+    ticket: u64,
+    opened: Instant,
+    within: Duration,
+    max_pause: Duration,
+    seen: &std::sync::Mutex<Vec<Seen>>,
+    check: impl Fn(u16, &Value),
+) -> Duration {
+    let deadline = opened + within;
+    loop {
+        let st = status(at, c, room).await;
+        let s = Seen {
+            at: opened.elapsed(),
+            ticket,
+            serving: st["serving"].as_u64().expect("serving"),
+            admitted: st["admitted"] == true,
+            position: st["position"].as_u64(),
+        };
+        seen.lock().expect("seen lock").push(s);
+        if s.admitted {
+            let r = c
+                .get(format!("{}{path}", at.base()))
+                .send()
+                .await
+                .expect("enter");
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or_default();
+            check(code, &body);
+            if body["method"] == "GET" {
+                return opened.elapsed();
+            }
+        }
+        assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
+        let after = st["poll_after_ms"].as_u64().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(after).min(max_pause)).await;
+    }
+}
