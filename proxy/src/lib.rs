@@ -6,6 +6,7 @@
 //! | the Pingora `ProxyHttp` adapter, a pipeline: request, credentials, admission, replies, upstream | [`gate`] |
 //! | which route and which room a request falls in | [`routing`] |
 //! | bot defence: proof of work, limits, scoring, tarpit | [`bot`] |
+//! | the GCRA and window-rate steps (bot limits, the store-outage floor rate) | [`gcra`] |
 //! | node-local room views, controller ticks | [`rooms`] |
 //! | queue/admission event stream (Redis Streams, JSON lines) | [`events`] |
 //! | origin pools and health checks | [`upstream`] |
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod gate;
+pub mod gcra;
 pub mod http_util;
 pub mod metrics;
 pub mod monitoring;

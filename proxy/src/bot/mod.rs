@@ -42,7 +42,7 @@
 
 pub mod challenge;
 pub mod fleet;
-pub mod gcra;
+pub use crate::gcra;
 pub mod page;
 pub mod replay;
 pub mod settings;

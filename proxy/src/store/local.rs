@@ -10,7 +10,7 @@ use waitroom::settings::RoomSettings;
 use waitroom::store::{HighWater, Store, StoreError};
 use waitroom::{RoomSnapshot, UnixMillis};
 
-use crate::bot::Gcra;
+use crate::gcra::Gcra;
 
 /// How many ticket-counter increases between reads are remembered for the re-seed margin.
 const GROWTH_SAMPLES: usize = 64;
