@@ -308,7 +308,7 @@ impl ServeHttp for Admin {
                     200,
                     serde_json::json!({ "reloaded": true, "summary": summary }).to_string(),
                 ),
-                Err(e) => error(422, &e),
+                Err(e) => error(422, &e.to_string()),
             },
             ("GET", "/api/rooms") => {
                 let all: Vec<RoomReport> = live.rooms.all().iter().map(|r| report(r)).collect();

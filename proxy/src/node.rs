@@ -61,6 +61,26 @@ pub struct Node {
     pools_tx: watch::Sender<u64>,
 }
 
+/// Why a node could not start or a reload was refused (the running config stays). The text is
+/// what the audit log and `POST /api/reload` show.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("this node runs a built-in config (demo): nothing to reload")]
+    BuiltIn,
+    /// The file is invalid (`FILE: dotted.key: reason`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The file changes what only a restart can change.
+    #[error("{file}: {key}: needs a restart (`flashgate run --upgrade` hands the sockets over)")]
+    NeedsRestart { file: String, key: &'static str },
+    /// The origin pools could not be built.
+    #[error("upstreams: {0}")]
+    Upstreams(std::io::Error),
+    /// The bot defence's shared Redis could not be set up.
+    #[error("{file}: {reason}")]
+    BotRedis { file: String, reason: String },
+}
+
 impl Node {
     pub fn new(
         config: Config,
@@ -68,8 +88,8 @@ impl Node {
         metrics: Arc<Metrics>,
         events: Events,
         path: Option<PathBuf>,
-    ) -> Result<Self, String> {
-        let pools = upstream::build(&config.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+    ) -> Result<Self, NodeError> {
+        let pools = upstream::build(&config.upstreams).map_err(NodeError::Upstreams)?;
         let (pools_tx, _) = watch::channel(0);
         let fetcher: Arc<dyn Fetcher> =
             Arc::new(HttpFetcher::new(crate::upstream::fetch_targets(&pools)));
@@ -89,10 +109,12 @@ impl Node {
         // A fleet shares single use of solutions and the joins-per-address limit through the
         // store's Redis (one connection, made lazily inside the runtime that first uses it).
         if let StoreKind::Redis { url, cluster, .. } = &config.store {
-            let shared = Arc::new(
-                RedisShared::new(url, *cluster)
-                    .map_err(|e| format!("{}: {e}", config.source.display()))?,
-            );
+            let shared = Arc::new(RedisShared::new(url, *cluster).map_err(|reason| {
+                NodeError::BotRedis {
+                    file: config.source.display().to_string(),
+                    reason,
+                }
+            })?);
             bot = bot
                 .with_replay(shared.clone())
                 .with_shared_join_limit(shared);
@@ -126,7 +148,7 @@ impl Node {
     /// Re-reads the config file and swaps it in. Returns a one-line summary, or why the file
     /// was refused (the running config stays). `by` says what asked (`SIGHUP`, `admin API`):
     /// either way the outcome is logged on `flashgate::audit` and counted.
-    pub async fn reload(&self, by: &str) -> Result<String, String> {
+    pub async fn reload(&self, by: &str) -> Result<String, NodeError> {
         let result = self.reload_inner().await;
         match &result {
             Ok(summary) => {
@@ -141,20 +163,17 @@ impl Node {
         result
     }
 
-    async fn reload_inner(&self) -> Result<String, String> {
+    async fn reload_inner(&self) -> Result<String, NodeError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let path = self
-            .path
-            .as_ref()
-            .ok_or("this node runs a built-in config (demo): nothing to reload")?;
-        let new = Config::load(path, clock::now()).map_err(|e| e.to_string())?;
+        let path = self.path.as_ref().ok_or(NodeError::BuiltIn)?;
+        let new = Config::load(path, clock::now())?;
         let old = self.live();
         needs_restart(&old.config, &new)?;
         let rooms = Arc::new(old.rooms.reconfigured(new.rooms.clone()));
         let (pools, generation) = if same_upstreams(&old.config, &new) {
             (old.pools.clone(), old.pools_generation)
         } else {
-            let pools = upstream::build(&new.upstreams).map_err(|e| format!("upstreams: {e}"))?;
+            let pools = upstream::build(&new.upstreams).map_err(NodeError::Upstreams)?;
             (Arc::new(pools), old.pools_generation + 1)
         };
         let renewed = match (&self.tls, &old.config.server.tls, &new.server.tls) {
@@ -184,45 +203,42 @@ impl Node {
 }
 
 /// Refuses a reload that changes what only a restart can change.
-fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
-    let file = new.source.display();
-    let restart = "needs a restart (`flashgate run --upgrade` hands the sockets over)";
-    if old.server.listen != new.server.listen {
-        return Err(format!("{file}: server.listen: {restart}"));
-    }
+fn needs_restart(old: &Config, new: &Config) -> Result<(), NodeError> {
     let tls_listen = |c: &Config| c.server.tls.as_ref().map(|t| t.listen.clone());
-    if tls_listen(old) != tls_listen(new) {
-        return Err(format!("{file}: server.tls_listen: {restart}"));
+    let changed = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("server.tls_listen", tls_listen(old) != tls_listen(new)),
+        (
+            "server.admin_listen",
+            old.server.admin_listen != new.server.admin_listen,
+        ),
+        ("server.threads", old.server.threads != new.server.threads),
+        (
+            "server.grace_period",
+            old.server.grace_period != new.server.grace_period,
+        ),
+        (
+            "server.write_buffer",
+            old.server.write_buffer != new.server.write_buffer,
+        ),
+        (
+            "server.log_format",
+            old.server.log_json != new.server.log_json,
+        ),
+        ("store", old.store != new.store),
+        // Built once at start: the catalog cache (sized by `[cache]`) and the bot tables and
+        // lists, and the event stream.
+        ("cache", old.cache != new.cache),
+        ("bot", old.bot != new.bot),
+        ("events", old.events != new.events),
+    ];
+    match changed.iter().find(|(_, changed)| *changed) {
+        Some((key, _)) => Err(NodeError::NeedsRestart {
+            file: new.source.display().to_string(),
+            key,
+        }),
+        None => Ok(()),
     }
-    if old.server.admin_listen != new.server.admin_listen {
-        return Err(format!("{file}: server.admin_listen: {restart}"));
-    }
-    if old.server.threads != new.server.threads {
-        return Err(format!("{file}: server.threads: {restart}"));
-    }
-    if old.server.grace_period != new.server.grace_period {
-        return Err(format!("{file}: server.grace_period: {restart}"));
-    }
-    if old.server.write_buffer != new.server.write_buffer {
-        return Err(format!("{file}: server.write_buffer: {restart}"));
-    }
-    if old.server.log_json != new.server.log_json {
-        return Err(format!("{file}: server.log_format: {restart}"));
-    }
-    if old.store != new.store {
-        return Err(format!("{file}: store: {restart}"));
-    }
-    // Built once at start: the catalog cache (sized by `[cache]`) and the bot tables and lists.
-    if old.cache != new.cache {
-        return Err(format!("{file}: cache: {restart}"));
-    }
-    if old.bot != new.bot {
-        return Err(format!("{file}: bot: {restart}"));
-    }
-    if old.events != new.events {
-        return Err(format!("{file}: events: {restart}"));
-    }
-    Ok(())
 }
 
 fn same_upstreams(old: &Config, new: &Config) -> bool {

@@ -75,13 +75,9 @@ pub fn build(
     let metrics = Arc::new(Metrics::new());
     let store = store_with_metrics(cfg, Some(metrics.clone()))?;
     let (events, events_service) = Events::new(&cfg.events, &metrics);
-    let node = Arc::new(Node::new(
-        cfg.clone(),
-        store,
-        metrics.clone(),
-        events,
-        path,
-    )?);
+    let node = Arc::new(
+        Node::new(cfg.clone(), store, metrics.clone(), events, path).map_err(|e| e.to_string())?,
+    );
 
     let gate = Gate {
         node: node.clone(),
