@@ -24,27 +24,6 @@ pub fn cookie<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option
     None
 }
 
-/// The value of cookie `<prefix><name>` (e.g. `fg_p_` + room), without building the name.
-pub fn cookie_for<'a>(
-    headers: impl Iterator<Item = &'a [u8]>,
-    prefix: &str,
-    name: &str,
-) -> Option<&'a str> {
-    for h in headers {
-        let Ok(h) = std::str::from_utf8(h) else {
-            continue;
-        };
-        for pair in h.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k.trim().strip_prefix(prefix) == Some(name) {
-                    return Some(v.trim().trim_matches('"'));
-                }
-            }
-        }
-    }
-    None
-}
-
 /// The values of a room's pass and ticket cookies (`fg_p_<room>`, `fg_t_<room>`), from one
 /// scan of the `Cookie` headers (the first of each wins).
 pub fn room_cookies<'a>(
@@ -330,9 +309,6 @@ mod tests {
         assert_eq!(cookie(h.iter().copied(), "fg_t_drop"), Some("abc"));
         assert_eq!(cookie(h.iter().copied(), "fg_p_drop"), Some("xyz"));
         assert_eq!(cookie(h.iter().copied(), "fg_t"), None);
-        assert_eq!(cookie_for(h.iter().copied(), "fg_t_", "drop"), Some("abc"));
-        assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "drop"), Some("xyz"));
-        assert_eq!(cookie_for(h.iter().copied(), "fg_p_", "dro"), None);
         assert_eq!(
             room_cookies(h.iter().copied(), "drop"),
             (Some("xyz"), Some("abc"))

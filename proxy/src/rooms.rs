@@ -220,8 +220,9 @@ impl RoomRuntime {
             view.new_users_per_minute =
                 ((f64::from(view.new_users_per_minute) * factor).round() as u32).max(1);
         }
-        let old = self.shared.view.swap(Arc::new(view));
-        if !old.same_answers(&self.shared.view.load()) {
+        let view = Arc::new(view);
+        let old = self.shared.view.swap(view.clone());
+        if !old.same_answers(&view) {
             self.shared
                 .changes
                 .send_modify(|generation| *generation += 1);

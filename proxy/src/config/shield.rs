@@ -225,6 +225,47 @@ pub(super) fn build_origin_aware(
     }))
 }
 
+impl super::Config {
+    /// What the origin shield is built from.
+    pub fn shield_plan(&self) -> crate::shield::ShieldPlan {
+        let pools = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), u.shield.clone()))
+            .collect();
+        let rooms = self
+            .rooms
+            .iter()
+            .filter_map(|room| {
+                let oa = room.origin_aware.as_ref()?;
+                // The pools a room's shoppers reach: routes under, or above, its paths.
+                let mut names: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|rt| {
+                        room.paths.iter().any(|p| {
+                            super::prefix_matches(&rt.path, p) || super::prefix_matches(p, &rt.path)
+                        })
+                    })
+                    .map(|rt| rt.upstream.clone())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                Some(crate::shield::OriginAwareRoom {
+                    id: room.settings.id.clone(),
+                    settings: oa.clone(),
+                    pools: names,
+                })
+            })
+            .collect();
+        crate::shield::ShieldPlan {
+            cache: self.cache.clone(),
+            pools,
+            rooms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;

@@ -217,13 +217,6 @@ impl Outgoing {
         if self.is_empty() {
             return Ok(());
         }
-        let (cookies, token) = self.render();
-        for c in cookies {
-            resp.append_header(http::header::SET_COOKIE, c)?;
-        }
-        if let Some(t) = token {
-            resp.insert_header(TOKEN_NAME, t)?;
-        }
-        Ok(())
+        super::upstream::edit_response(resp, |h| self.write_map(h))
     }
 }
