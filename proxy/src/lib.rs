@@ -22,7 +22,9 @@
 //!
 //! The admission decisions themselves live in the `waitroom` crate.
 
-#![forbid(unsafe_code)]
+// One audited exception: `gate::push` duplicates a socket descriptor Pingora owns (the std
+// `BorrowedFd::borrow_raw` call), to hold an event stream without Pingora's per-connection state.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod admin_client;

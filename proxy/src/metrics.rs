@@ -169,6 +169,8 @@ pub struct Metrics {
     pub events_pending: IntGauge,
     /// Feedback pulse: wait ratings accepted, by `room` and `rating` (`1` to `5`).
     pub feedback: IntCounterVec,
+    /// Server-sent-event streams (`/.flashgate/events`) this node holds open.
+    pub event_streams: IntGauge,
 }
 
 impl Default for Metrics {
@@ -323,6 +325,12 @@ impl Metrics {
         ))
         .expect("static metric definition");
         reg(Box::new(events_pending.clone()), false);
+        let event_streams = IntGauge::with_opts(Opts::new(
+            "flashgate_event_streams",
+            "Server-sent-event streams (/.flashgate/events) this node holds open",
+        ))
+        .expect("static metric definition");
+        reg(Box::new(event_streams.clone()), false);
         let feedback = counter(
             "flashgate_feedback_total",
             "Wait ratings from the waiting page (one per ticket per node), by rating 1-5",
@@ -413,6 +421,7 @@ impl Metrics {
             events_sink_errors,
             events_pending,
             feedback,
+            event_streams,
         }
     }
 

@@ -90,6 +90,7 @@ pub fn build(
             brand_color: "#5b2a86".into(),
             background_color: "#faf7fc".into(),
         },
+        hubs: Default::default(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "flashgate");

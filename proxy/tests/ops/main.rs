@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::shopper::{get_json, set_cookies};
+use testkit::shopper::{get_json, set_cookies, Events};
 use testkit::{
     cli, free_port, wait_for, Config, Launch, Metrics, Node, Origin, Ready, RedisServer,
 };
