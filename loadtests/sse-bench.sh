@@ -21,6 +21,8 @@ WAITERS="${1:-9000}"
 HOLD="${2:-120}"
 ROUNDS="${3:-1}"
 IDLE="${IDLE:-10}"   # seconds the idle node is measured before the waiters come
+# JOIN_EXTRA='abandon_after = "15s"' adds settings to the waiters' room (e.g. short-lived streams,
+# to profile reconnections).
 
 scripts/setup.sh bench
 cargo build --release -q -p flashgate -p loadtests
@@ -41,7 +43,7 @@ wait_http http://127.0.0.1:$ORIGIN/healthz
 run() {
   local bin=$1 label=$2 fg admin node client
   fg=$(port); admin=$(port)
-  events_node_toml "$fg" "$admin" "$ORIGIN" > "$work/node-$label.toml"
+  { events_node_toml "$fg" "$admin" "$ORIGIN"; printf '%b\n' "${JOIN_EXTRA:-}"; } > "$work/node-$label.toml"
   RUST_LOG=warn "${on_proxy[@]}" "$bin" run -c "$work/node-$label.toml" >/dev/null 2>"$work/node-$label.log" &
   node=$!; pids+=($node)
   wait_http http://127.0.0.1:$admin/healthz

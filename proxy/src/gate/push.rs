@@ -54,7 +54,7 @@ const MAX_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The quickest a stream near the front of the line is pushed a new answer.
 const FRONT_GAP: Duration = Duration::from_secs(1);
 /// A hub looks at its streams at most this often (besides room changes): keep-alives and
-/// lifetimes need no finer clock, and one pass over 10,000 streams costs ~50 µs.
+/// lifetimes need no finer clock, and a pass looks at every stream of the room.
 const HUB_TICK: Duration = Duration::from_millis(250);
 
 impl Gate {
@@ -407,9 +407,10 @@ enum Step {
 
 impl Watch {
     fn new(asker: Asker, room: &RoomRuntime, first: &Status, json: &str, generation: u64) -> Self {
+        let spread = asker.ticket.as_ref().map_or(0, |t| t.number);
         Self {
             asker,
-            schedule: Schedule::new(Instant::now(), &room.cfg.settings, first),
+            schedule: Schedule::new(Instant::now(), &room.cfg.settings, first, spread),
             last: hash(json),
             generation,
         }
@@ -481,13 +482,16 @@ enum Wake {
 }
 
 impl Schedule {
-    fn new(now: Instant, settings: &waitroom::RoomSettings, first: &Status) -> Self {
+    /// `spread` (the ticket's number) shortens the lifetime by up to half the margin, so that
+    /// streams opened together (after a restart, say) do not all reconnect in the same second.
+    fn new(now: Instant, settings: &waitroom::RoomSettings, first: &Status, spread: u64) -> Self {
         // The stream's response renewed the ticket for `abandon_after`; the browser reconnects
         // (after the stream's `retry`, 2 s) with that ticket well before it lapses.
         let margin = (settings.abandon_after / 8).max(settings.poll_interval * 2);
+        let sixty_fourths = (spread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32;
         let lifetime = settings
             .abandon_after
-            .saturating_sub(margin)
+            .saturating_sub(margin + margin / 2 * sixty_fourths / 64)
             .clamp(Duration::from_secs(1), MAX_LIFETIME);
         let gap = push_gap(first);
         Self {
@@ -579,7 +583,7 @@ mod tests {
     #[test]
     fn an_idle_stream_wakes_only_for_keep_alives_and_its_end() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(t0, &settings(), &waiting(500, 20_000));
+        let mut s = Schedule::new(t0, &settings(), &waiting(500, 20_000), 0);
         assert_eq!(s.next_wake(), t0 + KEEP_ALIVE_EVERY);
         let at = s.next_wake();
         assert_eq!(s.on_wake(at), Wake::Recompute { keep_alive: true });
@@ -594,9 +598,26 @@ mod tests {
     }
 
     #[test]
+    fn streams_opened_together_end_apart_and_before_their_ticket_lapses() {
+        let t0 = Instant::now();
+        let ends: std::collections::BTreeSet<_> = (1..=100)
+            .map(|n| Schedule::new(t0, &settings(), &waiting(500, 5_000), n).end)
+            .collect();
+        // abandon_after 120 s, margin 15 s: between 97.5 s and 105 s, spread out.
+        assert!(ends.len() > 30, "{} distinct ends", ends.len());
+        let (first, last) = (*ends.first().expect("some"), *ends.last().expect("some"));
+        assert!(
+            first >= t0 + Duration::from_millis(97_500),
+            "{:?}",
+            first - t0
+        );
+        assert!(last <= t0 + Duration::from_secs(105), "{:?}", last - t0);
+    }
+
+    #[test]
     fn a_change_is_pushed_after_the_gap_not_before() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(t0, &settings(), &waiting(500, 20_000));
+        let mut s = Schedule::new(t0, &settings(), &waiting(500, 20_000), 0);
         let soon = t0 + Duration::from_secs(1);
         s.dirty = true;
         assert_eq!(s.on_wake(soon), Wake::Nothing);
@@ -612,7 +633,7 @@ mod tests {
     #[test]
     fn near_the_front_a_change_arrives_within_a_second() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(t0, &settings(), &waiting(1, 5_000));
+        let mut s = Schedule::new(t0, &settings(), &waiting(1, 5_000), 0);
         s.dirty = true;
         assert_eq!(s.on_wake(t0 + Duration::from_millis(300)), Wake::Nothing);
         assert_eq!(s.next_wake(), t0 + FRONT_GAP);
@@ -626,7 +647,7 @@ mod tests {
     fn a_final_answer_ends_the_stream() {
         let mut st = waiting(1, 5_000);
         st.admitted = true;
-        assert!(Schedule::new(Instant::now(), &settings(), &st).done);
+        assert!(Schedule::new(Instant::now(), &settings(), &st, 0).done);
     }
 
     #[test]
