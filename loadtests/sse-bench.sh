@@ -3,7 +3,7 @@
 # watching its place over `/.flashgate/events` (the waiting page's default), for HOLD seconds.
 # Reports the node's RSS per waiter (RSS with the streams open minus RSS before: the peak, and
 # when all are open and at the end) and the node's CPU per waiter-second (user + system time over
-# the hold, from /proc), also less the idle node's own CPU (measured for IDLE=10 s before). Streams the node ends
+# the hold, from /proc), also less the idle node's own CPU (measured for IDLE=30 s before). Streams the node ends
 # are reopened at once with their renewed ticket, as a browser does, so the figure includes
 # reconnections: hold longer than a stream's lifetime (3/4 of abandon_after, 90 s by default).
 #
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 WAITERS="${1:-9000}"
 HOLD="${2:-120}"
 ROUNDS="${3:-1}"
-IDLE="${IDLE:-10}"   # seconds the idle node is measured before the waiters come
+IDLE="${IDLE:-30}"   # seconds the idle node is measured before the waiters come (CPU time is read in 10 ms ticks)
 # JOIN_EXTRA='abandon_after = "15s"' adds settings to the waiters' room (e.g. short-lived streams,
 # to profile reconnections).
 
@@ -92,7 +92,7 @@ out=loadtests/results/$stamp-sse.md
 {
   echo "# Idle server-sent-events waiters, $stamp"
   echo
-  echo "\`loadtests/sse-bench.sh $WAITERS $HOLD $ROUNDS\`${FLASHGATE_BIN_BASE:+ with FLASHGATE_BIN_BASE=$FLASHGATE_BIN_BASE}"
+  echo "\`loadtests/sse-bench.sh $WAITERS $HOLD $ROUNDS\`${FLASHGATE_BIN_BASE:+ with FLASHGATE_BIN_BASE=$FLASHGATE_BIN_BASE}${JOIN_EXTRA:+ with JOIN_EXTRA='$JOIN_EXTRA'}"
   echo "on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); node pinned to CPU 1, one worker thread, memory store."
   echo
   echo "| build | RSS per waiter, peak (KiB) | at start | at end | node CPU per waiter-second (µs) | less the idle node's | hold (s) | node CPU (s) | client counts |"
