@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 // Origin shield gauges (fractional factors).
 use prometheus::GaugeVec;
@@ -171,6 +171,8 @@ pub struct Metrics {
     pub feedback: IntCounterVec,
     /// Server-sent-event streams (`/.flashgate/events`) this node holds open.
     pub event_streams: IntGauge,
+    /// Server-sent-event streams opened (a browser reopens one when the node ends it).
+    pub event_streams_opened: IntCounter,
 }
 
 impl Default for Metrics {
@@ -331,6 +333,12 @@ impl Metrics {
         ))
         .expect("static metric definition");
         reg(Box::new(event_streams.clone()), false);
+        let event_streams_opened = IntCounter::with_opts(Opts::new(
+            "flashgate_event_streams_opened_total",
+            "Server-sent-event streams opened (a browser reopens one when the node ends it)",
+        ))
+        .expect("static metric definition");
+        reg(Box::new(event_streams_opened.clone()), false);
         let feedback = counter(
             "flashgate_feedback_total",
             "Wait ratings from the waiting page (one per ticket per node), by rating 1-5",
@@ -422,6 +430,7 @@ impl Metrics {
             events_pending,
             feedback,
             event_streams,
+            event_streams_opened,
         }
     }
 

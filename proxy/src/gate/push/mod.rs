@@ -69,6 +69,7 @@ impl Gate {
         let json = first.to_json();
         let open = Bytes::from(format!("retry: 2000\ndata: {json}\n\n"));
         let watch = Watch::new(asker, room, &first, &json, *changes.borrow());
+        self.node.metrics.event_streams_opened.inc();
         let gauge = self.node.metrics.event_streams.clone();
         gauge.inc();
         let held = Open(gauge);
