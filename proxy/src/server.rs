@@ -104,7 +104,7 @@ pub fn build(
         for addr in &tls.listen {
             proxy.add_listener(
                 ListenerConfig::tcp(addr.to_string())
-                    .tls(certs.settings()?)
+                    .tls(certs.settings().map_err(|e| e.to_string())?)
                     .l4_buffer(l4_buffer),
             );
         }
