@@ -44,11 +44,6 @@ mod shopper_api;
 mod status;
 mod upstream;
 
-pub use credentials::TOKEN_HEADER;
-pub use reply::PAGE_CSP;
-pub use request::MAX_REQUEST_HEAD;
-pub use upstream::COMMAND_HEADER;
-
 use credentials::{Credentials, Outgoing};
 use request::{Client, Refusal};
 use upstream::ShieldCtx;
