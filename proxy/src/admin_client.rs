@@ -1,15 +1,51 @@
-//! `flashgate admin ...`: a small client for the admin API. It speaks plain HTTP/1.1 over a
-//! blocking socket — the admin listener is local and a CLI makes one request.
+//! `flashgate admin ...`: a client for the admin API, one request over hyper's HTTP/1.1 client
+//! connection (the admin listener is local and a CLI makes one request).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// How long connecting may take, and the whole exchange.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response: status code and body.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: String,
+}
+
+/// Why a `flashgate admin` command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin address {addr}: {source}")]
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("admin address {0} does not resolve")]
+    NoAddress(String),
+    #[error("cannot reach the admin API at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the admin API at {0}: no answer within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout(String),
+    #[error("talking to the admin API: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the admin API did not answer within {REPLY_TIMEOUT:?}")]
+    ReplyTimeout,
+    #[error("a request the admin API cannot be sent: {0}")]
+    Request(#[from] http::Error),
+    #[error("{0:?}: expected key=value")]
+    NotAPair(String),
+    #[error("cannot start the client: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Where the admin API is and how to authenticate.
@@ -22,85 +58,74 @@ pub struct AdminTarget {
 
 impl AdminTarget {
     /// Sends one request and reads the whole response.
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<Reply, String> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Reply, AdminError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AdminError::Runtime)?
+            .block_on(self.send(method, path, body.unwrap_or("")))
+    }
+
+    async fn send(&self, method: &str, path: &str, body: &str) -> Result<Reply, AdminError> {
         let hostport = self
             .addr
             .trim_start_matches("http://")
             .trim_end_matches('/');
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| format!("admin address {hostport}: {e}"))?
+        let addr = tokio::net::lookup_host(hostport)
+            .await
+            .map_err(|source| AdminError::Resolve {
+                addr: hostport.to_owned(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("admin address {hostport} does not resolve"))?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            .map_err(|e| format!("cannot reach the admin API at {hostport}: {e}"))?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let body = body.unwrap_or("");
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: flashgate-cli\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+            .ok_or_else(|| AdminError::NoAddress(hostport.to_owned()))?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| AdminError::ConnectTimeout(hostport.to_owned()))?
+            .map_err(|source| AdminError::Connect {
+                addr: hostport.to_owned(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, hostport)
+            .header(USER_AGENT, "flashgate-cli")
+            .header(CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("sending to the admin API: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .map_err(|e| format!("reading from the admin API: {e}"))?;
-        parse(&raw)
-    }
-}
-
-fn parse(raw: &[u8]) -> Result<Reply, String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed response from the admin API")?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line from the admin API")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Reply { status, body })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
+        let req = req.body(Full::new(Bytes::from(body.to_owned())))?;
+        let exchange = async {
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok(Reply {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
         };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        tokio::time::timeout(REPLY_TIMEOUT, exchange)
+            .await
+            .map_err(|_| AdminError::ReplyTimeout)?
     }
-    out
 }
 
 /// Builds the PATCH body for `set ROOM key=value ...`: numbers stay numbers, `true`/`false`
 /// booleans, `null` clears, anything else is a string.
-pub fn patch_body(pairs: &[String]) -> Result<String, String> {
+pub fn patch_body(pairs: &[String]) -> Result<String, AdminError> {
     let mut obj = serde_json::Map::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
-            .ok_or_else(|| format!("{p:?}: expected key=value"))?;
+            .ok_or_else(|| AdminError::NotAPair(p.clone()))?;
         let value = match v {
             "null" => serde_json::Value::Null,
             "true" => serde_json::Value::Bool(true),
@@ -118,16 +143,6 @@ pub fn patch_body(pairs: &[String]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").expect("plain");
-        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-        let r = parse(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-            .expect("chunked");
-        assert_eq!((r.status, r.body.as_str()), (404, "abcde"));
-        assert!(parse(b"garbage").is_err());
-    }
 
     #[test]
     fn patch_bodies() {
