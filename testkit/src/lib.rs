@@ -25,7 +25,7 @@
 //! }
 //! ```
 
-mod config;
+pub mod config;
 mod node;
 mod origin;
 mod ports;
@@ -34,7 +34,7 @@ mod redis;
 pub mod shopper;
 mod wait;
 
-pub use config::{Config, Secret, Store};
+pub use config::{Bot, Config, Room, Secret, Store};
 pub use node::{cli, flashgate_bin, Launch, Node, Ready};
 pub use origin::Origin;
 pub use ports::free_port;

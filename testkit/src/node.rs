@@ -139,6 +139,16 @@ impl Node {
         node
     }
 
+    /// `N` nodes of one fleet, each on `cfg` with ports of its own (give `cfg` a Redis store),
+    /// started one after the other.
+    pub async fn fleet<const N: usize>(cfg: &Config) -> [Self; N] {
+        let mut nodes = Vec::with_capacity(N);
+        for _ in 0..N {
+            nodes.push(Self::start(&cfg.clone().fresh_ports()).await);
+        }
+        nodes.try_into().expect("N nodes")
+    }
+
     /// Starts `flashgate run -c config` (with `--upgrade` when asked), stderr captured.
     fn spawn(&mut self, upgrade: bool) {
         let mut cmd = Command::new(flashgate_bin());
@@ -336,6 +346,26 @@ impl Node {
     /// The room's status as the waiting page asks for it; must answer 200.
     pub async fn status(&self, c: &reqwest::Client, room: &str) -> Value {
         shopper::status(self, c, room).await
+    }
+
+    /// Polls the room's status (every 10 ms) until `cond` holds — a live change reached this
+    /// node, say; returns that status. Panics after `within`.
+    pub async fn wait_status(
+        &self,
+        c: &reqwest::Client,
+        room: &str,
+        within: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status(c, room).await;
+            if cond(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{room}: not in {within:?}: {st}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Polls the room's status as a waiting page would (at the pace it is told, at most every

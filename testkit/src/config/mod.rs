@@ -1,6 +1,11 @@
 //! The typed config builder: one base config for every node a test starts (listeners on free
 //! ports, the test signing key, a store, the origin as the `shop` pool behind a catch-all
-//! route), with the parts a test varies as fields — instead of a base TOML pasted per file.
+//! route), with the parts a test varies as fields — instead of a base TOML pasted per file —
+//! and its rooms as typed [`Room`]s.
+
+mod room;
+
+pub use room::{quote, rooms, Bot, Room, Table, Value};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -55,8 +60,10 @@ pub struct Config {
     /// The whole file as written (a shipped config), instead of the base: the other fields
     /// then only say where the node listens.
     pub text: Option<String>,
-    /// What follows the catch-all route: rooms, more routes, more tables.
+    /// What follows the catch-all route: more routes, more tables, rooms as text.
     pub extra: String,
+    /// Rooms, after `extra`.
+    pub rooms: Vec<Room>,
 }
 
 impl Config {
@@ -77,6 +84,7 @@ impl Config {
             pool: String::new(),
             text: None,
             extra: String::new(),
+            rooms: Vec::new(),
         }
     }
 
@@ -99,10 +107,26 @@ impl Config {
         self
     }
 
+    /// The same config on three new free ports (another node of a fleet).
+    #[must_use]
+    pub fn fresh_ports(mut self) -> Self {
+        self.port = free_port();
+        self.admin_port = free_port();
+        self.tls_port = free_port();
+        self
+    }
+
     /// Rooms, routes and tables after the base (replaces what was there).
     #[must_use]
     pub fn extra(mut self, extra: impl Into<String>) -> Self {
         self.extra = extra.into();
+        self
+    }
+
+    /// One more room.
+    #[must_use]
+    pub fn room(mut self, room: Room) -> Self {
+        self.rooms.push(room);
         self
     }
 
@@ -251,10 +275,11 @@ read_timeout = "{read_timeout}"
 path = "/"
 upstream = "shop"
 
-{extra}
+{extra}{rooms}
 "#,
             pool = self.pool,
             extra = self.extra,
+            rooms = rooms(&self.rooms),
         )
     }
 }
