@@ -21,21 +21,16 @@ async fn enter(fg: &Node, c: &reqwest::Client, host: &str) -> (u16, bool) {
     shopper::enter(fg, c, "/echo", &[("host", host)]).await
 }
 
-/// One sale for a fleet: 240 new shoppers a minute (4 a second), polled every second.
-fn sale() -> Room {
-    Room::new("drop")
-        .rate(240)
-        .capacity(1000)
-        .poll("1s")
-        .windows("60s", "10s")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_one_queue_one_order_one_rate() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let cfg = Config::new(origin.addr).redis(redis.url()).room(sale());
-    let [a, b] = Node::fleet(&cfg).await.map(Arc::new);
+    // One sale: 240 new shoppers a minute (4 a second), polled every second.
+    let sale = Room::new("drop").rate(240).capacity(1000).poll("1s");
+    let cfg = Config::new(origin.addr).redis(redis.url());
+    let [a, b] = Node::fleet(&cfg.room(sale.windows("60s", "10s")))
+        .await
+        .map(Arc::new);
 
     // A live change on node A is what shoppers on node B see within a second.
     let watcher = b.shopper();

@@ -1,55 +1,42 @@
 //! The swarm: bots that run no JavaScript and shoppers with real browsers in one room.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use flashgate::shop::Shop;
 use serde_json::{json, Value};
+use testkit::config::Table;
 use testkit::shopper::get_json;
-use testkit::{Metrics, Node, Origin};
+use testkit::{Bot, Config, Metrics, Node, Origin, Room};
 
 use super::{
-    browser_without_language, client_at, get, header_map, retry_after, start, status, BROWSER,
+    browser_without_language, client_at, get, header_map, retry_after, status, trusting, BROWSER,
     GOOGLEBOT, HEADLESS,
 };
 
-/// The swarm's room: queueing, bot defence enforced with small limits so a test reaches them.
-const SWARM: &str = r#"
-[[routes]]
-path = "/products"
-upstream = "shop"
-kind = "catalog"
-
-[bot]
-deny_cidrs = ["192.0.2.0/24"]
-crawler_cidrs = ["66.249.64.0/19"]
-
-[[rooms]]
-id = "drop"
-paths = ["/echo", "/cart", "/products"]
-new_users_per_minute = 300
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "20s"
-queueing_status_code = 202
-
-[rooms.bot]
-mode = "enforce"
-challenge = "suspicious"
-difficulty = 8
-max_difficulty = 12
-pressure_joins_per_second = 0
-
-[rooms.bot.limits]
-joins_per_minute_per_ip = 5
-polls_per_minute_per_ticket = 60
-requests_per_minute_per_ip = 600
-
-[rooms.bot.thresholds]
-tickets_per_prefix = 10
-addresses_per_token = 3
-"#;
+/// The swarm's node: a catalog route, deny and crawler lists, and one queueing room with bot
+/// defence enforced with small limits so a test reaches them.
+fn swarm(origin: SocketAddr) -> Config {
+    let lists = Table::new()
+        .set("deny_cidrs", ["192.0.2.0/24"])
+        .set("crawler_cidrs", ["66.249.64.0/19"]);
+    let bot = Bot::enforce().challenge("suspicious").set("difficulty", 8);
+    let bot = bot.max_difficulty(12).no_pressure();
+    let bot = bot
+        .limit("joins_per_minute_per_ip", 5)
+        .limit("polls_per_minute_per_ticket", 60)
+        .limit("requests_per_minute_per_ip", 600)
+        .threshold("tickets_per_prefix", 10)
+        .threshold("addresses_per_token", 3);
+    let drop = Room::new("drop").paths(&["/echo", "/cart", "/products"]);
+    let drop = drop
+        .rate(300)
+        .capacity(1000)
+        .poll("1s")
+        .windows("60s", "20s");
+    let cfg = trusting(origin).route("/products", "catalog");
+    cfg.table("bot", lists).room(drop.status_code(202).bot(bot))
+}
 
 /// One simulated client in the room's line.
 struct InLine {
@@ -85,7 +72,7 @@ async fn join_drop(fg: &Node, name: &str, http: reqwest::Client) -> InLine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bot_swarm_never_gets_ahead_of_shoppers() {
     let origin = Origin::start().await;
-    let fg = start(origin.addr, SWARM).await;
+    let fg = Node::start(&swarm(origin.addr)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     let (shoppers, mut bots) = arrivals(&fg).await;

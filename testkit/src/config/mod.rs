@@ -123,6 +123,23 @@ impl Config {
         self
     }
 
+    /// One more top-level table, `[name]` (e.g. `bot`, `events`, `cache`), after `extra`.
+    #[must_use]
+    pub fn table(mut self, name: &str, table: Table) -> Self {
+        self.extra.push_str(&format!("\n[{name}]\n{table}"));
+        self
+    }
+
+    /// One more route to the `shop` pool: `path`, of `kind` (`catalog`, `essential`, ...).
+    #[must_use]
+    pub fn route(mut self, path: &str, kind: &str) -> Self {
+        let (path, kind) = (quote(path), quote(kind));
+        self.extra.push_str(&format!(
+            "\n[[routes]]\npath = {path}\nupstream = \"shop\"\nkind = {kind}\n"
+        ));
+        self
+    }
+
     /// One more room.
     #[must_use]
     pub fn room(mut self, room: Room) -> Self {
