@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{free_port, Config, Node, Origin};
+use testkit::config::Table;
+use testkit::{free_port, Bot, Config, Node, Origin, Room};
 
 const DRIVER: &str = "/usr/bin/chromedriver";
 
@@ -160,6 +161,13 @@ impl Driver {
         }
     }
 
+    /// Ends the session and removes its browser profile.
+    async fn end(&self, sid: &str, profile: &std::path::Path) {
+        self.call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
+            .await;
+        let _ = std::fs::remove_dir_all(profile);
+    }
+
     /// Saves a PNG of the page under the test artifacts directory; returns its path.
     async fn screenshot(&self, sid: &str, name: &str) -> std::path::PathBuf {
         use base64::Engine as _;
@@ -192,37 +200,24 @@ impl Driver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_waits_counts_down_and_enters_by_itself() {
     let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-message = "Aurora launch"
-
-[[rooms.events]]
-name = "browser-test"
-prequeue_at = "+0s"
-starts_at = "+10s"
-ends_at = "+1h"
-shuffle = true
-"#;
+    let window = Table::new()
+        .set("name", "browser-test")
+        .set("prequeue_at", "+0s")
+        .set("starts_at", "+10s")
+        .set("ends_at", "+1h")
+        .set("shuffle", true);
+    let launch = Room::new("launch")
+        .paths(&["/"])
+        .poll("1s")
+        .windows("30s", "10s");
+    let launch = launch.message("Aurora launch").event(window);
     // The browser first: the pre-queue window starts with the node, and a browser that takes
     // long to start on a busy machine must not eat into it.
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
     let sid = driver.session(&profile).await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
-    driver
-        .call(
-            reqwest::Method::POST,
-            &format!("/session/{sid}/url"),
-            Some(json!({"url": format!("{}/", fg.base)})),
-        )
-        .await;
+    let fg = Node::start(&Config::new(origin.addr).room(launch)).await;
+    driver.navigate(&sid, &fg.url("/")).await;
 
     // The waiting page, in the pre-queue, counting down.
     let state = driver
@@ -232,36 +227,15 @@ shuffle = true
         )
         .await;
     assert_eq!(state, "prequeue", "the waiting page is shown");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = driver
-            .script(
-                &sid,
-                "return document.getElementById('fg-countdown')?.textContent ?? ''",
-            )
-            .await;
-        if c.as_str().is_some_and(|t| !t.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the countdown never showed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let shot = driver
-        .call(
-            reqwest::Method::GET,
-            &format!("/session/{sid}/screenshot"),
-            None,
+    driver
+        .wait_for(
+            &sid,
+            "the countdown",
+            "return (document.getElementById('fg-countdown')?.textContent ?? '') !== ''",
+            Duration::from_secs(10),
         )
         .await;
-    if let Some(b64) = shot.as_str() {
-        use base64::Engine as _;
-        if let Ok(png) = base64::engine::general_purpose::STANDARD.decode(b64) {
-            let _ = std::fs::write(
-                concat!(env!("CARGO_TARGET_TMPDIR"), "/waiting-page.png"),
-                png,
-            );
-        }
-    }
+    driver.screenshot(&sid, "waiting-page.png").await;
     assert_eq!(
         origin.shop.stats().requests,
         0,
@@ -269,26 +243,17 @@ shuffle = true
     );
 
     // After the start, the page lets the browser into the shop without a reload by us.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let on_shop = driver
-            .script(&sid, "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')")
-            .await;
-        if on_shop == true {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the browser was not let into the shop"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    driver
+        .wait_for(
+            &sid,
+            "the browser let into the shop",
+            "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')",
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(origin.shop.stats().requests >= 1);
     assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
-    driver
-        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
-        .await;
-    let _ = std::fs::remove_dir_all(&profile);
+    driver.end(&sid, &profile).await;
 }
 
 /// The whole shopper journey in a real browser, through a room that makes every new arrival
@@ -298,24 +263,15 @@ shuffle = true
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_solves_the_challenge_waits_and_checks_out() {
     let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-message = "Aurora Lip Kit launch: one kit per shopper"
-[rooms.page]
-title = "Aurora Beauty"
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 12
-"#;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
+    let launch = Room::new("launch")
+        .paths(&["/"])
+        .poll("1s")
+        .windows("60s", "10s");
+    let launch = launch.message("Aurora Lip Kit launch: one kit per shopper");
+    let launch = launch
+        .page("title", "Aurora Beauty")
+        .bot(Bot::enforce().always(12));
+    let fg = Node::start(&Config::new(origin.addr).room(launch)).await;
     fg.patch_room("launch", json!({"paused": true})).await;
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
@@ -407,8 +363,5 @@ difficulty = 12
         started.elapsed(),
         shot.display()
     );
-    driver
-        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
-        .await;
-    let _ = std::fs::remove_dir_all(&profile);
+    driver.end(&sid, &profile).await;
 }

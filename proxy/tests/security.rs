@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use flashgate::config::Config;
 use serde_json::json;
-use testkit::shopper::{self, get_json, send, Reply};
+use testkit::shopper::{self, get_json, send, Poll, Reply};
 use testkit::{wait_for, Bot, Config as NodeConfig, Launch, Node, Origin, Room, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +172,8 @@ async fn merchant_and_client_strings_are_escaped_on_every_page() {
         .await;
     let holder = fg.shopper();
     let html = [("accept", "text/html")];
-    shopper::get_until(&fg, &holder, "/echo", &html, Duration::from_secs(20), |r| {
+    let poll = Poll::every(Duration::from_millis(200)).within(Duration::from_secs(20));
+    shopper::get_until(&holder, &fg.url("/echo"), &html, poll, "admitted", |r| {
         r.status == 200 && r.body.contains("\"method\"")
     })
     .await;
@@ -353,8 +354,8 @@ async fn enter_and_leave(
 ) -> usize {
     // 3. Admitted: a pass; the ticket cookie is cleared.
     fg.patch_room("pow", json!({"paused": false})).await;
-    let within = Duration::from_secs(20);
-    let r = shopper::get_until(fg, c, "/echo", &BROWSER, within, |r| {
+    let poll = Poll::every(Duration::from_millis(200)).within(Duration::from_secs(20));
+    let r = shopper::get_until(c, &fg.url("/echo"), &BROWSER, poll, "a pass", |r| {
         r.status == 200 && r.set_cookie("fg_p_pow").is_some()
     })
     .await;

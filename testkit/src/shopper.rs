@@ -164,30 +164,54 @@ pub async fn page(at: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) ->
     .await
 }
 
-/// GETs `path` with `headers` (at most every 200 ms, up to `within`) until `done` holds for
-/// the reply — the shopper is through, the page changed — and returns that reply.
+/// How a request is repeated: every `every`, for at most `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    pub every: Duration,
+    pub within: Duration,
+}
+
+impl Poll {
+    /// Every `every`, up to [`DEADLINE`](crate::DEADLINE).
+    pub fn every(every: Duration) -> Self {
+        Self {
+            every,
+            within: crate::DEADLINE,
+        }
+    }
+
+    /// For at most `within`.
+    #[must_use]
+    pub fn within(self, within: Duration) -> Self {
+        Self { within, ..self }
+    }
+}
+
+/// GETs `url` with `headers` as `poll` says until `done` holds for the reply — the shopper is
+/// through, a stale copy is served — and returns that reply; panics naming `what` and the last
+/// reply when `poll.within` runs out.
 pub async fn get_until(
-    at: &(impl Base + ?Sized),
     c: &reqwest::Client,
-    path: &str,
+    url: &str,
     headers: &[(&str, &str)],
-    within: Duration,
+    poll: Poll,
+    what: &str,
     done: impl Fn(&Reply) -> bool,
 ) -> Reply {
-    let url = format!("{}{path}", at.base());
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + poll.within;
     loop {
-        let r = get(c, &url, headers).await;
+        let r = get(c, url, headers).await;
         if done(&r) {
             return r;
         }
         assert!(
             Instant::now() < deadline,
-            "GET {path}: still {} after {within:?}: {}",
+            "timed out waiting for {what}; last: {} {:?} {}",
             r.status,
-            r.body
+            r.cache(),
+            r.body.chars().take(200).collect::<String>()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(poll.every).await;
     }
 }
 

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use flashgate::shop::{PathFault, Shop};
 use serde_json::{json, Value};
-use testkit::shopper::{self, Reply as Got};
-use testkit::{wait_until, Config, Node, Origin};
+use testkit::config::Table;
+use testkit::shopper::{self, Poll, Reply as Got};
+use testkit::{wait_until, Config, Node, Origin, Room};
 use tokio::task::JoinSet;
 
 /// How slow the "slow origin" is.
@@ -31,7 +32,8 @@ async fn get(c: &reqwest::Client, url: &str) -> Got {
     shopper::get(c, url, &[]).await
 }
 
-/// Repeats `GET url` until `done` holds for the response (deadline `within`); returns it.
+/// Repeats `GET url` (every 20 ms) until `done` holds for the response (deadline `within`);
+/// returns it.
 async fn get_until(
     c: &reqwest::Client,
     url: &str,
@@ -39,20 +41,8 @@ async fn get_until(
     what: &str,
     done: impl Fn(&Got) -> bool,
 ) -> Got {
-    let deadline = Instant::now() + within;
-    loop {
-        let g = get(c, url).await;
-        if done(&g) {
-            return g;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last: {} {:?}",
-            g.status,
-            g.cache()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let poll = Poll::every(Duration::from_millis(20)).within(within);
+    shopper::get_until(c, url, &[], poll, what, done).await
 }
 
 /// A shed answer: 503 with a `Retry-After` of at least `secs`.
