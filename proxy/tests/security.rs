@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use flashgate::config::Config;
 use serde_json::json;
+use testkit::config::events_file;
 use testkit::shopper::{self, get_json, send, Poll, Reply};
 use testkit::{wait_for, Bot, Config as NodeConfig, Launch, Node, Origin, Room, SECRET};
 
@@ -215,7 +216,7 @@ async fn cookies_are_httponly_and_no_token_reaches_logs_or_events() {
         .join(format!("security-events-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&events);
     let cfg = NodeConfig::new(origin.addr)
-        .extra(events_to(&events))
+        .table("events", events_file(&events))
         .room(pow_room());
     let mut fg = Node::launch(&cfg, Launch::log("debug")).await;
     fg.patch_room("pow", json!({"paused": true})).await;
@@ -255,12 +256,6 @@ async fn cookies_are_httponly_and_no_token_reaches_logs_or_events() {
         events_text.lines().count(),
         secrets.len()
     );
-}
-
-/// Events written to the file `events`.
-fn events_to(events: &std::path::Path) -> String {
-    let path = testkit::config::quote(&events.display().to_string());
-    format!("[events]\nsink = \"file\"\npath = {path}\n")
 }
 
 /// A room that challenges everyone (difficulty 4).

@@ -383,6 +383,30 @@ impl Node {
         }
     }
 
+    /// Waits as a waiting page does until admitted to `room`, then GETs `path` — polling again
+    /// if the entry was refused — until the pass cookie `fg_p_ROOM` is set; returns that reply.
+    /// Panics after `within`.
+    pub async fn enter_when_admitted(
+        &self,
+        c: &reqwest::Client,
+        room: &str,
+        path: &str,
+        within: Duration,
+    ) -> shopper::Reply {
+        let deadline = Instant::now() + within;
+        let cookie = format!("fg_p_{room}");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_admitted(c, room, left).await;
+            let r = shopper::get(c, &self.url(path), &[]).await;
+            if r.set_cookie(&cookie).is_some() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{room}: no pass: {}", r.status);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// An admin request, with the bearer token when the node has one: (status, JSON body, or
     /// the text as a JSON string).
     pub async fn admin_req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -13,6 +13,13 @@ use std::path::PathBuf;
 
 use crate::{free_port, ADMIN_TOKEN_ENV, SECRET};
 
+/// `[events]` written to the file `path` (one JSON event a line).
+pub fn events_file(path: &std::path::Path) -> Table {
+    Table::new()
+        .set("sink", "file")
+        .set("path", path.display().to_string())
+}
+
 /// Where the node keeps its room state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
