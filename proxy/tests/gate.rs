@@ -1,9 +1,9 @@
 //! The gate end to end: a real flashgate process, a real origin, real HTTP over loopback.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use testkit::shopper::{self, get_json, Events};
+use testkit::shopper::{self, get_json, Events, Poll};
 use testkit::{cli, Config, Node, Origin, Room, SECRET};
 use waitroom::{KeyRing, Pass, Ticket};
 
@@ -59,13 +59,9 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
         .await;
 
     // The shop's own cookie (set through the proxy on an unprotected route) must pass through.
-    let r = shopper
-        .post(format!("{}/cart", fg.base))
-        .form(&[("sku", "NOVA-HIGHLIGHTER"), ("qty", "1")])
-        .send()
-        .await
-        .expect("cart");
-    assert_eq!(r.status(), 303);
+    let cart = shopper.post(fg.url("/cart"));
+    let r = shopper::send(cart.form(&[("sku", "NOVA-HIGHLIGHTER"), ("qty", "1")])).await;
+    assert_eq!(r.status, 303);
     let r = shopper::get(
         &shopper,
         &fg.url("/echo?x=1"),
@@ -196,10 +192,9 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
             } else {
                 req.header("x-flashgate-token", tok.as_str())
             };
-            let r = req.send().await.expect("request");
-            assert_eq!(r.status(), 202, "{what} via {how}: queued, never a 500");
-            let st: serde_json::Value = r.json().await.expect("json");
-            assert_eq!(st["state"], "paused", "{what} via {how}");
+            let r = shopper::send(req).await;
+            assert_eq!(r.status, 202, "{what} via {how}: queued, never a 500");
+            assert_eq!(r.json()["state"], "paused", "{what} via {how}");
         }
     }
     assert_eq!(
@@ -208,25 +203,21 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
         "no forged token reached the origin"
     );
     // The genuine pass does get through.
-    let r = reqwest::Client::new()
-        .get(format!("{}/echo", fg.base))
-        .header("cookie", format!("fg_p_drop={valid}"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let cookie = format!("fg_p_drop={valid}");
+    let r = shopper::get(
+        &reqwest::Client::new(),
+        &fg.url("/echo"),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pass_is_renewed_once_a_minute_not_per_request() {
     let (_origin, fg) = echo_node(false).await;
     let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
-    let renewed = |r: &reqwest::Response| {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.starts_with("fg_p_drop=")))
-    };
+
     // A pass checked in last minute, sent twice within this minute by a client that ignores
     // the renewed cookie (a script): renewed the first time only. Ticket 0 (floor-rate passes,
     // shared by many shoppers) is renewed every time. If the minute turns between the two
@@ -246,15 +237,16 @@ async fn a_pass_is_renewed_once_a_minute_not_per_request() {
                 fixed_session: false,
             });
             let mut seen = Vec::new();
+            let cookie = format!("fg_p_drop={tok}");
             for _ in 0..2 {
-                let r = reqwest::Client::new()
-                    .get(format!("{}/echo", fg.base))
-                    .header("cookie", format!("fg_p_drop={tok}"))
-                    .send()
-                    .await
-                    .expect("request");
-                assert_eq!(r.status(), 200, "a valid pass is forwarded");
-                seen.push(renewed(&r));
+                let r = shopper::get(
+                    &reqwest::Client::new(),
+                    &fg.url("/echo"),
+                    &[("cookie", &cookie)],
+                )
+                .await;
+                assert_eq!(r.status, 200, "a valid pass is forwarded");
+                seen.push(r.set_cookie("fg_p_drop").is_some());
             }
             if now_secs() / 60 != now / 60 {
                 continue;
@@ -281,8 +273,7 @@ async fn leave_frees_capacity_at_once() {
         r["serving"].as_u64() >= Some(1)
     })
     .await;
-    let r = a.get(format!("{}/echo", fg.base)).send().await.expect("a");
-    assert_eq!(r.status(), 200);
+    assert_eq!(shopper::get(&a, &fg.url("/echo"), &[]).await.status, 200);
     fg.wait_room("tiny", "A counted active", |r| r["active"] == 1)
         .await;
 
@@ -336,35 +327,29 @@ async fn origin_revoke_ends_the_session_and_is_stripped() {
 async fn origin_down_gives_the_branded_error_page() {
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let fg = Node::start(&Config::new(dead)).await;
-    let r = reqwest::get(format!("{}/products", fg.base))
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 502);
-    assert!(r.headers().get("retry-after").is_some());
-    let html = r.text().await.expect("body");
-    assert!(html.contains("The shop is busy"), "{html}");
+    let c = reqwest::Client::new();
+    let r = shopper::get(&c, &fg.url("/products"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("The shop is busy"), "{}", r.body);
 
     // With a health check the dead server is marked down: 503, no connect attempt.
     let fg = Node::start(
         &Config::new(dead).pool_line("health_check = { kind = \"tcp\", interval = \"100ms\" }"),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = reqwest::get(format!("{}/products", fg.base))
-            .await
-            .expect("request");
-        if r.status() == 503 {
-            assert!(r.headers().get("retry-after").is_some());
-            break;
-        }
-        assert_eq!(r.status(), 502, "until the check runs, a connect failure");
+    let poll = Poll::every(Duration::from_millis(50)).within(Duration::from_secs(20));
+    let what = "the health check to mark the server down";
+    let r = shopper::get_until(&c, &fg.url("/products"), &[], poll, what, |r| {
         assert!(
-            Instant::now() < deadline,
-            "health check never marked the server down"
+            r.status == 503 || r.status == 502,
+            "until the check runs, a connect failure: {}",
+            r.status
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        r.status == 503
+    })
+    .await;
+    assert!(r.header("retry-after").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
