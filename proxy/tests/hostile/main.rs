@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use testkit::{Config, Node};
+use testkit::{shopper, Config, Node, Room};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -166,6 +166,26 @@ impl Reply {
     }
 }
 
+/// [`exchange`] with a 300 ms idle time and a 3 s limit.
+async fn ask(port: u16, bytes: &[u8]) -> Reply {
+    exchange(
+        port,
+        bytes,
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    )
+    .await
+}
+
+/// [`ask`] on a task of its own; `tag` comes back with the reply.
+fn probe<T: Send + 'static>(
+    port: u16,
+    bytes: Vec<u8>,
+    tag: T,
+) -> tokio::task::JoinHandle<(T, Reply)> {
+    tokio::spawn(async move { (tag, ask(port, &bytes).await) })
+}
+
 /// Writes `bytes` (as much as the server takes) and reads until the server closes, the
 /// connection goes idle for `idle` after a response started, or `limit` passes.
 async fn exchange(port: u16, bytes: &[u8], idle: Duration, limit: Duration) -> Reply {
@@ -210,19 +230,13 @@ enum Want {
     Queued,
 }
 
-const ROOM: &str = r#"
-[[routes]]
-path = "/static"
-upstream = "shop"
-kind = "bypass"
-
-[[rooms]]
-id = "drop"
-hosts = ["shop.test"]
-paths = ["/drops"]
-new_users_per_minute = 60
-total_active_users = 100
-"#;
+/// A bypass route (`/static`) and a room over `/drops` on `shop.test`.
+fn config(origin: &RawOrigin) -> Config {
+    let drop = Room::new("drop").hosts(&["shop.test"]).paths(&["/drops"]);
+    Config::new(origin.addr)
+        .route("/static", "bypass")
+        .room(drop)
+}
 
 fn req(head: &str) -> Vec<u8> {
     head.replace('\n', "\r\n").into_bytes()
@@ -315,8 +329,14 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         ("large cookie (12 KB)", [b"GET /drops/x HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\nCookie: fg_p_drop=".as_slice(), &vec![b'A'; 12_000], b"\r\nConnection: close\r\n\r\n"].concat(), Want::Queued),
         ("oversized cookie (60 KB)", [b"GET /drops/x HTTP/1.1\r\nHost: shop.test\r\nCookie: fg_p_drop=".as_slice(), &vec![b'A'; 60_000], b"\r\nConnection: close\r\n\r\n"].concat(), Want::Refused),
     ];
-    // Smuggling: every inner request targets the protected path; none may reach the origin.
+    c.extend(smuggling());
+    c
+}
+
+/// Smuggling: every inner request targets the protected path; none may reach the origin.
+fn smuggling() -> Vec<(&'static str, Vec<u8>, Want)> {
     let inner = "GET /drops/smuggled HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let mut c = Vec::new();
     c.push((
         "CL.TE smuggling",
         format!(
@@ -371,7 +391,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
 }
 
 async fn start(origin: &RawOrigin) -> (Node, u16) {
-    let fg = Node::start(&Config::new(origin.addr).extra(ROOM)).await;
+    let fg = Node::start(&config(origin)).await;
     // Hold the line: whatever reaches the room is queued, so anything at the origin under
     // /drops got past the room.
     fg.patch_room("drop", json!({"paused": true})).await;
