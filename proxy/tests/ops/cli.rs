@@ -58,7 +58,7 @@ async fn admin_cli_against_a_running_node() {
     let origin = Origin::start().await;
     let cfg = base(&origin)
         .admin_token(ADMIN_TOKEN)
-        .extra(room("drop", "/echo", 60, "hi"));
+        .room(room("drop", "/echo", 60, "hi"));
     let node = start(&cfg).await;
     let url = format!("127.0.0.1:{}", node.cfg.admin_port);
     let with_token = [("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)];
@@ -172,7 +172,7 @@ async fn admin_cli_against_a_running_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn token_inspect_on_a_real_ticket() {
     let origin = Origin::start().await;
-    let cfg = base(&origin).extra(room("drop", "/echo", 60, "hi"));
+    let cfg = base(&origin).room(room("drop", "/echo", 60, "hi"));
     let node = start(&cfg).await;
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": true})))
         .await;

@@ -43,7 +43,7 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
     let (cert, key, der1) = write_cert(&dir, "one");
     let cfg = base(&origin)
         .tls(cert.clone(), key.clone())
-        .extra(room("drop", "/echo", 600, "over TLS"));
+        .room(room("drop", "/echo", 600, "over TLS"));
     let node = start(&cfg).await;
     let https = format!("https://127.0.0.1:{}", node.cfg.tls_port);
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": true})))
@@ -105,12 +105,8 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
         .expect("client");
     let (code, _, _) = get_json(&plain, &format!("{}/echo", node.base)).await;
     assert!(code == 200 || code == 202);
-    let r = plain
-        .get(format!("{}/echo", node.base))
-        .send()
-        .await
-        .expect("plain");
-    assert!(set_cookies(&r).iter().all(|c| !c.contains("Secure")));
+    let r = shopper::get(&plain, &node.url("/echo"), &[]).await;
+    assert!(r.set_cookies().iter().all(|c| !c.contains("Secure")));
 
     certificates_rotate_on_reload(&node, &dir, &cert, &key, &https).await;
 
