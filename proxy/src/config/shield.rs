@@ -268,27 +268,23 @@ impl super::Config {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixture::{self, Room, Table, KEYS};
     use super::super::Config;
     use super::*;
-    use waitroom::UnixMillis;
 
-    const BASE: &str = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-"#;
-
+    /// The one key, then `rest`.
     fn parse(rest: &str) -> Config {
-        Config::parse("t.toml", &format!("{BASE}{rest}"), UnixMillis::from_secs(1))
-            .unwrap_or_else(|e| panic!("{e}"))
+        test_fixture::parse("t.toml", &format!("{KEYS}{rest}"))
+    }
+
+    /// Room `r` over the whole shop, at 10 a minute and 10 active.
+    fn room() -> Room {
+        Room::new("r").paths(&["/"]).rate(10).capacity(10)
     }
 
     #[test]
     fn defaults_change_nothing() {
-        let c = parse(
-            r#"
+        let routes = r#"
 [upstreams.shop]
 servers = ["127.0.0.1:3000"]
 [[routes]]
@@ -298,13 +294,8 @@ upstream = "shop"
 path = "/products"
 upstream = "shop"
 kind = "catalog"
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-"#,
-        );
+"#;
+        let c = parse(&format!("{routes}{}", room()));
         assert_eq!(c.cache, CacheSettings::default());
         assert_eq!(c.routes[0].shield, RouteShield::default());
         assert!(!c.routes[0].shield.cache, "only catalog routes cache");
@@ -323,8 +314,7 @@ total_active_users = 10
 
     #[test]
     fn every_key_is_read() {
-        let c = parse(
-            r#"
+        let sections = r#"
 [cache]
 max_bytes = "64MiB"
 max_object = "512KiB"
@@ -355,18 +345,15 @@ path = "/reviews"
 upstream = "shop"
 kind = "optional"
 cache_ttl = "5s"
-
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-[rooms.origin_aware]
-min_factor = 0.3
-latency_target = "250ms"
-error_target = 0.05
-"#,
-        );
+"#;
+        let health = Table::new()
+            .set("min_factor", 0.3)
+            .set("latency_target", "250ms")
+            .set("error_target", 0.05);
+        let c = parse(&format!(
+            "{sections}{}",
+            room().table("origin_aware", health)
+        ));
         let s = Duration::from_secs;
         assert_eq!(
             c.cache,
@@ -414,18 +401,11 @@ error_target = 0.05
 
     #[test]
     fn origin_aware_defaults() {
-        let c = parse(
-            r#"
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-[rooms.origin_aware]
-"#,
-        );
+        let aware = room().table("origin_aware", Table::new());
+        let c = parse(&format!(
+            "{}{aware}",
+            test_fixture::shop_pool("127.0.0.1:3000")
+        ));
         assert_eq!(c.rooms[0].origin_aware, Some(OriginAware::default()));
     }
 }

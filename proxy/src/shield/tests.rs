@@ -19,66 +19,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::test_fixture::{self, Room, Table, KEYS};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shop::{Shop, ShopConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// The shop on `port` (with `upstream` lines) behind a catalog route for everything (with
+/// `route` lines), essential, optional and default routes, and a room over the whole shop that
+/// follows the origin's health; `extra_cache` lines in `[cache]`.
 fn config(extra_cache: &str, route: &str, upstream: &str, port: u16) -> Config {
+    let health = Table::new()
+        .set("min_factor", 0.5)
+        .set("latency_target", "200ms");
+    let launch = Room::new("launch")
+        .paths(&["/"])
+        .table("origin_aware", health);
+    let pool = test_fixture::shop_pool(&format!("127.0.0.1:{port}"));
+    let routes = [
+        test_fixture::route("/", Some("catalog"), route),
+        test_fixture::route("/checkout", Some("essential"), ""),
+        test_fixture::route("/reviews", Some("optional"), ""),
+        test_fixture::route("/account", None, ""),
+    ]
+    .concat();
     let text = format!(
-        r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-
-[cache]
-{extra_cache}
-
-[upstreams.shop]
-servers = ["127.0.0.1:{port}"]
-connect_timeout = "1s"
-read_timeout = "2s"
-{upstream}
-
-[[routes]]
-path = "/"
-upstream = "shop"
-kind = "catalog"
-{route}
-
-[[routes]]
-path = "/checkout"
-upstream = "shop"
-kind = "essential"
-
-[[routes]]
-path = "/reviews"
-upstream = "shop"
-kind = "optional"
-
-[[routes]]
-path = "/account"
-upstream = "shop"
-
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-[rooms.origin_aware]
-min_factor = 0.5
-latency_target = "200ms"
-"#
+        "{KEYS}\n[cache]\n{extra_cache}\n{pool}connect_timeout = \"1s\"\nread_timeout = \"2s\"\n\
+         {upstream}\n{routes}{launch}"
     );
-    Config::parse(
-        "test.toml",
-        &text,
-        waitroom::UnixMillis::from_secs(1_800_000_000),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    test_fixture::parse("test.toml", &text)
 }
 
 struct Rig {
