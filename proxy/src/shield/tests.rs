@@ -26,27 +26,89 @@ use crate::shop::{Shop, ShopConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// The shop on `port` (with `upstream` lines) behind a catalog route for everything (with
-/// `route` lines), essential, optional and default routes, and a room over the whole shop that
-/// follows the origin's health; `extra_cache` lines in `[cache]`.
-fn config(extra_cache: &str, route: &str, upstream: &str, port: u16) -> Config {
+/// What a test adds to [`config`]: lines for `[cache]`, the shop pool and the catch-all
+/// catalog route, and the shop's port.
+#[derive(Debug, Clone, Copy)]
+struct Lines {
+    cache: &'static str,
+    pool: &'static str,
+    catalog_route: &'static str,
+    port: u16,
+}
+
+impl Default for Lines {
+    /// Nothing added; the shop on port 9 (nothing listens: these tests fetch nothing).
+    fn default() -> Self {
+        Self {
+            cache: "",
+            pool: "",
+            catalog_route: "",
+            port: 9,
+        }
+    }
+}
+
+impl Lines {
+    fn cache(cache: &'static str) -> Self {
+        Self {
+            cache,
+            ..Self::default()
+        }
+    }
+
+    fn pool(pool: &'static str) -> Self {
+        Self {
+            pool,
+            ..Self::default()
+        }
+    }
+
+    fn catalog_route(catalog_route: &'static str) -> Self {
+        Self {
+            catalog_route,
+            ..Self::default()
+        }
+    }
+
+    fn on_port(port: u16) -> Self {
+        Self {
+            port,
+            ..Self::default()
+        }
+    }
+}
+
+/// [`config`] with nothing added.
+fn plain() -> Config {
+    config(Lines::default())
+}
+
+/// The shop behind a catalog route for everything, essential, optional and default routes,
+/// and a room over the whole shop that follows the origin's health; `lines` added.
+fn config(lines: Lines) -> Config {
+    let Lines {
+        cache,
+        pool,
+        catalog_route,
+        port,
+    } = lines;
     let health = Table::new()
         .set("min_factor", 0.5)
         .set("latency_target", "200ms");
     let launch = Room::new("launch")
         .paths(&["/"])
         .table("origin_aware", health);
-    let pool = test_fixture::shop_pool(&format!("127.0.0.1:{port}"));
+    let shop = test_fixture::shop_pool(&format!("127.0.0.1:{port}"));
     let routes = [
-        test_fixture::route("/", Some("catalog"), route),
+        test_fixture::route("/", Some("catalog"), catalog_route),
         test_fixture::route("/checkout", Some("essential"), ""),
         test_fixture::route("/reviews", Some("optional"), ""),
         test_fixture::route("/account", None, ""),
     ]
     .concat();
     let text = format!(
-        "{KEYS}\n[cache]\n{extra_cache}\n{pool}connect_timeout = \"1s\"\nread_timeout = \"2s\"\n\
-         {upstream}\n{routes}{launch}"
+        "{KEYS}\n[cache]\n{cache}\n{shop}connect_timeout = \"1s\"\nread_timeout = \"2s\"\n\
+         {pool}\n{routes}{launch}"
     );
     test_fixture::parse("test.toml", &text)
 }
@@ -109,6 +171,12 @@ impl Rig {
             other => panic!("expected a leader, got {other:?}"),
         }
     }
+
+    /// Stores `body` for `key` at `now`, as a 200 with `Cache-Control: cache_control`.
+    fn store(&self, key: &CacheKey, cache_control: &str, body: &str, now: Instant) {
+        let r = resp(200, &[("cache-control", cache_control)]);
+        fill(self.leader(key, &no_headers(), now), &r, body, now).expect("stored");
+    }
 }
 
 fn key(pq: &str) -> CacheKey {
@@ -160,7 +228,7 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn miss_fill_hit_and_the_response_header() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/products?b=2&a=1");
     let g = rig.leader(&k, &no_headers(), t0);
@@ -209,7 +277,7 @@ fn miss_fill_hit_and_the_response_header() {
 
 #[test]
 fn routes_without_caching_and_uncacheable_requests_bypass() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let account = rig.route("/account");
     match rig
         .shield
@@ -223,17 +291,15 @@ fn routes_without_caching_and_uncacheable_requests_bypass() {
 
 #[test]
 fn stale_windows_in_order() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/p");
-    let r = resp(
-        200,
-        &[(
-            "cache-control",
-            "max-age=10, stale-while-revalidate=5, stale-if-error=60",
-        )],
+    rig.store(
+        &k,
+        "max-age=10, stale-while-revalidate=5, stale-if-error=60",
+        "v1",
+        t0,
     );
-    fill(rig.leader(&k, &no_headers(), t0), &r, "v1", t0).expect("stored");
     let h = no_headers();
 
     assert!(matches!(rig.ready(&k, &h, t0 + secs(9)), Resolved::Hit(_)));
@@ -266,11 +332,10 @@ fn stale_windows_in_order() {
 
 #[test]
 fn must_revalidate_disables_stale() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/strict");
-    let r = resp(200, &[("cache-control", "max-age=10, must-revalidate")]);
-    fill(rig.leader(&k, &no_headers(), t0), &r, "x", t0).expect("stored");
+    rig.store(&k, "max-age=10, must-revalidate", "x", t0);
     assert!(rig
         .shield
         .stale_for(rig.catalog(), &k, &no_headers(), t0 + secs(11))
@@ -279,14 +344,10 @@ fn must_revalidate_disables_stale() {
 
 #[test]
 fn slow_origin_past_the_budget_gets_stale() {
-    let rig = Rig::new(config("", "latency_budget = \"100ms\"", "", 9));
+    let rig = Rig::new(config(Lines::catalog_route("latency_budget = \"100ms\"")));
     let t0 = Instant::now();
     let k = key("/slow");
-    let r = resp(
-        200,
-        &[("cache-control", "max-age=1, stale-while-revalidate=0")],
-    );
-    fill(rig.leader(&k, &no_headers(), t0), &r, "old", t0).expect("stored");
+    rig.store(&k, "max-age=1, stale-while-revalidate=0", "old", t0);
     let later = t0 + secs(3);
     // A fast origin: the request revalidates itself.
     for _ in 0..20 {
@@ -308,7 +369,7 @@ fn slow_origin_past_the_budget_gets_stale() {
 
 #[tokio::test]
 async fn one_leader_many_waiters_all_served() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/drop");
     let h = no_headers();
@@ -354,7 +415,7 @@ async fn one_leader_many_waiters_all_served() {
 /// 100 concurrent requests on a multi-threaded runtime: exactly one goes to the "origin".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_origin_request() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let origin_requests = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..100)
@@ -400,7 +461,7 @@ async fn concurrent_misses_make_one_origin_request() {
 
 #[tokio::test]
 async fn a_dropped_leader_releases_its_waiters_and_slot() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/fails");
     let h = no_headers();
@@ -434,7 +495,7 @@ async fn a_dropped_leader_releases_its_waiters_and_slot() {
 
 #[tokio::test]
 async fn an_uncacheable_response_releases_waiters_and_is_remembered() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/me");
     let h = no_headers();
@@ -468,7 +529,7 @@ async fn an_uncacheable_response_releases_waiters_and_is_remembered() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_is_bounded_by_the_lock_timeout() {
-    let rig = Rig::new(config("lock_timeout = \"2s\"", "", "", 9));
+    let rig = Rig::new(config(Lines::cache("lock_timeout = \"2s\"")));
     let t0 = Instant::now();
     let k = key("/stuck");
     let h = no_headers();
@@ -484,7 +545,7 @@ async fn waiting_is_bounded_by_the_lock_timeout() {
 
 #[tokio::test]
 async fn vary_selects_variants() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let k = key("/i18n");
     let en = headers(&[("accept-language", "en")]);
@@ -526,7 +587,7 @@ async fn vary_selects_variants() {
 
 #[test]
 fn head_is_answered_from_get_and_never_fills() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let head = CacheKey::new(&Method::HEAD, "shop.example", "/h").expect("key");
     assert!(matches!(
@@ -550,12 +611,9 @@ fn head_is_answered_from_get_and_never_fills() {
 
 #[test]
 fn memory_stays_within_max_bytes() {
-    let rig = Rig::new(config(
+    let rig = Rig::new(config(Lines::cache(
         "max_bytes = \"1MiB\"\nmax_object = \"64KiB\"",
-        "",
-        "",
-        9,
-    ));
+    )));
     let t0 = Instant::now();
     let page = "x".repeat(32 * 1024);
     for i in 0..100 {
@@ -578,7 +636,7 @@ fn memory_stays_within_max_bytes() {
 
 #[test]
 fn bodies_over_max_object_are_not_stored() {
-    let rig = Rig::new(config("max_object = \"1KiB\"", "", "", 9));
+    let rig = Rig::new(config(Lines::cache("max_object = \"1KiB\"")));
     let t0 = Instant::now();
     let cc = ("cache-control", "max-age=60");
     // Announced by Content-Length: refused at the header.
@@ -604,7 +662,7 @@ fn bodies_over_max_object_are_not_stored() {
 
 #[test]
 fn purge_by_key_prefix_and_all() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let ok = resp(200, &[("cache-control", "max-age=600")]);
     for pq in ["/products/a", "/products/b?x=1", "/productsx", "/about"] {
@@ -667,12 +725,9 @@ fn purge_requests_from_json() {
 
 #[test]
 fn shedding_through_the_engine() {
-    let rig = Rig::new(config(
-        "",
-        "",
+    let rig = Rig::new(config(Lines::pool(
         "max_concurrent = 4\noptional_share = 0.25\nessential_reserve = 0.25",
-        9,
-    ));
+    )));
     let now = Instant::now();
     let optional = rig.route("/reviews");
     let essential = rig.route("/checkout");
@@ -708,7 +763,7 @@ fn shedding_through_the_engine() {
 
 #[test]
 fn origin_factor_follows_pool_health() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     assert_eq!(rig.shield.origin_factor("launch", t0), 1.0);
     assert_eq!(rig.shield.origin_factor("no-such-room", t0), 1.0);
@@ -898,16 +953,17 @@ async fn fetcher_times_out_and_reports_refused_connections() {
 #[tokio::test]
 async fn stale_while_revalidate_refreshes_once_from_the_shop() {
     let shop = start_shop().await;
-    let cfg = config("", "", "", shop.addr.port());
+    let cfg = config(Lines::on_port(shop.addr.port()));
     let fetcher: Arc<dyn Fetcher> = Arc::new(fetcher_for(shop.addr, Duration::from_secs(2)));
     let rig = Rig::with_fetcher(cfg, Some(fetcher));
     let t0 = Instant::now();
     let k = key("/api/products");
-    let old = resp(
-        200,
-        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+    rig.store(
+        &k,
+        "max-age=1, stale-while-revalidate=60",
+        "old catalog",
+        t0,
     );
-    fill(rig.leader(&k, &no_headers(), t0), &old, "old catalog", t0).expect("stored");
 
     let stale_at = t0 + secs(2);
     for _ in 0..20 {
@@ -957,7 +1013,7 @@ fn context_types_are_send_and_sync() {
 
 #[test]
 fn no_content_is_served_without_a_length() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let g = rig.leader(&key("/ping"), &no_headers(), t0);
     let e = fill(g, &resp(204, &[("cache-control", "max-age=60")]), "", t0).expect("stored");
