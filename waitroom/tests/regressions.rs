@@ -24,21 +24,10 @@ fn nz(n: u32) -> NonZeroU32 {
 fn shuffled_room(t0: u64, pre: u64, start: u64) -> RoomSettings {
     let mut s = RoomSettings::new(ROOM, nz(600), nz(2000));
     s.seed_secret = [42u8; 32];
-    let name = "launch";
-    s.events.push(EventSettings {
-        name: name.into(),
-        id: EventSettings::id_for(name),
-        prequeue_at: Some(UnixMillis(t0 + pre)),
-        starts_at: UnixMillis(t0 + start),
-        ends_at: UnixMillis(t0 + 3_600_000),
-        shuffle: true,
-        new_users_per_minute: None,
-        total_active_users: None,
-        session_duration: None,
-        session_mode: None,
-        method: None,
-        message: None,
-    });
+    let (starts_at, ends_at) = (UnixMillis(t0 + start), UnixMillis(t0 + 3_600_000));
+    let prequeue_at = Some(UnixMillis(t0 + pre));
+    let window = EventSettings::window("launch", prequeue_at, starts_at, ends_at, true);
+    s.events.push(window);
     s.validate().expect("valid settings");
     s
 }

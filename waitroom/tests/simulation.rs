@@ -211,19 +211,19 @@ impl Scenario {
             shuffle = kind == Kind::ShuffledPrequeue;
             let name = format!("launch-{seed}");
             event_id = EventSettings::id_for(&name);
-            s.events.push(EventSettings {
-                name,
-                id: event_id,
-                prequeue_at: Some(UnixMillis(pre)),
-                starts_at: UnixMillis(start),
-                ends_at: UnixMillis(start + 24 * 3600 * 1000),
+            let ends_at = UnixMillis(start + 24 * 3600 * 1000);
+            let window = EventSettings::window(
+                &name,
+                Some(UnixMillis(pre)),
+                UnixMillis(start),
+                ends_at,
                 shuffle,
+            );
+            s.events.push(EventSettings {
                 new_users_per_minute: Some(nz(rate)),
                 total_active_users: Some(nz(cap)),
-                session_duration: None,
-                session_mode: None,
-                method: None,
                 message: Some("Launch day".into()),
+                ..window
             });
             prequeue_at = Some(pre);
             sim_start = pre - 40_000;
