@@ -284,17 +284,12 @@ mod tests {
 
     #[test]
     fn defaults_change_nothing() {
-        let routes = r#"
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-[[routes]]
-path = "/"
-upstream = "shop"
-[[routes]]
-path = "/products"
-upstream = "shop"
-kind = "catalog"
-"#;
+        let routes = [
+            test_fixture::shop_pool("127.0.0.1:3000"),
+            test_fixture::route("/", None, ""),
+            test_fixture::route("/products", Some("catalog"), ""),
+        ]
+        .concat();
         let c = parse(&format!("{routes}{}", room()));
         assert_eq!(c.cache, CacheSettings::default());
         assert_eq!(c.routes[0].shield, RouteShield::default());
@@ -314,38 +309,32 @@ kind = "catalog"
 
     #[test]
     fn every_key_is_read() {
-        let sections = r#"
-[cache]
-max_bytes = "64MiB"
-max_object = "512KiB"
-default_ttl = "3s"
-stale_while_revalidate = "20s"
-stale_if_error = "30m"
-max_stale = "2h"
-lock_timeout = "750ms"
-
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-max_concurrent = 300
-optional_share = 0.4
-essential_reserve = 0.1
-latency_target = "400ms"
-
-[[routes]]
-path = "/"
-upstream = "shop"
-kind = "catalog"
-cache_ttl = "30s"
-stale_while_revalidate = "1m"
-stale_if_error = "2h"
-latency_budget = "250ms"
-
-[[routes]]
-path = "/reviews"
-upstream = "shop"
-kind = "optional"
-cache_ttl = "5s"
-"#;
+        let cache = Table::new()
+            .set("max_bytes", "64MiB")
+            .set("max_object", "512KiB")
+            .set("default_ttl", "3s")
+            .set("stale_while_revalidate", "20s")
+            .set("stale_if_error", "30m")
+            .set("max_stale", "2h")
+            .set("lock_timeout", "750ms");
+        let pool = Table::new()
+            .set("servers", ["127.0.0.1:3000"])
+            .set("max_concurrent", 300)
+            .set("optional_share", 0.4)
+            .set("essential_reserve", 0.1)
+            .set("latency_target", "400ms");
+        let catalog = Table::new()
+            .set("cache_ttl", "30s")
+            .set("stale_while_revalidate", "1m")
+            .set("stale_if_error", "2h")
+            .set("latency_budget", "250ms");
+        let reviews = Table::new().set("cache_ttl", "5s");
+        let sections = [
+            format!("\n[cache]\n{cache}\n[upstreams.shop]\n{pool}"),
+            test_fixture::route("/", Some("catalog"), &catalog.to_string()),
+            test_fixture::route("/reviews", Some("optional"), &reviews.to_string()),
+        ]
+        .concat();
         let health = Table::new()
             .set("min_factor", 0.3)
             .set("latency_target", "250ms")
