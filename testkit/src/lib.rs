@@ -34,7 +34,7 @@ mod redis;
 pub mod shopper;
 mod wait;
 
-pub use config::{Bot, Config, Room, Secret, Store};
+pub use config::{Bot, Config, Room, Route, Secret, Store};
 pub use node::{cli, flashgate_bin, Launch, Node, Ready};
 pub use origin::Origin;
 pub use ports::free_port;

@@ -7,7 +7,7 @@ use flashgate::shop::Shop;
 use serde_json::{json, Value};
 use testkit::config::Table;
 use testkit::shopper::get_json;
-use testkit::{Bot, Config, Metrics, Node, Origin, Room};
+use testkit::{Bot, Config, Metrics, Node, Origin, Room, Route};
 
 use super::{
     browser_without_language, client_at, get, header_map, retry_after, status, trusting, BROWSER,
@@ -34,7 +34,7 @@ fn swarm(origin: SocketAddr) -> Config {
         .capacity(1000)
         .poll("1s")
         .windows("60s", "20s");
-    let cfg = trusting(origin).route("/products", "catalog");
+    let cfg = trusting(origin).route(Route::new("/products").kind("catalog"));
     cfg.table("bot", lists).room(drop.status_code(202).bot(bot))
 }
 

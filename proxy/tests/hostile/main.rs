@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use testkit::{shopper, Config, Node, Room};
+use testkit::{shopper, Config, Node, Room, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -234,7 +234,7 @@ enum Want {
 fn config(origin: &RawOrigin) -> Config {
     let drop = Room::new("drop").hosts(&["shop.test"]).paths(&["/drops"]);
     Config::new(origin.addr)
-        .route("/static", "bypass")
+        .route(Route::new("/static").kind("bypass"))
         .room(drop)
 }
 

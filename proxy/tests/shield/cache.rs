@@ -6,10 +6,8 @@ use super::*;
 async fn catalog_is_cached_never_shares_private_responses_and_purges() {
     let origin = Origin::start().await;
     // `cache_ttl` overrides the shop's `max-age=5`, but never the never-cache rules.
-    let fg = Node::start(
-        &Config::new(origin.addr).extra(catalog_route("/products", "cache_ttl = \"1m\"")),
-    )
-    .await;
+    let products = catalog("/products", Some("1m"), None, None);
+    let fg = Node::start(&Config::new(origin.addr).route(products)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
@@ -110,7 +108,8 @@ async fn catalog_is_cached_never_shares_private_responses_and_purges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_misses_make_one_origin_request() {
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(catalog_route("/products", ""))).await;
+    let products = catalog("/products", None, None, None);
+    let fg = Node::start(&Config::new(origin.addr).route(products)).await;
     let shop = &origin.shop;
     // Slow enough that the crowd arrives while the first request is still at the origin.
     shop.set_path_fault(

@@ -19,7 +19,7 @@ use flashgate::shop::{PathFault, Shop};
 use serde_json::{json, Value};
 use testkit::config::Table;
 use testkit::shopper::{self, Poll, Reply as Got};
-use testkit::{wait_until, Config, Node, Origin, Room};
+use testkit::{wait_until, Config, Node, Origin, Room, Route};
 use tokio::task::JoinSet;
 
 /// How slow the "slow origin" is.
@@ -61,7 +61,18 @@ async fn cache_report(fg: &Node) -> Value {
     report
 }
 
-/// Extra config: a route of `kind = "catalog"` at `path` on the `shop` pool, with `keys`.
-fn catalog_route(path: &str, keys: &str) -> String {
-    format!("[[routes]]\npath = \"{path}\"\nupstream = \"shop\"\nkind = \"catalog\"\n{keys}\n")
+/// A catalog route at `path` (to the `shop` pool): cached for `ttl`, served stale while it
+/// revalidates for `swr` and on origin errors for `sie` (`None`: the `[cache]` default).
+fn catalog(path: &str, ttl: Option<&str>, swr: Option<&str>, sie: Option<&str>) -> Route {
+    let mut r = Route::new(path).kind("catalog");
+    for (key, value) in [
+        ("cache_ttl", ttl),
+        ("stale_while_revalidate", swr),
+        ("stale_if_error", sie),
+    ] {
+        if let Some(v) = value {
+            r = r.set(key, v);
+        }
+    }
+    r
 }

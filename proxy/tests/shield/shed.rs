@@ -3,50 +3,29 @@
 use super::*;
 
 /// `max_concurrent = 4`: essential routes may use 4 slots, default ones 2, optional ones 1.
-fn limited_pool(origin: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.limited]
-servers = ["{origin}"]
-connect_timeout = "500ms"
-read_timeout = "10s"
-max_concurrent = 4
-essential_reserve = 0.5
-optional_share = 0.25
-
-[[routes]]
-path = "/echo"
-upstream = "limited"
-
-[[routes]]
-path = "/healthz"
-upstream = "limited"
-
-[[routes]]
-path = "/cart"
-upstream = "limited"
-kind = "essential"
-
-[[routes]]
-path = "/api/inventory"
-upstream = "limited"
-kind = "optional"
-
-[[routes]]
-path = "/api/products"
-upstream = "limited"
-kind = "optional"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-"#
-    )
+fn limited_pool(origin: &Origin) -> Config {
+    let pool = Table::new()
+        .set("servers", [origin.addr.to_string().as_str()])
+        .set("connect_timeout", "500ms")
+        .set("read_timeout", "10s")
+        .set("max_concurrent", 4)
+        .set("essential_reserve", 0.5)
+        .set("optional_share", 0.25);
+    let to_pool = |route: Route| route.upstream("limited");
+    let products = catalog("/api/products", Some("1s"), Some("0s"), Some("1m")).kind("optional");
+    Config::new(origin.addr)
+        .upstream("limited", pool)
+        .route(to_pool(Route::new("/echo")))
+        .route(to_pool(Route::new("/healthz")))
+        .route(to_pool(Route::new("/cart").kind("essential")))
+        .route(to_pool(Route::new("/api/inventory").kind("optional")))
+        .route(to_pool(products))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(limited_pool(origin.addr))).await;
+    let fg = Node::start(&limited_pool(&origin)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);

@@ -5,11 +5,8 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
     let origin = Origin::start().await;
-    let extra = catalog_route(
-        "/products",
-        "cache_ttl = \"1s\"\nstale_while_revalidate = \"30s\"",
-    );
-    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let products = catalog("/products", Some("1s"), Some("30s"), None);
+    let fg = Node::start(&Config::new(origin.addr).route(products)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = format!("{}/products", fg.base);
@@ -96,7 +93,7 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() {
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(slow_pool_routes(origin.addr))).await;
+    let fg = Node::start(&slow_pool_routes(&origin)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
@@ -195,19 +192,10 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     let origin = Origin::start().await;
-    let extra = [
-        catalog_route(
-            "/products",
-            "cache_ttl = \"1s\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"1m\"",
-        ),
-        // A short stale-if-error window, to see it end.
-        catalog_route(
-            "/api/products",
-            "cache_ttl = \"1s\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"1s\"",
-        ),
-    ]
-    .concat();
-    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let products = catalog("/products", Some("1s"), Some("0s"), Some("1m"));
+    // A short stale-if-error window, to see it end.
+    let api = catalog("/api/products", Some("1s"), Some("0s"), Some("1s"));
+    let fg = Node::start(&Config::new(origin.addr).route(products).route(api)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = |p: &str| format!("{}{p}", fg.base);
@@ -312,46 +300,28 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     assert_eq!(get(&c, &url("/products")).await.cache(), Some("hit"));
 }
 
-/// Catalog routes without stale-while-revalidate: past its TTL a copy is only good for
-/// errors, or while the pool is slower than the route's latency budget.
-fn slow_pool_routes(origin: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.storefront]
-servers = ["{origin}"]
-read_timeout = "10s"
-latency_target = "1s"
-
-[[routes]]
-path = "/echo"
-upstream = "storefront"
-
-[[routes]]
-path = "/healthz"
-upstream = "storefront"
-
-[[routes]]
-path = "/api/inventory"
-upstream = "storefront"
-kind = "optional"
-
-[[routes]]
-path = "/api/products"
-upstream = "storefront"
-kind = "catalog"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-latency_budget = "300ms"
-
-[[routes]]
-path = "/products"
-upstream = "storefront"
-kind = "catalog"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-"#,
-        origin = origin
-    )
+/// Catalog routes without stale-while-revalidate on a pool that should answer within 1 s: past
+/// its TTL a copy is only good for errors, or while the pool is slower than the route's
+/// latency budget.
+fn slow_pool_routes(origin: &Origin) -> Config {
+    let pool = Table::new()
+        .set("servers", [origin.addr.to_string().as_str()])
+        .set("read_timeout", "10s")
+        .set("latency_target", "1s");
+    let to_pool = |route: Route| route.upstream("storefront");
+    Config::new(origin.addr)
+        .upstream("storefront", pool)
+        .route(to_pool(Route::new("/echo")))
+        .route(to_pool(Route::new("/healthz")))
+        .route(to_pool(Route::new("/api/inventory").kind("optional")))
+        .route(to_pool(
+            catalog("/api/products", Some("1s"), Some("0s"), Some("1m"))
+                .set("latency_budget", "300ms"),
+        ))
+        .route(to_pool(catalog(
+            "/products",
+            Some("1s"),
+            Some("0s"),
+            Some("1m"),
+        )))
 }

@@ -4,8 +4,10 @@
 //! and its rooms as typed [`Room`]s.
 
 mod room;
+mod route;
 
 pub use room::{quote, rooms, Bot, Room, Table, Value};
+pub use route::Route;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -137,14 +139,17 @@ impl Config {
         self
     }
 
-    /// One more route to the `shop` pool: `path`, of `kind` (`catalog`, `essential`, ...).
+    /// One more route, after the catch-all `/` to the `shop` pool.
     #[must_use]
-    pub fn route(mut self, path: &str, kind: &str) -> Self {
-        let (path, kind) = (quote(path), quote(kind));
-        self.extra.push_str(&format!(
-            "\n[[routes]]\npath = {path}\nupstream = \"shop\"\nkind = {kind}\n"
-        ));
+    pub fn route(mut self, route: Route) -> Self {
+        self.extra.push_str(&route.to_string());
         self
+    }
+
+    /// One more pool, `[upstreams.NAME]` (give it `servers`).
+    #[must_use]
+    pub fn upstream(self, name: &str, keys: Table) -> Self {
+        self.table(&format!("upstreams.{name}"), keys)
     }
 
     /// One more room.
