@@ -38,6 +38,8 @@ pub enum Store {
 pub enum Secret {
     /// [`SECRET`](crate::SECRET), inline.
     Test,
+    /// This key, inline.
+    Inline(String),
     /// `secret_env = NAME`: the key is in that environment variable (set it with
     /// [`Launch::env`](crate::Launch)).
     Env(String),
@@ -60,8 +62,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `tls_cert`, `tls_key`.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// The `shop` pool's read timeout.
-    pub read_timeout: &'static str,
+    /// The `shop` pool's connect and read timeouts.
+    pub timeouts: (&'static str, &'static str),
+    /// Worker threads.
+    pub threads: usize,
     /// More lines for `[server]`.
     pub server: String,
     /// More lines for `[upstreams.shop]` (e.g. a health check).
@@ -88,7 +92,8 @@ impl Config {
             trusted_proxies: Vec::new(),
             admin_token: None,
             tls: None,
-            read_timeout: "5s",
+            timeouts: ("500ms", "5s"),
+            threads: 2,
             server: String::new(),
             pool: String::new(),
             text: None,
@@ -175,9 +180,8 @@ impl Config {
 
     /// Believes `X-Forwarded-For` from loopback (tests play clients at many addresses).
     #[must_use]
-    pub fn trusting_loopback(mut self) -> Self {
-        self.trusted_proxies = vec!["127.0.0.1/32".to_owned()];
-        self
+    pub fn trusting_loopback(self) -> Self {
+        self.trusting(&["127.0.0.1/32"])
     }
 
     /// The admin API wants this bearer token.
@@ -204,7 +208,35 @@ impl Config {
     /// The `shop` pool's read timeout, e.g. `"10s"`.
     #[must_use]
     pub fn read_timeout(mut self, timeout: &'static str) -> Self {
-        self.read_timeout = timeout;
+        self.timeouts.1 = timeout;
+        self
+    }
+
+    /// The `shop` pool's connect timeout, e.g. `"1s"`.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: &'static str) -> Self {
+        self.timeouts.0 = timeout;
+        self
+    }
+
+    /// `threads` worker threads (2 unless set).
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from `proxies` (addresses or CIDRs).
+    #[must_use]
+    pub fn trusting(mut self, proxies: &[&str]) -> Self {
+        self.trusted_proxies = proxies.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// This signing key, inline (instead of [`SECRET`]).
+    #[must_use]
+    pub fn secret(mut self, key: &str) -> Self {
+        self.secret = Secret::Inline(key.to_owned());
         self
     }
 
@@ -244,9 +276,10 @@ impl Config {
             admin_port,
             tls_port,
             origin,
-            read_timeout,
+            threads,
             ..
         } = self;
+        let (connect_timeout, read_timeout) = self.timeouts;
         let mut server = String::new();
         if !self.trusted_proxies.is_empty() {
             let list: Vec<String> = self
@@ -270,6 +303,7 @@ impl Config {
         server.push_str(&self.server);
         let secret = match &self.secret {
             Secret::Test => format!("secret = \"{SECRET}\""),
+            Secret::Inline(key) => format!("secret = {}", quote(key)),
             Secret::Env(var) => format!("secret_env = \"{var}\""),
         };
         let store = match &self.store {
@@ -284,7 +318,7 @@ impl Config {
 [server]
 listen = ["127.0.0.1:{port}"]
 admin_listen = "127.0.0.1:{admin_port}"
-threads = 2
+threads = {threads}
 {server}
 [keys]
 active = 1
@@ -297,7 +331,7 @@ id = 1
 
 [upstreams.shop]
 servers = ["{origin}"]
-connect_timeout = "500ms"
+connect_timeout = "{connect_timeout}"
 read_timeout = "{read_timeout}"
 {pool}
 [[routes]]
