@@ -160,7 +160,7 @@ impl Node {
         if upgrade {
             cmd.arg("--upgrade");
         }
-        if let Some(token) = &self.cfg.admin_token {
+        if let Some(token) = &self.cfg.base.server.admin_token {
             cmd.env(ADMIN_TOKEN_ENV, token);
         }
         for (k, v) in &self.launch.env {
@@ -412,7 +412,7 @@ impl Node {
     pub async fn admin_req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut r = reqwest::Client::new().request(m, format!("{}{path}", self.admin));
-        if let Some(t) = &self.cfg.admin_token {
+        if let Some(t) = &self.cfg.base.server.admin_token {
             r = r.bearer_auth(t);
         }
         if let Some(b) = body {
@@ -462,7 +462,7 @@ impl Node {
     /// The node's Prometheus text.
     pub async fn metrics_text(&self) -> String {
         let mut r = reqwest::Client::new().get(format!("{}/metrics", self.admin));
-        if let Some(t) = &self.cfg.admin_token {
+        if let Some(t) = &self.cfg.base.server.admin_token {
             r = r.bearer_auth(t);
         }
         let resp = r.send().await.expect("admin reachable");

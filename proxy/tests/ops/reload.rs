@@ -27,7 +27,7 @@ async fn reload_by_sighup_and_api_under_load_drops_nothing() {
     .await;
 
     // 1. SIGHUP: a new rate, a new message, a new room.
-    cfg.rooms = vec![
+    cfg.rest.rooms = vec![
         room("drop", "/echo", 7000, "after SIGHUP"),
         room("extra", "/cart", 30, "new room"),
     ];
@@ -52,7 +52,7 @@ async fn reload_by_sighup_and_api_under_load_drops_nothing() {
     load.advance(20).await;
 
     // 2. The admin API: answers only once the new config is in force.
-    cfg.rooms = vec![
+    cfg.rest.rooms = vec![
         room("drop", "/echo", 7000, "after API"),
         room("extra", "/cart", 45, "new room"),
     ];
@@ -95,7 +95,7 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
     let file = node.config.display().to_string();
 
     // An invalid value: refused with FILE: dotted.key: reason, the old config stays.
-    cfg.rooms = vec![room("drop", "/echo", 0, "steady")];
+    cfg.rest.rooms = vec![room("drop", "/echo", 0, "steady")];
     node.rewrite(&cfg);
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
     let expected = format!("{file}: rooms[0].new_users_per_minute: must be > 0");
@@ -154,7 +154,7 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
         .is_err());
 
     // So does the catalog cache's size (the cache is built at start); a restart message again.
-    cfg.rooms = vec![room("drop", "/echo", 60, "steady")];
+    cfg.rest.rooms = vec![room("drop", "/echo", 60, "steady")];
     let cache = Table::new().set("max_bytes", "64MiB");
     node.rewrite(&cfg.clone().table("cache", cache));
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
@@ -167,7 +167,7 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
     );
 
     // The same file without the listener change reloads.
-    cfg.rooms = vec![room("drop", "/echo", 61, "steady")];
+    cfg.rest.rooms = vec![room("drop", "/echo", 61, "steady")];
     node.rewrite(&cfg);
     let (code, _) = node.admin_req("POST", "/api/reload", None).await;
     assert_eq!(code, 200);

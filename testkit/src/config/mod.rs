@@ -52,65 +52,95 @@ pub struct Config {
     pub admin_port: u16,
     /// The TLS listener's port (listened on only with [`Config::tls`]).
     pub tls_port: u16,
-    /// The `shop` pool's one server.
-    pub origin: SocketAddr,
-    pub store: Store,
+    /// What every node's file has: `[server]`, `[keys]`, `[store]`, the `shop` pool.
+    pub base: Base,
+    /// What follows the catch-all route.
+    pub rest: Rest,
+}
+
+/// The sections every node's file has.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub server: Server,
     pub secret: Secret,
-    /// `trusted_proxies` in `[server]` (X-Forwarded-For from these addresses is believed).
+    pub store: Store,
+    pub shop: Shop,
+    /// The whole file as written (a shipped config), instead of the base and the rest: the
+    /// ports then only say where the node listens.
+    pub text: Option<String>,
+}
+
+/// `[server]`, beyond the listeners.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    /// `trusted_proxies` (X-Forwarded-For from these addresses is believed).
     pub trusted_proxies: Vec<String>,
     /// The admin API's bearer token, read from [`ADMIN_TOKEN_ENV`] by the node.
     pub admin_token: Option<String>,
     /// `tls_cert`, `tls_key`.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// The `shop` pool's connect and read timeouts.
+    /// More lines, as written.
+    pub lines: String,
+}
+
+/// `[upstreams.shop]`: the origin.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    /// The pool's one server.
+    pub origin: SocketAddr,
+    /// Connect and read timeouts.
     pub timeouts: (&'static str, &'static str),
-    /// Worker threads.
-    pub threads: usize,
-    /// More lines for `[server]`.
-    pub server: String,
-    /// More lines for `[upstreams.shop]` (e.g. a health check).
-    pub pool: String,
-    /// The whole file as written (a shipped config), instead of the base: the other fields
-    /// then only say where the node listens.
-    pub text: Option<String>,
-    /// What follows the catch-all route: more routes, more tables, rooms as text.
+    /// More lines (e.g. a health check).
+    pub lines: String,
+}
+
+/// What follows the catch-all route.
+#[derive(Debug, Clone, Default)]
+pub struct Rest {
+    /// More tables and routes, as text.
     pub extra: String,
-    /// Rooms, after `extra`.
+    /// The rooms, after `extra`.
     pub rooms: Vec<Room>,
 }
 
 impl Config {
     /// The base config in front of `origin`, on three free ports.
     pub fn new(origin: SocketAddr) -> Self {
+        let server = Server {
+            threads: 2,
+            trusted_proxies: Vec::new(),
+            admin_token: None,
+            tls: None,
+            lines: String::new(),
+        };
+        let shop = Shop {
+            origin,
+            timeouts: ("500ms", "5s"),
+            lines: String::new(),
+        };
+        let base = Base {
+            server,
+            secret: Secret::Test,
+            store: Store::Memory,
+            shop,
+            text: None,
+        };
         Self {
             port: free_port(),
             admin_port: free_port(),
             tls_port: free_port(),
-            origin,
-            store: Store::Memory,
-            secret: Secret::Test,
-            trusted_proxies: Vec::new(),
-            admin_token: None,
-            tls: None,
-            timeouts: ("500ms", "5s"),
-            threads: 2,
-            server: String::new(),
-            pool: String::new(),
-            text: None,
-            extra: String::new(),
-            rooms: Vec::new(),
+            base,
+            rest: Rest::default(),
         }
     }
 
     /// A config file as written that listens on `port` and `admin_port`.
     pub fn from_text(text: impl Into<String>, port: u16, admin_port: u16) -> Self {
         let unreachable = SocketAddr::from(([127, 0, 0, 1], 9));
-        Self {
-            port,
-            admin_port,
-            text: Some(text.into()),
-            ..Self::new(unreachable)
-        }
+        let mut cfg = Self::new(unreachable).ports(port, admin_port);
+        cfg.base.text = Some(text.into());
+        cfg
     }
 
     /// Listens on `port` and `admin_port` instead (for a file that is only parsed).
@@ -133,21 +163,21 @@ impl Config {
     /// Rooms, routes and tables after the base (replaces what was there).
     #[must_use]
     pub fn extra(mut self, extra: impl Into<String>) -> Self {
-        self.extra = extra.into();
+        self.rest.extra = extra.into();
         self
     }
 
     /// One more top-level table, `[name]` (e.g. `bot`, `events`, `cache`), after `extra`.
     #[must_use]
     pub fn table(mut self, name: &str, table: Table) -> Self {
-        self.extra.push_str(&format!("\n[{name}]\n{table}"));
+        self.rest.extra.push_str(&format!("\n[{name}]\n{table}"));
         self
     }
 
     /// One more route, after the catch-all `/` to the `shop` pool.
     #[must_use]
     pub fn route(mut self, route: Route) -> Self {
-        self.extra.push_str(&route.to_string());
+        self.rest.extra.push_str(&route.to_string());
         self
     }
 
@@ -160,21 +190,21 @@ impl Config {
     /// One more room.
     #[must_use]
     pub fn room(mut self, room: Room) -> Self {
-        self.rooms.push(room);
+        self.rest.rooms.push(room);
         self
     }
 
     /// A fleet node on the Redis at `url`.
     #[must_use]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.store = Store::Redis(url.into());
+        self.base.store = Store::Redis(url.into());
         self
     }
 
     /// `body` as the `[store]` table.
     #[must_use]
     pub fn store(mut self, body: impl Into<String>) -> Self {
-        self.store = Store::Raw(body.into());
+        self.base.store = Store::Raw(body.into());
         self
     }
 
@@ -187,72 +217,72 @@ impl Config {
     /// The admin API wants this bearer token.
     #[must_use]
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
-        self.admin_token = Some(token.into());
+        self.base.server.admin_token = Some(token.into());
         self
     }
 
     /// The TLS listener with this certificate and key.
     #[must_use]
     pub fn tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
-        self.tls = Some((cert, key));
+        self.base.server.tls = Some((cert, key));
         self
     }
 
     /// The signing key from the environment variable `var`.
     #[must_use]
     pub fn secret_env(mut self, var: impl Into<String>) -> Self {
-        self.secret = Secret::Env(var.into());
+        self.base.secret = Secret::Env(var.into());
         self
     }
 
     /// The `shop` pool's read timeout, e.g. `"10s"`.
     #[must_use]
     pub fn read_timeout(mut self, timeout: &'static str) -> Self {
-        self.timeouts.1 = timeout;
+        self.base.shop.timeouts.1 = timeout;
         self
     }
 
     /// The `shop` pool's connect timeout, e.g. `"1s"`.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: &'static str) -> Self {
-        self.timeouts.0 = timeout;
+        self.base.shop.timeouts.0 = timeout;
         self
     }
 
     /// `threads` worker threads (2 unless set).
     #[must_use]
     pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
+        self.base.server.threads = threads;
         self
     }
 
     /// Believes `X-Forwarded-For` from `proxies` (addresses or CIDRs).
     #[must_use]
     pub fn trusting(mut self, proxies: &[&str]) -> Self {
-        self.trusted_proxies = proxies.iter().map(|p| (*p).to_owned()).collect();
+        self.base.server.trusted_proxies = proxies.iter().map(|p| (*p).to_owned()).collect();
         self
     }
 
     /// This signing key, inline (instead of [`SECRET`]).
     #[must_use]
     pub fn secret(mut self, key: &str) -> Self {
-        self.secret = Secret::Inline(key.to_owned());
+        self.base.secret = Secret::Inline(key.to_owned());
         self
     }
 
     /// One more line for `[server]`.
     #[must_use]
     pub fn server_line(mut self, line: &str) -> Self {
-        self.server.push_str(line);
-        self.server.push('\n');
+        self.base.server.lines.push_str(line);
+        self.base.server.lines.push('\n');
         self
     }
 
     /// One more line for `[upstreams.shop]`.
     #[must_use]
     pub fn pool_line(mut self, line: &str) -> Self {
-        self.pool.push_str(line);
-        self.pool.push('\n');
+        self.base.shop.lines.push_str(line);
+        self.base.shop.lines.push('\n');
         self
     }
 
@@ -268,51 +298,36 @@ impl Config {
 
     /// The TOML text.
     pub fn render(&self) -> String {
-        if let Some(text) = &self.text {
+        let Base {
+            server,
+            secret,
+            store,
+            shop,
+            text,
+        } = &self.base;
+        if let Some(text) = text {
             return text.clone();
         }
-        let Self {
-            port,
-            admin_port,
-            tls_port,
-            origin,
-            threads,
-            ..
-        } = self;
-        let (connect_timeout, read_timeout) = self.timeouts;
-        let mut server = String::new();
-        if !self.trusted_proxies.is_empty() {
-            let list: Vec<String> = self
-                .trusted_proxies
-                .iter()
-                .map(|p| format!("\"{p}\""))
-                .collect();
-            let _ = writeln!(server, "trusted_proxies = [{}]", list.join(", "));
-        }
-        if self.admin_token.is_some() {
-            let _ = writeln!(server, "admin_token_env = \"{ADMIN_TOKEN_ENV}\"");
-        }
-        if let Some((cert, key)) = &self.tls {
-            let _ = writeln!(
-                server,
-                "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-                cert.display(),
-                key.display()
-            );
-        }
-        server.push_str(&self.server);
-        let secret = match &self.secret {
+        let (port, admin_port) = (self.port, self.admin_port);
+        let threads = server.threads;
+        let server = server.render(self.tls_port);
+        let secret = match secret {
             Secret::Test => format!("secret = \"{SECRET}\""),
             Secret::Inline(key) => format!("secret = {}", quote(key)),
             Secret::Env(var) => format!("secret_env = \"{var}\""),
         };
-        let store = match &self.store {
+        let store = match store {
             Store::Memory => "snapshot_interval = \"50ms\"".to_owned(),
             Store::Redis(url) => format!(
                 "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"50ms\"\nbatch_window = \"2ms\""
             ),
             Store::Raw(body) => body.clone(),
         };
+        let Shop {
+            origin,
+            timeouts: (connect_timeout, read_timeout),
+            lines: pool,
+        } = shop;
         format!(
             r#"
 [server]
@@ -340,9 +355,32 @@ upstream = "shop"
 
 {extra}{rooms}
 "#,
-            pool = self.pool,
-            extra = self.extra,
-            rooms = rooms(&self.rooms),
+            extra = self.rest.extra,
+            rooms = rooms(&self.rest.rooms),
         )
+    }
+}
+
+impl Server {
+    /// The lines of `[server]` after the listeners (`tls_port` for a TLS listener).
+    fn render(&self, tls_port: u16) -> String {
+        let mut out = String::new();
+        if !self.trusted_proxies.is_empty() {
+            let list: Vec<String> = self.trusted_proxies.iter().map(|p| quote(p)).collect();
+            let _ = writeln!(out, "trusted_proxies = [{}]", list.join(", "));
+        }
+        if self.admin_token.is_some() {
+            let _ = writeln!(out, "admin_token_env = \"{ADMIN_TOKEN_ENV}\"");
+        }
+        if let Some((cert, key)) = &self.tls {
+            let _ = writeln!(
+                out,
+                "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                key.display()
+            );
+        }
+        out.push_str(&self.lines);
+        out
     }
 }
