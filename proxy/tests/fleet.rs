@@ -13,12 +13,12 @@ use testkit::{shopper, Config, Node, Origin, Room};
 
 /// Joins the line at `fg` (the room must be queueing); rooms here are told apart by host.
 async fn join(fg: &Node, c: &reqwest::Client, host: &str) -> u64 {
-    shopper::join(fg, c, "/echo", &[("host", host)]).await
+    shopper::join(c, &fg.url("/echo"), &[("host", host)]).await
 }
 
 /// (status, whether the origin answered) for `/echo` at `fg` with `Host: host`.
 async fn enter(fg: &Node, c: &reqwest::Client, host: &str) -> (u16, bool) {
-    shopper::enter(fg, c, "/echo", &[("host", host)]).await
+    shopper::enter(c, &fg.url("/echo"), &[("host", host)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -312,17 +312,10 @@ impl Events {
     }
 }
 
-/// GET `path` as an app does (`Accept: application/json`) with `headers`: (status, JSON body
+/// GET `url` as an app does (`Accept: application/json`) with `headers`: (status, JSON body
 /// or `Null`).
-pub async fn get_app(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Value) {
-    let mut req = c
-        .get(format!("{}{path}", at.base()))
-        .header("accept", "application/json");
+pub async fn get_app(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = c.get(url).header("accept", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -331,30 +324,20 @@ pub async fn get_app(
     (code, r.json().await.unwrap_or_default())
 }
 
-/// Joins the line at `path` (its room must be holding it: a 200 with a ticket); returns the
+/// Joins the line at `url` (its room must be holding it: a 200 with a ticket); returns the
 /// ticket number.
-pub async fn join(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> u64 {
-    let (code, st) = get_app(at, c, path, headers).await;
+pub async fn join(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u64 {
+    let (code, st) = get_app(c, url, headers).await;
     assert_eq!(code, 200, "queued: {st}");
     st["ticket"]
         .as_u64()
         .unwrap_or_else(|| panic!("a ticket: {st}"))
 }
 
-/// Tries to enter at `path` (the origin's `/echo`): (status, whether the origin answered —
-/// its echo reports the method).
-pub async fn enter(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, bool) {
-    let (code, body) = get_app(at, c, path, headers).await;
+/// Tries to enter at `url` (the origin's `/echo`): (status, whether the origin answered — its
+/// echo reports the method).
+pub async fn enter(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, bool) {
+    let (code, body) = get_app(c, url, headers).await;
     (code, body["method"] == "GET")
 }
 

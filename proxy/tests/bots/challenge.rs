@@ -145,14 +145,14 @@ async fn copied_tokens_do_not_spare_the_work(
         .and_then(|c| c.strip_prefix("fg_c_hype="))
         .expect("cookie value");
     let copied = format!("fg_c_hype={value}");
-    let (code, body) = shopper::get_app(fg, elsewhere, "/echo", &[("cookie", &copied)]).await;
+    let (code, body) = shopper::get_app(elsewhere, &fg.url("/echo"), &[("cookie", &copied)]).await;
     assert_eq!(code, 403, "a copied cookie bound to another /24");
     assert!(body["challenge"].is_string(), "challenged again: {body}");
     let as_app = [("x-flashgate-challenge", pass)];
-    let (code, _) = shopper::get_app(fg, elsewhere, "/echo", &as_app).await;
+    let (code, _) = shopper::get_app(elsewhere, &fg.url("/echo"), &as_app).await;
     assert_eq!(code, 403, "a pass bound to another /24");
     // ... while from its own network the app header works like the cookie.
     let own = client_at("100.80.1.99", BROWSER, false);
-    let (code, _) = shopper::get_app(fg, &own, "/echo", &as_app).await;
+    let (code, _) = shopper::get_app(&own, &fg.url("/echo"), &as_app).await;
     assert_eq!(code, 200, "the same /24 may use the pass");
 }

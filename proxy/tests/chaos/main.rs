@@ -55,12 +55,12 @@ async fn get(fg: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) -> reqw
 
 /// Joins the line at `/echo` (the room must be holding it); returns the ticket number.
 async fn join(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> u64 {
-    shopper::join(fg, c, "/echo", &[]).await
+    shopper::join(c, &format!("{}/echo", fg.base()), &[]).await
 }
 
 /// `(status, whether the origin answered)` for `/echo`.
 async fn enter(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> (u16, bool) {
-    shopper::enter(fg, c, "/echo", &[]).await
+    shopper::enter(c, &format!("{}/echo", fg.base()), &[]).await
 }
 
 /// A waiting shopper's history: the ticket must never change and the position never grow.

@@ -114,6 +114,17 @@ impl fmt::Display for Value {
     }
 }
 
+/// Setters of one key each: `name(arg)` sets `key` to `arg`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $t:ty) => $key:literal;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(self, $arg: $t) -> Self {
+            self.set($key, $arg)
+        }
+    )*};
+}
+
 /// The keys of one table, in the order they were first set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table(Vec<(String, Value)>);
@@ -187,15 +198,11 @@ impl Bot {
         self.challenge("always").set("difficulty", difficulty)
     }
 
-    /// `challenge`: `off`, `suspicious` or `always`.
-    #[must_use]
-    pub fn challenge(self, when: &str) -> Self {
-        self.set("challenge", when)
-    }
-
-    #[must_use]
-    pub fn max_difficulty(self, bits: u8) -> Self {
-        self.set("max_difficulty", bits)
+    setters! {
+        /// `challenge`: `off`, `suspicious` or `always`.
+        challenge(when: &str) => "challenge";
+        /// The most leading zero bits the difficulty rises to under pressure.
+        max_difficulty(bits: u8) => "max_difficulty";
     }
 
     /// `pressure_joins_per_second = 0`: the difficulty never rises with the arrival rate.
@@ -281,34 +288,21 @@ impl Room {
         self
     }
 
-    /// The path prefixes it protects.
-    #[must_use]
-    pub fn paths(self, paths: &[&str]) -> Self {
-        self.set("paths", paths)
-    }
-
-    /// The hosts it covers.
-    #[must_use]
-    pub fn hosts(self, hosts: &[&str]) -> Self {
-        self.set("hosts", hosts)
-    }
-
-    /// `new_users_per_minute`.
-    #[must_use]
-    pub fn rate(self, per_minute: u32) -> Self {
-        self.set("new_users_per_minute", per_minute)
-    }
-
-    /// `total_active_users`.
-    #[must_use]
-    pub fn capacity(self, active: u32) -> Self {
-        self.set("total_active_users", active)
-    }
-
-    /// `poll_interval`, e.g. `"1s"`.
-    #[must_use]
-    pub fn poll(self, every: &str) -> Self {
-        self.set("poll_interval", every)
+    setters! {
+        /// The path prefixes it protects.
+        paths(paths: &[&str]) => "paths";
+        /// The hosts it covers.
+        hosts(hosts: &[&str]) => "hosts";
+        /// `new_users_per_minute`.
+        rate(per_minute: u32) => "new_users_per_minute";
+        /// `total_active_users`.
+        capacity(active: u32) => "total_active_users";
+        /// `poll_interval`, e.g. `"1s"`.
+        poll(every: &str) => "poll_interval";
+        /// `queueing_status_code` of the waiting page.
+        status_code(code: u16) => "queueing_status_code";
+        /// The message on the waiting page.
+        message(text: &str) => "message";
     }
 
     /// `abandon_after` (a shopper who stops polling this long loses the place) and
@@ -317,18 +311,6 @@ impl Room {
     pub fn windows(self, abandon_after: &str, claim_window: &str) -> Self {
         self.set("abandon_after", abandon_after)
             .set("claim_window", claim_window)
-    }
-
-    /// `queueing_status_code` of the waiting page.
-    #[must_use]
-    pub fn status_code(self, code: u16) -> Self {
-        self.set("queueing_status_code", code)
-    }
-
-    /// The message on the waiting page.
-    #[must_use]
-    pub fn message(self, text: &str) -> Self {
-        self.set("message", text)
     }
 
     /// While the store is unreachable, each node admits `per_minute` new shoppers on its own
