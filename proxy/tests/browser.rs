@@ -187,6 +187,12 @@ impl Driver {
         path
     }
 
+    /// `document.getElementById(id)?.PROPERTY` in the page.
+    async fn by_id(&self, sid: &str, id: &str, property: &str) -> Value {
+        let js = format!("return document.getElementById('{id}')?.{property}");
+        self.script(sid, &js).await
+    }
+
     async fn script(&self, sid: &str, js: &str) -> Value {
         self.call(
             reqwest::Method::POST,
@@ -220,12 +226,7 @@ async fn a_browser_waits_counts_down_and_enters_by_itself() {
     driver.navigate(&sid, &fg.url("/")).await;
 
     // The waiting page, in the pre-queue, counting down.
-    let state = driver
-        .script(
-            &sid,
-            "return document.getElementById('fg')?.dataset.state ?? null",
-        )
-        .await;
+    let state = driver.by_id(&sid, "fg", "dataset.state ?? null").await;
     assert_eq!(state, "prequeue", "the waiting page is shown");
     driver
         .wait_for(
@@ -262,16 +263,10 @@ async fn a_browser_waits_counts_down_and_enters_by_itself() {
 /// the shop's own forms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_solves_the_challenge_waits_and_checks_out() {
-    let origin = Origin::start().await;
-    let launch = Room::new("launch")
-        .paths(&["/"])
-        .poll("1s")
-        .windows("60s", "10s");
+    let launch = Room::new("launch").paths(&["/"]).poll("1s");
     let launch = launch.message("Aurora Lip Kit launch: one kit per shopper");
-    let launch = launch
-        .page("title", "Aurora Beauty")
-        .bot(Bot::enforce().always(12));
-    let fg = Node::start(&Config::new(origin.addr).room(launch)).await;
+    let launch = launch.windows("60s", "10s").page("title", "Aurora Beauty");
+    let (origin, fg) = testkit::shop_with([launch.bot(Bot::enforce().always(12))]).await;
     fg.patch_room("launch", json!({"paused": true})).await;
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
@@ -298,12 +293,7 @@ async fn a_browser_solves_the_challenge_waits_and_checks_out() {
         &[("result", "solved"), ("room", "launch")],
     );
     assert_eq!(solved, Some(1.0), "the page solved one challenge:\n{m}");
-    let position = driver
-        .script(
-            &sid,
-            "return document.getElementById('fg-position')?.textContent",
-        )
-        .await;
+    let position = driver.by_id(&sid, "fg-position", "textContent").await;
     assert_eq!(position, "1", "first in line");
     let shot = driver.screenshot(&sid, "waiting-room-pow.png").await;
     assert_eq!(

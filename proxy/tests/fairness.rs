@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::shopper::{get_json, Line};
-use testkit::{Config, Node, Origin, Room};
+use testkit::Room;
 
 const SHOPPERS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_shoppers_enter_in_ticket_order_at_the_rate() {
-    let origin = Origin::start().await;
-    let room = Room::new("drop")
-        .capacity(1000)
-        .poll("1s")
-        .windows("60s", "10s");
-    let fg = Arc::new(Node::start(&Config::new(origin.addr).room(room)).await);
+    let room = Room::new("drop").capacity(1000).poll("1s");
+    let (origin, fg) = testkit::shop_with([room.windows("60s", "10s")]).await;
+    let fg = Arc::new(fg);
     // Everyone arrives while the line is held, as in a launch burst.
     fg.patch_room("drop", json!({"paused": true})).await;
     let mut joins = Vec::new();

@@ -49,7 +49,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
     const N: u64 = 24;
     let mut joins = Vec::new();
     for i in 0..N {
-        let fg = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let fg = [&a, &b][(i % 2) as usize].clone();
         joins.push(tokio::spawn(async move {
             let c = fg.shopper();
             let t = join(&fg, &c, "shop.test").await;
@@ -106,16 +106,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
 
     // One order: nobody enters well before a lower ticket (polls are 100 ms apart, a node's
     // view up to 50 ms old, so allow a few hundred ms).
-    for &(ti, at_i) in &entries {
-        for &(tj, at_j) in &entries {
-            if ti < tj {
-                assert!(
-                    at_j + Duration::from_millis(600) >= at_i,
-                    "ticket {tj} entered at {at_j:?}, long before ticket {ti} at {at_i:?}"
-                );
-            }
-        }
-    }
+    shopper::assert_entered_in_order(&entries, Duration::from_millis(600));
     // One rate: 240 a minute is 4 a second fleet-wide, plus what was open before the pause
     // (the idle room's one-slice lead: 4) and at most two slices of credit (8).
     let span = entries.iter().map(|e| e.1).max().expect("entries");
@@ -247,13 +238,8 @@ async fn redis_outage_then_restart_empty() {
         after["paused"], true,
         "the pause survived the Redis restart"
     );
-    let reseeds = a
-        .metrics()
-        .await
-        .value("flashgate_store_reseeds_total{room=\"q\"}")
-        + b.metrics()
-            .await
-            .value("flashgate_store_reseeds_total{room=\"q\"}");
+    let reseeds_of = "flashgate_store_reseeds_total{room=\"q\"}";
+    let reseeds = a.metric(reseeds_of).await + b.metric(reseeds_of).await;
     assert!(reseeds >= 1.0, "nobody re-seeded");
     for ((n, c, _), p) in line.iter().zip(&positions) {
         let now = node(*n).status(c, "q").await["position"].as_u64();

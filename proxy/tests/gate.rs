@@ -261,12 +261,8 @@ async fn a_pass_is_renewed_once_a_minute_not_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_frees_capacity_at_once() {
-    let origin = Origin::start().await;
-    let tiny = Room::new("tiny")
-        .capacity(1)
-        .poll("1s")
-        .windows("30s", "10s");
-    let fg = Node::start(&Config::new(origin.addr).room(tiny)).await;
+    let tiny = Room::new("tiny").capacity(1).poll("1s");
+    let (_origin, fg) = testkit::shop_with([tiny.windows("30s", "10s")]).await;
     let a = fg.shopper();
     // A quiet room lets the first shopper straight in.
     fg.wait_room("tiny", "the first slot", |r| {
@@ -296,12 +292,8 @@ async fn leave_frees_capacity_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_revoke_ends_the_session_and_is_stripped() {
-    let origin = Origin::start().await;
-    let whole_shop = Room::new("shop")
-        .paths(&["/"])
-        .poll("1s")
-        .windows("30s", "10s");
-    let fg = Node::start(&Config::new(origin.addr).room(whole_shop)).await;
+    let whole_shop = Room::new("shop").paths(&["/"]).poll("1s");
+    let (_origin, fg) = testkit::shop_with([whole_shop.windows("30s", "10s")]).await;
     fg.wait_room("shop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
     })

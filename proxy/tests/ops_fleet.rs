@@ -34,6 +34,15 @@ async fn join(fg: &Node) -> (reqwest::Client, u64) {
     (c, t)
 }
 
+/// `n` shoppers join the (paused) line at `fg`; returns the last one and its ticket.
+async fn join_many(fg: &Node, n: usize) -> (reqwest::Client, u64) {
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(join(fg).await);
+    }
+    last.expect("n > 0")
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, failing after `limit`; also returns how long
 /// that took.
 async fn within<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> (T, Duration)
@@ -65,11 +74,7 @@ async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
 
     // A line of 20 on node B, moving at 6 a minute.
     a.patch_room("drop", json!({"paused": true})).await;
-    let mut last = None;
-    for _ in 0..20 {
-        last = Some(join(&b).await);
-    }
-    let (shopper, ticket) = last.expect("shoppers");
+    let (shopper, ticket) = join_many(&b, 20).await;
     assert_eq!(ticket, 20);
     a.patch_room("drop", json!({"paused": false})).await;
     let (before, _) = within(PROPAGATION, "B queueing", || async {
@@ -130,11 +135,7 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     a.patch_room("drop", json!({"paused": true})).await;
     let (buyer, t) = join(&a).await;
     assert_eq!(t, 1);
-    let mut last = None;
-    for _ in 0..20 {
-        last = Some(join(&b).await);
-    }
-    let (waiter, t) = last.expect("waiters");
+    let (waiter, t) = join_many(&b, 20).await;
     assert_eq!(t, 21);
     a.patch_room("drop", json!({"paused": false})).await;
     within(Duration::from_secs(20), "the buyer's turn", || async {

@@ -220,11 +220,20 @@ async fn cookies_are_httponly_and_no_token_reaches_logs_or_events() {
         .room(pow_room());
     let mut fg = Node::launch(&cfg, Launch::log("debug")).await;
     fg.patch_room("pow", json!({"paused": true})).await;
-    let mut tokens: Vec<(String, String)> = Vec::new();
-    let c = fg.shopper();
-    let mut cookies_seen = solve_the_challenge(&fg, &c, &mut tokens).await;
-    cookies_seen += queue_renew_and_rate(&fg, &c, &mut tokens).await;
-    cookies_seen += enter_and_leave(&fg, &c, &mut tokens).await;
+    let mut session = Session {
+        fg: &fg,
+        c: fg.shopper(),
+        tokens: Vec::new(),
+        cookies_seen: 0,
+    };
+    session.solve_the_challenge().await;
+    session.queue_renew_and_rate().await;
+    session.enter_and_leave().await;
+    let Session {
+        tokens,
+        cookies_seen,
+        ..
+    } = session;
     assert!(
         cookies_seen >= 6,
         "{cookies_seen} flashgate cookies checked"
@@ -286,85 +295,92 @@ fn app_token(r: &Reply) -> String {
     r.header("x-flashgate-token").expect("token").to_owned()
 }
 
-/// 1. Challenged: solve it (a replayed solution is refused, and logged without its token); returns the cookies checked.
-async fn solve_the_challenge(
-    fg: &Node,
-    c: &reqwest::Client,
-    tokens: &mut Vec<(String, String)>,
-) -> usize {
-    let r = browse(fg, c, "/echo", "application/json").await;
-    assert_eq!(r.status, 403);
-    let challenge = r.json()["challenge"].as_str().expect("token").to_owned();
-    tokens.push(("challenge".into(), challenge.clone()));
-    let counter = flashgate::bot::challenge::solve(&challenge, 4).to_string();
-    let mut form = vec![
-        ("room", "pow"),
-        ("challenge", challenge.as_str()),
-        ("counter", counter.as_str()),
-        ("return", "/echo"),
-    ];
-    let submit = || with(c.post(fg.url("/.flashgate/challenge")));
-    let r = send(submit().form(&form)).await;
-    assert_eq!(r.status, 200);
-    let cookies_seen = assert_cookie_attrs(&r.set_cookies(), "challenge passed");
-    let passed = r.json()["token"].as_str().expect("pass").to_owned();
-    tokens.push(("challenge pass".into(), passed));
-    // A replayed solution is refused (and logged without its token).
-    form.pop();
-    assert_eq!(send(submit().form(&form)).await.status, 409);
-    cookies_seen
+/// A shopper's session through the `pow` room: every token it was given, and how many of
+/// flashgate's cookies it checked.
+struct Session<'a> {
+    fg: &'a Node,
+    c: reqwest::Client,
+    tokens: Vec<(String, String)>,
+    cookies_seen: usize,
 }
 
-/// 2. Queued: a ticket (cookie and header), renewed by a status poll; feedback with a pasted token in its comment.
-async fn queue_renew_and_rate(
-    fg: &Node,
-    c: &reqwest::Client,
-    tokens: &mut Vec<(String, String)>,
-) -> usize {
-    let mut cookies_seen = 0;
-    let r = browse(fg, c, "/echo", "application/json").await;
-    assert_eq!(r.status, 200);
-    cookies_seen += assert_cookie_attrs(&r.set_cookies(), "ticket");
-    tokens.push(("ticket".into(), app_token(&r)));
-    let r = send(with(c.get(fg.url("/.flashgate/status?room=pow")))).await;
-    cookies_seen += assert_cookie_attrs(&r.set_cookies(), "renewed ticket");
-    if r.header("x-flashgate-token").is_some() {
-        tokens.push(("renewed ticket".into(), app_token(&r)));
+impl Session<'_> {
+    /// Checks the cookies `r` sets (as [`assert_cookie_attrs`]); `what` names the step.
+    fn check_cookies(&mut self, r: &Reply, what: &str) {
+        self.cookies_seen += assert_cookie_attrs(&r.set_cookies(), what);
     }
-    // Feedback with a pasted token in the comment: redacted before it is published.
-    let pasted = "AAAAbbbbCCCCddddEEEEffffGGGGhhhhIIIIjjjj-pasted";
-    let r = with(c.post(fg.url("/.flashgate/feedback?room=pow")))
-        .header("content-type", "application/json")
-        .body(json!({"rating": 4, "comment": format!("my token {pasted}")}).to_string());
-    assert_eq!(send(r).await.status, 204);
-    tokens.push(("pasted".into(), pasted.into()));
-    cookies_seen
-}
 
-/// 3. Admitted: a pass; the ticket cookie is cleared. 4. Leave: both cookies cleared, with the same attributes.
-async fn enter_and_leave(
-    fg: &Node,
-    c: &reqwest::Client,
-    tokens: &mut Vec<(String, String)>,
-) -> usize {
-    // 3. Admitted: a pass; the ticket cookie is cleared.
-    fg.patch_room("pow", json!({"paused": false})).await;
-    let poll = Poll::every(Duration::from_millis(200)).within(Duration::from_secs(20));
-    let r = shopper::get_until(c, &fg.url("/echo"), &BROWSER, poll, "a pass", |r| {
-        r.status == 200 && r.set_cookie("fg_p_pow").is_some()
-    })
-    .await;
-    let mut cookies_seen = assert_cookie_attrs(&r.set_cookies(), "pass");
-    tokens.push(("pass".into(), app_token(&r)));
+    fn keep(&mut self, what: &str, token: String) {
+        self.tokens.push((what.into(), token));
+    }
 
-    // 4. Leave: both cookies cleared, with the same attributes.
-    let r = send(
-        with(c.post(fg.url("/.flashgate/leave?room=pow"))).header("accept", "application/json"),
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    cookies_seen += assert_cookie_attrs(&r.set_cookies(), "leave");
-    cookies_seen
+    /// 1. Challenged: solve it (a replayed solution is refused, and logged without its token).
+    async fn solve_the_challenge(&mut self) {
+        let (fg, c) = (self.fg, self.c.clone());
+        let r = browse(fg, &c, "/echo", "application/json").await;
+        assert_eq!(r.status, 403);
+        let challenge = r.json()["challenge"].as_str().expect("token").to_owned();
+        self.keep("challenge", challenge.clone());
+        let counter = flashgate::bot::challenge::solve(&challenge, 4).to_string();
+        let mut form = vec![
+            ("room", "pow"),
+            ("challenge", challenge.as_str()),
+            ("counter", counter.as_str()),
+            ("return", "/echo"),
+        ];
+        let submit = || with(c.post(fg.url("/.flashgate/challenge")));
+        let r = send(submit().form(&form)).await;
+        assert_eq!(r.status, 200);
+        self.check_cookies(&r, "challenge passed");
+        let passed = r.json()["token"].as_str().expect("pass").to_owned();
+        self.keep("challenge pass", passed);
+        // A replayed solution is refused (and logged without its token).
+        form.pop();
+        assert_eq!(send(submit().form(&form)).await.status, 409);
+    }
+
+    /// 2. Queued: a ticket (cookie and header), renewed by a status poll; feedback with a
+    /// pasted token in its comment.
+    async fn queue_renew_and_rate(&mut self) {
+        let (fg, c) = (self.fg, self.c.clone());
+        let r = browse(fg, &c, "/echo", "application/json").await;
+        assert_eq!(r.status, 200);
+        self.check_cookies(&r, "ticket");
+        self.keep("ticket", app_token(&r));
+        let r = send(with(c.get(fg.url("/.flashgate/status?room=pow")))).await;
+        self.check_cookies(&r, "renewed ticket");
+        if r.header("x-flashgate-token").is_some() {
+            self.keep("renewed ticket", app_token(&r));
+        }
+        // Feedback with a pasted token in the comment: redacted before it is published.
+        let pasted = "AAAAbbbbCCCCddddEEEEffffGGGGhhhhIIIIjjjj-pasted";
+        let r = with(c.post(fg.url("/.flashgate/feedback?room=pow")))
+            .header("content-type", "application/json")
+            .body(json!({"rating": 4, "comment": format!("my token {pasted}")}).to_string());
+        assert_eq!(send(r).await.status, 204);
+        self.keep("pasted", pasted.into());
+    }
+
+    /// 3. Admitted: a pass; the ticket cookie is cleared. 4. Leave: both cookies cleared, with
+    /// the same attributes.
+    async fn enter_and_leave(&mut self) {
+        let (fg, c) = (self.fg, self.c.clone());
+        // 3. Admitted: a pass; the ticket cookie is cleared.
+        fg.patch_room("pow", json!({"paused": false})).await;
+        let poll = Poll::every(Duration::from_millis(200)).within(Duration::from_secs(20));
+        let r = shopper::get_until(&c, &fg.url("/echo"), &BROWSER, poll, "a pass", |r| {
+            r.status == 200 && r.set_cookie("fg_p_pow").is_some()
+        })
+        .await;
+        self.check_cookies(&r, "pass");
+        self.keep("pass", app_token(&r));
+
+        // 4. Leave: both cookies cleared, with the same attributes.
+        let leave = with(c.post(fg.url("/.flashgate/leave?room=pow")));
+        let r = send(leave.header("accept", "application/json")).await;
+        assert_eq!(r.status, 200);
+        self.check_cookies(&r, "leave");
+    }
 }
 
 /// No token (nor the signing key) in the log or the event stream: not even a 24-character

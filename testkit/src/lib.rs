@@ -42,6 +42,16 @@ pub use prom::{Metrics, Sample};
 pub use redis::RedisServer;
 pub use wait::{wait_for, wait_until, DEADLINE};
 
+/// The demo shop, and a node in front of it running `rooms` (the most common set-up).
+pub async fn shop_with(rooms: impl IntoIterator<Item = Room>) -> (Origin, Node) {
+    let origin = Origin::start().await;
+    let cfg = rooms
+        .into_iter()
+        .fold(Config::new(origin.addr), Config::room);
+    let node = Node::start(&cfg).await;
+    (origin, node)
+}
+
 /// The inline signing secret every test config uses (tests forge tokens with it).
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 

@@ -475,6 +475,11 @@ impl Node {
         Metrics::parse(&self.metrics_text().await)
     }
 
+    /// The value of one metric sample (`name{labels}` as written on the page; 0 if absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics().await.value(sample)
+    }
+
     /// The status code of `/readyz` (0 when the admin listener does not answer).
     pub async fn readyz(&self) -> u16 {
         reqwest::get(format!("{}/readyz", self.admin))

@@ -350,6 +350,20 @@ pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// Asserts one order of entry: nobody entered (ticket, time since the line opened) more than
+/// `slack` before a lower ticket — the polls' pace and the nodes' view age make up the slack.
+#[track_caller]
+pub fn assert_entered_in_order(entries: &[(u64, Duration)], slack: Duration) {
+    for &(ti, at_i) in entries {
+        for &(tj, at_j) in entries {
+            assert!(
+                ti >= tj || at_j + slack >= at_i,
+                "ticket {tj} entered at {at_j:?}, long before ticket {ti} at {at_i:?}"
+            );
+        }
+    }
+}
+
 /// What a waiting shopper saw on one status poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {

@@ -175,6 +175,14 @@ async fn fast_polls_are_tarpitted_and_hammering_limited(fg: &Node, fast: &InLine
     assert!(retry_after(&limited) >= 1, "429 says when: {limited:?}");
 }
 
+/// A status poll for `drop` from a browser at `ip` carrying `token` (a ticket or a pass) in the
+/// header apps use: (status, JSON).
+async fn poll_from(fg: &Node, ip: &str, token: &str) -> (u16, Value) {
+    let copy = client_at(ip, BROWSER, false);
+    let url = fg.url("/.flashgate/status?room=drop");
+    testkit::shopper::get_app(&copy, &url, &[("x-flashgate-token", token)]).await
+}
+
 /// One ticket from many networks: refused once seen from `addresses_per_token` prefixes (a
 /// prefix is a hashed bit, so allow for a collision or two), then refused everywhere.
 async fn a_shared_ticket_is_burnt(fg: &Node) {
@@ -187,15 +195,7 @@ async fn a_shared_ticket_is_burnt(fg: &Node) {
         .to_owned();
     let mut blocked_at = None;
     for n in 1..=8u8 {
-        let copy = client_at(&format!("100.{}.0.5", 70 + n), BROWSER, false);
-        let r = copy
-            .get(format!("{}/.flashgate/status?room=drop", fg.base))
-            .header("accept", "application/json")
-            .header("x-flashgate-token", &token)
-            .send()
-            .await
-            .expect("poll");
-        let code = r.status().as_u16();
+        let (code, _) = poll_from(fg, &format!("100.{}.0.5", 70 + n), &token).await;
         if n == 1 {
             assert_eq!(code, 200, "two networks are not yet sharing");
         }
@@ -412,21 +412,12 @@ async fn a_sold_pass_is_burnt(fg: &Node, pass: &str, owner: &InLine) {
     assert!(!pass.is_empty(), "the pass token for apps");
     let mut refused = false;
     for n in 1..=8u8 {
-        let buyer = client_at(&format!("100.{}.0.7", 90 + n), BROWSER, false);
-        let r = buyer
-            .get(format!("{}/.flashgate/status?room=drop", fg.base))
-            .header("accept", "application/json")
-            .header("x-flashgate-token", pass)
-            .send()
-            .await
-            .expect("poll");
-        let code = r.status().as_u16();
+        let (code, st) = poll_from(fg, &format!("100.{}.0.7", 90 + n), pass).await;
         if code == 403 {
             refused = true;
             break;
         }
         assert_eq!(code, 200);
-        let st: Value = r.json().await.expect("status");
         assert_eq!(st["admitted"], true, "a pass works until it is seen shared");
     }
     assert!(refused, "a shared pass is refused");
