@@ -228,13 +228,9 @@ async fn a_browser_waits_counts_down_and_enters_by_itself() {
     // The waiting page, in the pre-queue, counting down.
     let state = driver.by_id(&sid, "fg", "dataset.state ?? null").await;
     assert_eq!(state, "prequeue", "the waiting page is shown");
+    let js = "return (document.getElementById('fg-countdown')?.textContent ?? '') !== ''";
     driver
-        .wait_for(
-            &sid,
-            "the countdown",
-            "return (document.getElementById('fg-countdown')?.textContent ?? '') !== ''",
-            Duration::from_secs(10),
-        )
+        .wait_for(&sid, "the countdown", js, Duration::from_secs(10))
         .await;
     driver.screenshot(&sid, "waiting-page.png").await;
     assert_eq!(
@@ -244,11 +240,12 @@ async fn a_browser_waits_counts_down_and_enters_by_itself() {
     );
 
     // After the start, the page lets the browser into the shop without a reload by us.
+    let js = "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')";
     driver
         .wait_for(
             &sid,
             "the browser let into the shop",
-            "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')",
+            js,
             Duration::from_secs(60),
         )
         .await;
@@ -278,11 +275,12 @@ async fn a_browser_solves_the_challenge_waits_and_checks_out() {
     driver.navigate(&sid, &format!("{}/", fg.base)).await;
 
     // The challenge page solves in a Web Worker, posts, and comes back: the waiting page.
+    let js = "return document.getElementById('fg')?.dataset.state === 'paused'";
     driver
         .wait_for(
             &sid,
             "the waiting page after the challenge",
-            "return document.getElementById('fg')?.dataset.state === 'paused'",
+            js,
             Duration::from_secs(30),
         )
         .await;
@@ -304,15 +302,11 @@ async fn a_browser_solves_the_challenge_waits_and_checks_out() {
 
     // The line opens: the page takes the browser into the shop by itself.
     fg.patch_room("launch", json!({"paused": false})).await;
-    driver
-        .wait_for(
-            &sid,
-            "the shop's home page",
-            "return document.getElementById('fg') === null \
+    let js = "return document.getElementById('fg') === null \
              && document.getElementById('fg-challenge') === null \
-             && document.body.innerText.includes('Aurora')",
-            Duration::from_secs(30),
-        )
+             && document.body.innerText.includes('Aurora')";
+    driver
+        .wait_for(&sid, "the shop's home page", js, Duration::from_secs(30))
         .await;
 
     // Shop: a product page, "Add to bag", then "Place order" in the bag.
@@ -320,24 +314,17 @@ async fn a_browser_solves_the_challenge_waits_and_checks_out() {
         .navigate(&sid, &format!("{}/products/AURORA-LIP-KIT", fg.base))
         .await;
     driver.click(&sid, "form[action='/cart'] button").await;
+    let js =
+        "return location.pathname === '/cart' && document.body.innerText.includes('Your bag') \
+             && document.body.innerText.includes('Aurora Lip Kit')";
     driver
-        .wait_for(
-            &sid,
-            "the bag",
-            "return location.pathname === '/cart' && document.body.innerText.includes('Your bag') \
-             && document.body.innerText.includes('Aurora Lip Kit')",
-            Duration::from_secs(10),
-        )
+        .wait_for(&sid, "the bag", js, Duration::from_secs(10))
         .await;
     driver.click(&sid, "form[action='/checkout'] button").await;
+    let js = "return document.body.innerText.includes('Thank you!') \
+             && document.body.innerText.includes('ORD-')";
     driver
-        .wait_for(
-            &sid,
-            "the order confirmation",
-            "return document.body.innerText.includes('Thank you!') \
-             && document.body.innerText.includes('ORD-')",
-            Duration::from_secs(10),
-        )
+        .wait_for(&sid, "the order confirmation", js, Duration::from_secs(10))
         .await;
     driver.screenshot(&sid, "order-confirmed.png").await;
     let stats = origin.shop.stats();

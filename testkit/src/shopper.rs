@@ -341,6 +341,11 @@ pub async fn enter(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> 
     (code, body["method"] == "GET")
 }
 
+/// A JSON value as text: its string, or `""` when it is not one (for `contains` asserts).
+pub fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
 /// Every `Set-Cookie` of a response, as text.
 pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
     r.headers()

@@ -1,7 +1,7 @@
 //! A fleet of two nodes on one Redis: a solution redeemed on one is refused on the other.
 
 use testkit::shopper::get_json;
-use testkit::{Bot, Origin, RedisServer, Room};
+use testkit::{Bot, Node, Origin, RedisServer, Room};
 
 use super::{
     assert_refused, client_at, fetch_challenge, fleet, get, retry_after, solve, submit, BROWSER,
@@ -17,6 +17,17 @@ fn hype_fleet() -> Room {
         .bot(bot.limit("joins_per_minute_per_ip", 4))
 }
 
+/// `c` gets a challenge from `issuer` and solves it; `redeemer` accepts the solution, and
+/// `replayer` then refuses it as replayed.
+async fn redeem_then_replay(issuer: &Node, redeemer: &Node, replayer: &Node, c: &reqwest::Client) {
+    let (challenge, difficulty) = fetch_challenge(issuer, c, "/echo").await;
+    let counter = solve(&challenge, difficulty);
+    let (code, ans, _) = submit(redeemer, c, "hype", &challenge, counter).await;
+    assert_eq!(code, 200, "{ans}");
+    let replayed = submit(replayer, c, "hype", &challenge, counter).await;
+    assert_refused(&replayed, 409, "replayed");
+}
+
 /// A fleet: a solution redeemed on node A is refused on node B (and the other way round)
 /// through the Redis both share; the replay keys expire with their challenges; joins per
 /// address are limited across the fleet, not per node; a dead Redis makes redemption fail
@@ -30,27 +41,11 @@ async fn replayed_solutions_are_refused_across_nodes_through_redis() {
     let shopper = client_at("100.83.0.1", BROWSER, true);
 
     // Solved on A, replayed on B.
-    let (challenge, difficulty) = fetch_challenge(&a, &shopper, "/echo").await;
-    let counter = solve(&challenge, difficulty);
-    let (code, ans, _) = submit(&a, &shopper, "hype", &challenge, counter).await;
-    assert_eq!(code, 200, "{ans}");
-    assert_refused(
-        &submit(&b, &shopper, "hype", &challenge, counter).await,
-        409,
-        "replayed",
-    );
+    redeem_then_replay(&a, &a, &b, &shopper).await;
 
     // Issued by A, redeemed on B first, replayed on A.
     let other = client_at("100.84.0.1", BROWSER, true);
-    let (challenge, difficulty) = fetch_challenge(&a, &other, "/echo").await;
-    let counter = solve(&challenge, difficulty);
-    let (code, ans, _) = submit(&b, &other, "hype", &challenge, counter).await;
-    assert_eq!(code, 200, "{ans}");
-    assert_refused(
-        &submit(&a, &other, "hype", &challenge, counter).await,
-        409,
-        "replayed",
-    );
+    redeem_then_replay(&a, &b, &a, &other).await;
 
     // One key per redeemed challenge, under the room's tag, expiring with the challenge.
     let keys: Vec<String> = redis

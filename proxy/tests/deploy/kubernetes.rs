@@ -421,27 +421,15 @@ async fn the_shipped_config_runs_and_answers_the_probes() {
     let http = reqwest::Client::new();
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let path = str_of(&c[probe]["httpGet"]["path"], "path");
-        let r = http
-            .get(format!("{}{path}", fg.admin))
-            .send()
-            .await
-            .expect("probe");
-        assert_eq!(r.status(), 200, "{probe} {path} without a token");
+        let r = send(http.get(format!("{}{path}", fg.admin))).await;
+        assert_eq!(r.status, 200, "{probe} {path} without a token");
     }
-    let r = http
-        .get(format!("{}/api/rooms", fg.admin))
-        .send()
-        .await
-        .expect("api");
-    assert_eq!(r.status(), 401, "the API wants the token");
-    let r = http
-        .get(format!("{}/api/rooms/drop", fg.admin))
-        .bearer_auth(TEST_TOKEN)
-        .send()
-        .await
-        .expect("api");
-    assert_eq!(r.status(), 200);
-    let report: serde_json::Value = r.json().await.expect("report");
+    let rooms = format!("{}/api/rooms", fg.admin);
+    let r = send(http.get(&rooms)).await;
+    assert_eq!(r.status, 401, "the API wants the token");
+    let r = send(http.get(format!("{rooms}/drop")).bearer_auth(TEST_TOKEN)).await;
+    assert_eq!(r.status, 200);
+    let report = r.json();
     assert_eq!(report["store_ok"], true, "on Redis: {report}");
 
     let health = dockerfile().healthcheck(admin);

@@ -5,10 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_api_needs_the_token_and_audits_changes() {
     let origin = Origin::start().await;
-    let cfg = base(&origin)
-        .admin_token(ADMIN_TOKEN)
-        .room(room("drop", "/echo", 60, "hello"));
-    let node = start(&cfg).await;
+    let node = with_token(&origin, "hello").await;
     let c = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", node.admin);
 

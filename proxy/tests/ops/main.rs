@@ -55,6 +55,12 @@ async fn start(cfg: &Config) -> Node {
     Node::launch(cfg, info()).await
 }
 
+/// A node whose admin API wants [`ADMIN_TOKEN`], with the room `drop` showing `message`.
+async fn with_token(origin: &Origin, message: &str) -> Node {
+    let cfg = base(origin).admin_token(ADMIN_TOKEN);
+    start(&cfg.room(room("drop", "/echo", 60, message))).await
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
