@@ -336,58 +336,34 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
 /// Smuggling: every inner request targets the protected path; none may reach the origin.
 fn smuggling() -> Vec<(&'static str, Vec<u8>, Want)> {
     let inner = "GET /drops/smuggled HTTP/1.1\r\nHost: shop.test\r\n\r\n";
-    let mut c = Vec::new();
-    c.push((
-        "CL.TE smuggling",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE.CL smuggling",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n",
-            inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE obfuscated (tab)",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE obfuscated (case)",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\ntransfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "GET with a body hiding a request",
-        format!(
-            "GET /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{inner}",
-            inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "chunk extension hiding a request",
-        format!("POST /open HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"\r\n{inner}\"\r\nabc\r\n0\r\n\r\n").into_bytes(),
-        Want::Clean,
-    ));
-    c
+    let post = "POST /open HTTP/1.1\r\nHost: shop.test\r\n";
+    // A `Content-Length` that covers a zero chunk and the inner request, and a
+    // `Transfer-Encoding` header as written here: the two framings disagree.
+    let cl_te = |te: &str| {
+        let cl = 5 + inner.len();
+        format!("{post}Content-Length: {cl}\r\n{te}\r\n\r\n0\r\n\r\n{inner}")
+    };
+    let te_cl = format!(
+        "{post}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n",
+        inner.len()
+    );
+    let get_body = format!(
+        "GET /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let extension =
+        format!("{post}Transfer-Encoding: chunked\r\n\r\n3;x=\"\r\n{inner}\"\r\nabc\r\n0\r\n\r\n");
+    [
+        ("CL.TE smuggling", cl_te("Transfer-Encoding: chunked")),
+        ("TE.CL smuggling", te_cl),
+        ("TE obfuscated (tab)", cl_te("Transfer-Encoding:\tchunked")),
+        ("TE obfuscated (case)", cl_te("transfer-encoding: CHUNKED")),
+        ("GET with a body hiding a request", get_body),
+        ("chunk extension hiding a request", extension),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, text.into_bytes(), Want::Clean))
+    .collect()
 }
 
 async fn start(origin: &RawOrigin) -> (Node, u16) {

@@ -67,6 +67,19 @@ async fn cache_report(fg: &Node) -> Value {
     report
 }
 
+/// The origin as the pool `name` (with `keys` beyond its server) serving `routes`, the shop's
+/// own `/echo` and `/healthz` among them, beside the base config's `shop` pool.
+fn own_pool(origin: &Origin, name: &str, keys: Table, routes: Vec<Route>) -> Config {
+    let pool = keys.set("servers", [origin.addr.to_string().as_str()]);
+    let basics = [Route::new("/echo"), Route::new("/healthz")];
+    basics
+        .into_iter()
+        .chain(routes)
+        .fold(Config::new(origin.addr).upstream(name, pool), |cfg, r| {
+            cfg.route(r.upstream(name))
+        })
+}
+
 /// A catalog route at `path` (to the `shop` pool): cached for `ttl`, served stale while it
 /// revalidates for `swr` and on origin errors for `sie` (`None`: the `[cache]` default).
 fn catalog(path: &str, ttl: Option<&str>, swr: Option<&str>, sie: Option<&str>) -> Route {

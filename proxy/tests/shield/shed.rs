@@ -4,22 +4,19 @@ use super::*;
 
 /// `max_concurrent = 4`: essential routes may use 4 slots, default ones 2, optional ones 1.
 fn limited_pool(origin: &Origin) -> Config {
-    let pool = Table::new()
-        .set("servers", [origin.addr.to_string().as_str()])
+    let keys = Table::new()
         .set("connect_timeout", "500ms")
         .set("read_timeout", "10s")
         .set("max_concurrent", 4)
         .set("essential_reserve", 0.5)
         .set("optional_share", 0.25);
-    let to_pool = |route: Route| route.upstream("limited");
-    let products = catalog("/api/products", Some("1s"), Some("0s"), Some("1m")).kind("optional");
-    Config::new(origin.addr)
-        .upstream("limited", pool)
-        .route(to_pool(Route::new("/echo")))
-        .route(to_pool(Route::new("/healthz")))
-        .route(to_pool(Route::new("/cart").kind("essential")))
-        .route(to_pool(Route::new("/api/inventory").kind("optional")))
-        .route(to_pool(products))
+    let products = catalog("/api/products", Some("1s"), Some("0s"), Some("1m"));
+    let routes = vec![
+        Route::new("/cart").kind("essential"),
+        Route::new("/api/inventory").kind("optional"),
+        products.kind("optional"),
+    ];
+    own_pool(origin, "limited", keys, routes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

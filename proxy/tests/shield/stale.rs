@@ -303,24 +303,14 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
 /// its TTL a copy is only good for errors, or while the pool is slower than the route's
 /// latency budget.
 fn slow_pool_routes(origin: &Origin) -> Config {
-    let pool = Table::new()
-        .set("servers", [origin.addr.to_string().as_str()])
+    let keys = Table::new()
         .set("read_timeout", "10s")
         .set("latency_target", "1s");
-    let to_pool = |route: Route| route.upstream("storefront");
-    Config::new(origin.addr)
-        .upstream("storefront", pool)
-        .route(to_pool(Route::new("/echo")))
-        .route(to_pool(Route::new("/healthz")))
-        .route(to_pool(Route::new("/api/inventory").kind("optional")))
-        .route(to_pool(
-            catalog("/api/products", Some("1s"), Some("0s"), Some("1m"))
-                .set("latency_budget", "300ms"),
-        ))
-        .route(to_pool(catalog(
-            "/products",
-            Some("1s"),
-            Some("0s"),
-            Some("1m"),
-        )))
+    let api = catalog("/api/products", Some("1s"), Some("0s"), Some("1m"));
+    let routes = vec![
+        Route::new("/api/inventory").kind("optional"),
+        api.set("latency_budget", "300ms"),
+        catalog("/products", Some("1s"), Some("0s"), Some("1m")),
+    ];
+    own_pool(origin, "storefront", keys, routes)
 }
