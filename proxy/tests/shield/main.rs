@@ -28,6 +28,13 @@ const SLOW: Duration = Duration::from_secs(2);
 /// [`SLOW`]): the margin absorbs a loaded machine.
 const FAST: Duration = Duration::from_millis(1500);
 
+/// The demo shop, a node in front of it on `config(&origin)`, and a client without cookies.
+async fn start(config: impl FnOnce(&Origin) -> Config) -> (Origin, Node, reqwest::Client) {
+    let origin = Origin::start().await;
+    let fg = Node::start(&config(&origin)).await;
+    (origin, fg, shopper::client())
+}
+
 async fn get(c: &reqwest::Client, url: &str) -> Got {
     shopper::get(c, url, &[]).await
 }

@@ -21,12 +21,9 @@ fn limited_pool(origin: &Origin) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&limited_pool(&origin)).await;
-    let c = shopper::client();
+    let (origin, fg, c) = start(limited_pool).await;
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    let warm = get(&c, &url("/api/products")).await;
+    let warm = get(&c, &fg.url("/api/products")).await;
     assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
 
     // Requests that hold a slot for a while: `/echo` answers after 4 s.
@@ -38,7 +35,7 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
         }),
     );
     let hog = |n: u64| {
-        let (c, u) = (c.clone(), url(&format!("/echo?hog={n}")));
+        let (c, u) = (c.clone(), fg.url(&format!("/echo?hog={n}")));
         tokio::spawn(async move { get(&c, &u).await })
     };
     let first = hog(1);
@@ -48,16 +45,16 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     .await;
 
     // One slot taken: optional routes (1 slot) are shed, the others pass.
-    let shed = get(&c, &url("/api/inventory")).await;
+    let shed = get(&c, &fg.url("/api/inventory")).await;
     assert_shed(&shed, 1);
     assert_eq!(shop.path_requests("/api/inventory"), 0);
     assert_eq!(
-        get(&c, &url("/healthz")).await.status,
+        get(&c, &fg.url("/healthz")).await.status,
         200,
         "default routes pass"
     );
     assert_eq!(
-        get(&c, &url("/cart")).await.status,
+        get(&c, &fg.url("/cart")).await.status,
         200,
         "essential routes pass"
     );
@@ -69,17 +66,17 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     .await;
 
     // Two taken: default routes (2 slots) are shed too; essential ones keep their share.
-    assert_eq!(get(&c, &url("/healthz")).await.status, 503);
-    assert_eq!(get(&c, &url("/api/inventory")).await.status, 503);
+    assert_eq!(get(&c, &fg.url("/healthz")).await.status, 503);
+    assert_eq!(get(&c, &fg.url("/api/inventory")).await.status, 503);
     for _ in 0..3 {
-        let g = get(&c, &url("/cart")).await;
+        let g = get(&c, &fg.url("/cart")).await;
         assert_eq!(g.status, 200, "essential routes still pass");
     }
     assert_eq!(shop.path_requests("/cart"), 4);
     // A shed optional route with a cached copy gets the copy (once past its 1 s TTL).
     let g = past_ttl(
         &c,
-        &url("/api/products"),
+        &fg.url("/api/products"),
         Duration::from_secs(5),
         "a stale copy",
     )
@@ -107,7 +104,7 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     }
     let g = get_until(
         &c,
-        &url("/api/inventory"),
+        &fg.url("/api/inventory"),
         Duration::from_secs(5),
         "capacity",
         |g| g.status == 200,

@@ -92,13 +92,13 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&slow_pool_routes(&origin)).await;
-    let c = shopper::client();
+    let (origin, fg, c) = start(slow_pool_routes).await;
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
-    assert_eq!(get(&c, &url("/products")).await.cache(), Some("miss"));
+    assert_eq!(
+        get(&c, &fg.url("/api/products")).await.cache(),
+        Some("miss")
+    );
+    assert_eq!(get(&c, &fg.url("/products")).await.cache(), Some("miss"));
 
     // The origin turns slow (but for its health check); a dozen uncached requests tell the
     // pool's p95 (10 samples needed).
@@ -112,7 +112,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     );
     let mut slow = JoinSet::new();
     for i in 0..12 {
-        let (c, u) = (c.clone(), url(&format!("/echo?n={i}")));
+        let (c, u) = (c.clone(), fg.url(&format!("/echo?n={i}")));
         slow.spawn(async move { get(&c, &u).await });
     }
     while let Some(g) = slow.join_next().await {
@@ -128,7 +128,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
 
     // The pool's p95 is above its latency target: optional routes are shed, with a
     // Retry-After of about the p95; the others still go to the origin.
-    let shed = get(&c, &url("/api/inventory")).await;
+    let shed = get(&c, &fg.url("/api/inventory")).await;
     assert_shed(&shed, 2);
     assert_eq!(shop.path_requests("/api/inventory"), 0);
     let slow_shed = fg.metrics().await.first(
@@ -140,10 +140,10 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
         ],
     );
     assert_eq!(slow_shed, Some(1.0));
-    assert_eq!(get(&c, &url("/healthz")).await.status, 200);
+    assert_eq!(get(&c, &fg.url("/healthz")).await.status, 200);
 
     // With a budget: the stale copy at once, and one refresh behind it.
-    let g = get(&c, &url("/api/products")).await;
+    let g = get(&c, &fg.url("/api/products")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.cache(), Some("stale"));
     assert!(g.took < FAST, "{:?}", g.took);
@@ -154,7 +154,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     )
     .await;
     for _ in 0..20 {
-        let g = get(&c, &url("/api/products")).await;
+        let g = get(&c, &fg.url("/api/products")).await;
         assert!(
             matches!(g.cache(), Some("stale" | "hit")),
             "{:?}",
@@ -170,7 +170,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     // Without one: the first request revalidates through the proxy and pays the origin's
     // latency (a documented limit); requests meanwhile get the stale copy at once.
     let leader = {
-        let (c, u) = (c.clone(), url("/products"));
+        let (c, u) = (c.clone(), fg.url("/products"));
         tokio::spawn(async move { get(&c, &u).await })
     };
     wait_until(
@@ -179,7 +179,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
         || (shop.path_requests("/products") == 2).then_some(()),
     )
     .await;
-    let meanwhile = get(&c, &url("/products")).await;
+    let meanwhile = get(&c, &fg.url("/products")).await;
     assert_eq!(meanwhile.cache(), Some("stale"));
     assert!(meanwhile.took < FAST, "{:?}", meanwhile.took);
     let leader = leader.await.expect("leader");
@@ -198,22 +198,24 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     let fg = Node::start(&Config::new(origin.addr).route(products).route(api)).await;
     let c = shopper::client();
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    let warm = get(&c, &url("/products")).await;
+    let warm = get(&c, &fg.url("/products")).await;
     assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
     let api_warmed = Instant::now();
-    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
+    assert_eq!(
+        get(&c, &fg.url("/api/products")).await.cache(),
+        Some("miss")
+    );
 
     shop.set_failing(Some(500));
     // Uncached routes show the origin's error as it is.
-    assert_eq!(get(&c, &url("/echo")).await.status, 500);
+    assert_eq!(get(&c, &fg.url("/echo")).await.status, 500);
 
     // A short window: hits for 1 s (TTL), stale copies for 1 s more (stale-if-error), then the
     // origin's error shows.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answers = Vec::new();
     let failed = loop {
-        let g = get(&c, &url("/api/products")).await;
+        let g = get(&c, &fg.url("/api/products")).await;
         if g.status != 200 {
             break g;
         }
@@ -240,7 +242,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     // answers with the stale copy instead (upstream_response_filter → fail_to_proxy).
     let g = past_ttl(
         &c,
-        &url("/products"),
+        &fg.url("/products"),
         Duration::from_secs(10),
         "a revalidation",
     )
@@ -260,7 +262,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         "the origin was asked, and failed"
     );
     for _ in 0..3 {
-        let g = get(&c, &url("/products")).await;
+        let g = get(&c, &fg.url("/products")).await;
         assert_eq!((g.status, g.cache()), (200, Some("stale")));
         assert_eq!(g.body, warm.body);
     }
@@ -270,7 +272,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     shop.set_down(true);
     let before = shop.stats().requests;
     for _ in 0..3 {
-        let g = get(&c, &url("/products")).await;
+        let g = get(&c, &fg.url("/products")).await;
         assert_eq!((g.status, g.cache()), (200, Some("stale")), "origin down");
         assert_eq!(g.body, warm.body);
     }
@@ -289,14 +291,14 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     shop.set_down(false);
     let back = get_until(
         &c,
-        &url("/products"),
+        &fg.url("/products"),
         Duration::from_secs(10),
         "a fresh fill",
         |g| g.cache() == Some("miss"),
     )
     .await;
     assert_eq!(back.status, 200);
-    assert_eq!(get(&c, &url("/products")).await.cache(), Some("hit"));
+    assert_eq!(get(&c, &fg.url("/products")).await.cache(), Some("hit"));
 }
 
 /// Catalog routes without stale-while-revalidate on a pool that should answer within 1 s: past
