@@ -52,10 +52,10 @@ async fn get_until(
     shopper::get_until(c, url, &[], poll, what, done).await
 }
 
-/// Repeats `GET url` until the answer is no longer a fresh hit (the copy passed its TTL):
+/// Repeats `GET path` at `fg` until the answer is no longer a fresh hit (the copy passed its TTL):
 /// stale, revalidated, or an error (deadline `within`); returns it.
-async fn past_ttl(c: &reqwest::Client, url: &str, within: Duration, what: &str) -> Got {
-    get_until(c, url, within, what, |g| g.cache() != Some("hit")).await
+async fn past_ttl(c: &reqwest::Client, fg: &Node, path: &str, within: Duration, what: &str) -> Got {
+    get_until(c, &fg.url(path), within, what, |g| g.cache() != Some("hit")).await
 }
 
 /// A shed answer: 503 with a `Retry-After` of at least `secs`.

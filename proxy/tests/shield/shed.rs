@@ -76,7 +76,8 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     // A shed optional route with a cached copy gets the copy (once past its 1 s TTL).
     let g = past_ttl(
         &c,
-        &fg.url("/api/products"),
+        &fg,
+        "/api/products",
         Duration::from_secs(5),
         "a stale copy",
     )

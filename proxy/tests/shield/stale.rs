@@ -242,7 +242,8 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     // answers with the stale copy instead (upstream_response_filter → fail_to_proxy).
     let g = past_ttl(
         &c,
-        &fg.url("/products"),
+        &fg,
+        "/products",
         Duration::from_secs(10),
         "a revalidation",
     )
