@@ -95,6 +95,17 @@ fn chart<'a, 'b>(
 /// The x axis of most charts.
 const SINCE_START: &str = "seconds since the first arrival";
 
+/// A whole-canvas [`chart`] over the run's seconds (0 to `xmax`).
+fn over_time<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    y_width: u32,
+    xmax: f64,
+    y: (f64, &str),
+) -> Result<Chart<'a, 'b>, String> {
+    chart(area, Panel::Whole, caption, y_width, (xmax, SINCE_START), y)
+}
+
 /// Draws `points` as a line in `pen`, named `label` in the legend.
 fn line(
     c: &mut Chart<'_, '_>,
@@ -164,14 +175,7 @@ fn rates(root: &Area<'_>, r: &RunResult) -> Result<(), String> {
             .chain(target),
     );
     let caption = format!("{}: arrivals and entries per second", r.scenario);
-    let mut c = chart(
-        root,
-        Panel::Whole,
-        &caption,
-        56,
-        (xmax, SINCE_START),
-        (top, "shoppers per second"),
-    )?;
+    let mut c = over_time(root, &caption, 56, xmax, (top, "shoppers per second"))?;
     line(
         &mut c,
         series(&s.arrivals),
@@ -223,14 +227,7 @@ fn queue(root: &Area<'_>, r: &RunResult) -> Result<(), String> {
             .chain(admin.iter().map(|p| p.1)),
     );
     let caption = format!("{}: the line", r.scenario);
-    let mut c = chart(
-        root,
-        Panel::Whole,
-        &caption,
-        64,
-        (xmax, SINCE_START),
-        (top, "shoppers"),
-    )?;
+    let mut c = over_time(root, &caption, 64, xmax, (top, "shoppers"))?;
     line(
         &mut c,
         series(&s.waiting),
@@ -266,14 +263,7 @@ fn active(root: &Area<'_>, r: &RunResult) -> Result<(), String> {
         "{}: active shoppers against the cap (admin API)",
         r.scenario
     );
-    let mut c = chart(
-        root,
-        Panel::Whole,
-        &caption,
-        64,
-        (xmax, SINCE_START),
-        (top, "shoppers"),
-    )?;
+    let mut c = over_time(root, &caption, 64, xmax, (top, "shoppers"))?;
     line(
         &mut c,
         a.iter().map(|s| (s.t_ms as f64 / 1000.0, s.active as f64)),
@@ -437,14 +427,7 @@ fn failures(root: &Area<'_>, r: &RunResult) -> Result<(), String> {
     let xmax = f.len().max(2) as f64;
     let top = ymax(f.iter().map(|n| *n as f64));
     let caption = format!("{}: failed requests per second", r.scenario);
-    let mut c = chart(
-        root,
-        Panel::Whole,
-        &caption,
-        56,
-        (xmax, SINCE_START),
-        (top, "failures"),
-    )?;
+    let mut c = over_time(root, &caption, 56, xmax, (top, "failures"))?;
     c.draw_series(LineSeries::new(series(f), RED.stroke_width(2)))
         .map_err(e)?;
     Ok(())
