@@ -40,6 +40,21 @@ impl Running {
         c.get(self.url(path)).send().await.unwrap()
     }
 
+    /// POST the form `fields` to `path` with `c`.
+    async fn post_form(
+        &self,
+        c: &reqwest::Client,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        c.post(self.url(path)).form(fields).send().await.unwrap()
+    }
+
+    /// POST `body` as JSON to `path` with `c`.
+    async fn post_json(&self, c: &reqwest::Client, path: &str, body: &Value) -> reqwest::Response {
+        c.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
     /// GET `path` with `c`: the body as JSON.
     async fn json(&self, c: &reqwest::Client, path: &str) -> Value {
         self.get(c, path).await.json().await.unwrap()
@@ -122,6 +137,11 @@ fn assert_cache(resp: &reqwest::Response, cache_control: &str) {
 #[track_caller]
 fn assert_type(resp: &reqwest::Response, content_type: &str) {
     assert_eq!(header(resp, CONTENT_TYPE.as_str()), Some(content_type));
+}
+
+/// Sends `req`: the answer's body as JSON.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 /// A connection to `addr` on which `request` has been sent.
@@ -232,15 +252,11 @@ async fn json_when_asked_or_under_api() {
     assert_eq!(list[0]["stock"], 500);
     assert_eq!(list[0]["sold_out"], false);
 
-    let negotiated: Value = c
-        .get(shop.url("/products"))
-        .header("Accept", "text/html;q=0.9, application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let negotiated: Value = json_of(
+        c.get(shop.url("/products"))
+            .header("Accept", "text/html;q=0.9, application/json"),
+    )
+    .await;
     assert_eq!(negotiated.as_array().map(Vec::len), Some(5));
 
     let one: Value = shop.json(&c, "/api/products/ECLIPSE-PALETTE").await;
@@ -349,12 +365,7 @@ async fn last_unit_carries_sold_out_command() {
     assert_eq!(err["error"], "sold out");
 
     // HTML shoppers get a page, and the product shows as sold out.
-    let page = c
-        .post(shop.url("/checkout"))
-        .form(&[("sku", "LIMITED")])
-        .send()
-        .await
-        .unwrap();
+    let page = shop.post_form(&c, "/checkout", &[("sku", "LIMITED")]).await;
     assert_eq!(page.status(), StatusCode::CONFLICT);
     assert!(page.text().await.unwrap().contains("sold out"));
     let product = shop.text(&c, "/products/LIMITED").await;
@@ -366,12 +377,9 @@ async fn last_unit_carries_sold_out_command() {
 async fn cart_cookie_and_checkout_from_cart() {
     let (shop, c) = open(small_shop(5)).await;
 
-    let added = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "LIMITED"), ("qty", "2")])
-        .send()
-        .await
-        .unwrap();
+    let added = shop
+        .post_form(&c, "/cart", &[("sku", "LIMITED"), ("qty", "2")])
+        .await;
     assert_eq!(added.status(), StatusCode::SEE_OTHER);
     assert_eq!(header(&added, LOCATION.as_str()), Some("/cart"));
     assert_cache(&added, "private, no-store");
@@ -396,31 +404,19 @@ async fn cart_cookie_and_checkout_from_cart() {
         .to_owned();
     assert_eq!(cart_cookie, "shop_cart=LIMITED:2|PLENTY:3");
 
-    let cart: Value = c
-        .get(shop.url("/api/cart"))
-        .header("Cookie", format!("other=1; {cart_cookie}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = json_of(
+        c.get(shop.url("/api/cart"))
+            .header("Cookie", format!("other=1; {cart_cookie}")),
+    )
+    .await;
     assert_eq!(cart["total_cents"], 2 * 1_000 + 3 * 250);
     assert_eq!(cart["items"][1]["qty"], 3);
 
-    let bad = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "LIMITED"), ("qty", "0")])
-        .send()
-        .await
-        .unwrap();
+    let bad = shop
+        .post_form(&c, "/cart", &[("sku", "LIMITED"), ("qty", "0")])
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let unknown = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "NOPE")])
-        .send()
-        .await
-        .unwrap();
+    let unknown = shop.post_form(&c, "/cart", &[("sku", "NOPE")]).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     let empty = c.post(shop.url("/checkout")).send().await.unwrap();
@@ -467,18 +463,14 @@ async fn leaving_revokes_the_queue_session() {
 #[tokio::test]
 async fn echo_reports_headers_and_counts_flashgate_cookies() {
     let (shop, c) = open(ShopConfig::demo()).await;
-    let echo: Value = c
-        .post(shop.url("/echo?x=1"))
-        .header("X-Forwarded-For", "203.0.113.7")
-        .header("X-Request-Id", "req-42")
-        .header("Cookie", "fg_p_main=abc; shop_cart=X:1")
-        .body("payload")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: Value = json_of(
+        c.post(shop.url("/echo?x=1"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Request-Id", "req-42")
+            .header("Cookie", "fg_p_main=abc; shop_cart=X:1")
+            .body("payload"),
+    )
+    .await;
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["path"], "/echo");
     assert_eq!(echo["query"], "x=1");
@@ -491,16 +483,12 @@ async fn echo_reports_headers_and_counts_flashgate_cookies() {
     assert_eq!(shop.shop.stats().requests_with_fg_cookie, 1);
 
     // Lookalikes are not Flashgate cookies; a second Cookie field is seen.
-    let echo: Value = c
-        .get(shop.url("/echo"))
-        .header("Cookie", "xfg_t=1; shop_cart=X:1")
-        .header("Cookie", "fg_t_main=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: Value = json_of(
+        c.get(shop.url("/echo"))
+            .header("Cookie", "xfg_t=1; shop_cart=X:1")
+            .header("Cookie", "fg_t_main=2"),
+    )
+    .await;
     let stats = shop.shop.stats();
     assert_eq!(stats.requests_with_fg_cookie, 2, "{echo}");
 
@@ -604,16 +592,16 @@ async fn keep_alive_reuses_one_connection() {
     shop.shutdown().await;
 }
 
+/// Three requests in one write: a health check, an echo with a body, and a health check that
+/// closes the connection.
+const PIPELINED: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n\
+    POST /echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello\
+    GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n";
+
 #[tokio::test]
 async fn pipelined_requests_and_connection_close() {
     let shop = start(ShopConfig::demo()).await;
-    let mut stream = sent(
-        shop.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n\
-              POST /echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello\
-              GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let mut stream = sent(shop.addr, PIPELINED).await;
     let mut buf = Vec::new();
     let (head, body) = read_response(&mut stream, &mut buf).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -746,12 +734,9 @@ async fn latency_and_failures_can_be_switched_at_run_time() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()[CACHE_CONTROL], "private, no-store");
     // A failing shop handles nothing: no order is placed.
-    let resp = c
-        .post(shop.url("/checkout"))
-        .json(&json!({"sku": "LIMITED", "qty": 1}))
-        .send()
-        .await
-        .unwrap();
+    let resp = shop
+        .post_json(&c, "/checkout", &json!({"sku": "LIMITED", "qty": 1}))
+        .await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(shop.shop.stock("LIMITED"), Some(5));
     shop.shop.set_failing(None);
