@@ -179,6 +179,12 @@ impl Rig {
     }
 }
 
+/// A rig on [`plain`], the key of `pq`, no request headers, and the time now: a lookup's
+/// arguments for a fresh cache.
+fn fresh(pq: &str) -> (Rig, CacheKey, HeaderMap, Instant) {
+    (Rig::new(plain()), key(pq), no_headers(), Instant::now())
+}
+
 fn key(pq: &str) -> CacheKey {
     CacheKey::new(&Method::GET, "shop.example", pq).expect("GET key")
 }
@@ -228,9 +234,7 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn miss_fill_hit_and_the_response_header() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/products?b=2&a=1");
+    let (rig, k, _, t0) = fresh("/products?b=2&a=1");
     let g = rig.leader(&k, &no_headers(), t0);
     let r = resp(
         200,
@@ -291,9 +295,7 @@ fn routes_without_caching_and_uncacheable_requests_bypass() {
 
 #[test]
 fn stale_windows_in_order() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/p");
+    let (rig, k, _, t0) = fresh("/p");
     rig.store(
         &k,
         "max-age=10, stale-while-revalidate=5, stale-if-error=60",
@@ -332,9 +334,7 @@ fn stale_windows_in_order() {
 
 #[test]
 fn must_revalidate_disables_stale() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/strict");
+    let (rig, k, _, t0) = fresh("/strict");
     rig.store(&k, "max-age=10, must-revalidate", "x", t0);
     assert!(rig
         .shield
@@ -369,10 +369,7 @@ fn slow_origin_past_the_budget_gets_stale() {
 
 #[tokio::test]
 async fn one_leader_many_waiters_all_served() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/drop");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/drop");
     let leader = rig.leader(&k, &h, t0);
     let mut waiters = Vec::new();
     for _ in 0..99 {
@@ -461,10 +458,7 @@ async fn concurrent_misses_make_one_origin_request() {
 
 #[tokio::test]
 async fn a_dropped_leader_releases_its_waiters_and_slot() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/fails");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/fails");
     let leader = rig.leader(&k, &h, t0);
     let waiters: Vec<Waiter> = (0..10)
         .map(|_| match rig.lookup(&k, &h, t0) {
@@ -495,10 +489,7 @@ async fn a_dropped_leader_releases_its_waiters_and_slot() {
 
 #[tokio::test]
 async fn an_uncacheable_response_releases_waiters_and_is_remembered() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/me");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/me");
     let mut leader = rig.leader(&k, &h, t0);
     let Lookup::Wait(w) = rig.lookup(&k, &h, t0) else {
         panic!("should wait");
@@ -545,9 +536,7 @@ async fn waiting_is_bounded_by_the_lock_timeout() {
 
 #[tokio::test]
 async fn vary_selects_variants() {
-    let rig = Rig::new(plain());
-    let t0 = Instant::now();
-    let k = key("/i18n");
+    let (rig, k, _, t0) = fresh("/i18n");
     let en = headers(&[("accept-language", "en")]);
     let fr = headers(&[("accept-language", "fr")]);
     let r = |lang: &str| {
