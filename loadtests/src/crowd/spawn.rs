@@ -21,11 +21,15 @@ const SECRET: &str = "crowd-simulator-secret-not-for-production-0123456789";
 #[derive(Debug)]
 pub struct Fleet {
     children: Vec<(String, Child)>,
+    /// The nodes' public and admin URLs.
     pub targets: Vec<HttpUrl>,
     pub admin: Vec<HttpUrl>,
-    pub shop: String,
+    /// The demo shop's URL.
+    shop: String,
     pub redis_url: Option<String>,
-    pub logs: PathBuf,
+    /// Where each process's log goes (`NAME.log`).
+    logs: PathBuf,
+    /// One line: what runs where.
     pub summary: String,
 }
 
