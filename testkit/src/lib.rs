@@ -52,6 +52,17 @@ pub async fn shop_with(rooms: impl IntoIterator<Item = Room>) -> (Origin, Node) 
     (origin, node)
 }
 
+/// The `.toml` files in `dir` (shipped configs, scenarios, bad fixtures), sorted by name.
+pub fn toml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut files: Vec<_> = entries
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The inline signing secret every test config uses (tests forge tokens with it).
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 

@@ -11,13 +11,7 @@ const RICH: &str = include_str!("../fixtures/fuzz/rich.toml");
 fn seeds() -> Vec<String> {
     let mut seeds = vec![RICH.to_owned()];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("config/ exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    for f in files {
+    for f in testkit::toml_files(&dir) {
         let text = std::fs::read_to_string(&f).expect("readable config");
         let text = text
             .lines()
