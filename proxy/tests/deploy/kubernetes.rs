@@ -211,8 +211,13 @@ fn manifests_parse_and_refer_to_each_other() {
         "CPU utilisation needs a CPU request"
     );
 
-    // The config comes from the ConfigMap, mounted as a directory (a subPath mount would never
-    // see an update) at the path the container runs with.
+    config_is_mounted_from_the_config_map(d, c);
+    secrets_come_from_the_example_secret(&objects, c);
+}
+
+/// The config comes from the ConfigMap, mounted as a directory (a subPath mount would never
+/// see an update) at the path the container runs with.
+fn config_is_mounted_from_the_config_map(d: &Value, c: &Value) {
     let volumes = d["spec"]["template"]["spec"]["volumes"]
         .as_sequence()
         .expect("volumes");
@@ -241,11 +246,13 @@ fn manifests_parse_and_refer_to_each_other() {
         .map(|a| str_of(a, "args"))
         .collect();
     assert_eq!(args, ["run", "-c", file.as_str()]);
+}
 
-    // Every variable the config reads a secret from comes from the Secret, and the example
-    // Secret has each key.
-    let cfg = config_toml(&objects);
-    let secret = one(&objects, "Secret", "flashgate-secrets");
+/// Every variable the config reads a secret from comes from the Secret, and the example
+/// Secret has each key; the example Secret sits apart from the manifests.
+fn secrets_come_from_the_example_secret(objects: &[Object], c: &Value) {
+    let cfg = config_toml(objects);
+    let secret = one(objects, "Secret", "flashgate-secrets");
     let env = c["env"].as_sequence().expect("env");
     let names = env_names(&cfg);
     assert_eq!(
