@@ -2,7 +2,8 @@
 //! place, so that a test reads as its scenario.
 //!
 //! - [`Node`]: a real `flashgate run` process (start, ready, stop, kill, restart, upgrade; its
-//!   log captured and shown when the test fails), configured with the typed [`Config`] builder.
+//!   log captured and shown when the test fails), configured with the typed [`Config`] builder
+//!   and its rooms as typed [`Room`]s (with [`Bot`] defence, [`Route`]s, `config::Table`s).
 //! - [`RedisServer`]: a real `redis-server` on a free port (standalone or a one-node cluster).
 //! - [`Origin`]: the demo shop on an ephemeral port, counting what it served.
 //! - [`Metrics`]: the one Prometheus text parser.
@@ -13,15 +14,15 @@
 //! Redis on 6379.
 //!
 //! ```ignore
-//! use testkit::{Config, Node, Origin};
+//! use testkit::Room;
 //!
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 //! async fn a_shopper_is_queued() {
-//!     let origin = Origin::start().await;
-//!     let node = Node::start(&Config::new(origin.addr).extra(ROOM)).await;
+//!     let (_origin, node) = testkit::shop_with([Room::new("drop").poll("1s")]).await;
+//!     node.patch_room("drop", serde_json::json!({"paused": true})).await;
 //!     let c = testkit::shopper::browser();
-//!     let st = node.status(&c, "drop").await;
-//!     assert_eq!(st["state"], "queueing");
+//!     let (_, st, _) = testkit::shopper::get_json(&c, &node.url("/echo")).await;
+//!     assert_eq!(st["state"], "paused");
 //! }
 //! ```
 
