@@ -314,7 +314,8 @@ impl Session<'_> {
         self.tokens.push((what.into(), token));
     }
 
-    /// 1. Challenged: solve it (a replayed solution is refused, and logged without its token).
+    /// Step 1, challenged: solve it (a replayed solution is refused, and logged without its
+    /// token).
     async fn solve_the_challenge(&mut self) {
         let (fg, c) = (self.fg, self.c.clone());
         let r = browse(fg, &c, "/echo", "application/json").await;
@@ -339,7 +340,7 @@ impl Session<'_> {
         assert_eq!(send(submit().form(&form)).await.status, 409);
     }
 
-    /// 2. Queued: a ticket (cookie and header), renewed by a status poll; feedback with a
+    /// Step 2, queued: a ticket (cookie and header), renewed by a status poll; feedback with a
     /// pasted token in its comment.
     async fn queue_renew_and_rate(&mut self) {
         let (fg, c) = (self.fg, self.c.clone());
@@ -361,8 +362,8 @@ impl Session<'_> {
         self.keep("pasted", pasted.into());
     }
 
-    /// 3. Admitted: a pass; the ticket cookie is cleared. 4. Leave: both cookies cleared, with
-    /// the same attributes.
+    /// Steps 3 and 4: admitted, a pass and the ticket cookie cleared; then leaving, both
+    /// cookies cleared with the same attributes.
     async fn enter_and_leave(&mut self) {
         let (fg, c) = (self.fg, self.c.clone());
         // 3. Admitted: a pass; the ticket cookie is cleared.
