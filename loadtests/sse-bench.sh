@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What an idle server-sent-events waiter costs a node: N shoppers wait in a paused room, each
 # watching its place over `/.flashgate/events` (the waiting page's default), for HOLD seconds.
-# Reports the node's RSS per waiter (RSS with the streams open minus RSS before) and the node's
-# CPU per waiter-second (user + system time over the hold, from /proc). Streams the node ends
+# Reports the node's RSS per waiter (RSS with the streams open minus RSS before: the peak, and
+# when all are open and at the end) and the node's CPU per waiter-second (user + system time over
+# the hold, from /proc), also less the idle node's own CPU (measured for IDLE=30 s before). Streams the node ends
 # are reopened at once with their renewed ticket, as a browser does, so the figure includes
 # reconnections: hold longer than a stream's lifetime (3/4 of abandon_after, 90 s by default).
 #
@@ -19,6 +20,9 @@ cd "$(dirname "$0")/.."
 WAITERS="${1:-9000}"
 HOLD="${2:-120}"
 ROUNDS="${3:-1}"
+IDLE="${IDLE:-30}"   # seconds the idle node is measured before the waiters come (CPU time is read in 10 ms ticks)
+# JOIN_EXTRA='abandon_after = "15s"' adds settings to the waiters' room (e.g. short-lived streams,
+# to profile reconnections).
 
 scripts/setup.sh bench
 cargo build --release -q -p flashgate -p loadtests
@@ -39,7 +43,7 @@ wait_http http://127.0.0.1:$ORIGIN/healthz
 run() {
   local bin=$1 label=$2 fg admin node client
   fg=$(port); admin=$(port)
-  events_node_toml "$fg" "$admin" "$ORIGIN" > "$work/node-$label.toml"
+  { events_node_toml "$fg" "$admin" "$ORIGIN"; printf '%b\n' "${JOIN_EXTRA:-}"; } > "$work/node-$label.toml"
   RUST_LOG=warn "${on_proxy[@]}" "$bin" run -c "$work/node-$label.toml" >/dev/null 2>"$work/node-$label.log" &
   node=$!; pids+=($node)
   wait_http http://127.0.0.1:$admin/healthz
@@ -48,6 +52,8 @@ run() {
   # Warm the node's paths once, so the baseline is a node that has served requests.
   curl -s -o /dev/null -H 'Accept: application/json' http://127.0.0.1:$fg/products
   local rss0; rss0=$(rss_kib $node)
+  # The idle node's own CPU (timer thread, room sync), to tell it apart from the waiters'.
+  local i0 i1; i0=$(cpu_ticks $node); sleep "$IDLE"; i1=$(cpu_ticks $node)
   "${on_load[@]}" $BIN/sse-hold --target 127.0.0.1:$fg --room join --path /products \
     --waiters "$WAITERS" --hold "$HOLD" > "$work/hold-$label.out" 2>"$work/hold-$label.err" &
   client=$!; pids+=($client)
@@ -63,9 +69,11 @@ run() {
   kill $node; wait $node 2>/dev/null || true
   local open; open=$(sed -n 's/^READY //p' "$work/hold-$label.out")
   awk -v l="$label" -v r0="$rss0" -v r1="$rss1" -v r2="$rss2" -v c0="$t0" -v c1="$t1" -v hz="$ticks" \
+      -v i0="$i0" -v i1="$i1" -v idle="$IDLE" \
       -v s="$start" -v e="$end" -v n="$open" -v counts="$(tail -1 "$work/hold-$label.out")" 'BEGIN{
-    secs = e - s; cpu = (c1 - c0) / hz; held = (r1 > r2 ? r1 : r2)
-    printf "%s %.2f %.3f %.1f %.2f %s\n", l, (held - r0) / n, cpu / secs / n * 1e6, secs, cpu, counts
+    secs = e - s; cpu = (c1 - c0) / hz; held = (r1 > r2 ? r1 : r2); idle_rate = (i1 - i0) / hz / idle
+    printf "%s %.2f %.2f %.2f %.3f %.3f %.1f %.2f %s\n", l, (held - r0) / n, (r1 - r0) / n, (r2 - r0) / n,
+      cpu / secs / n * 1e6, (cpu / secs - idle_rate) / n * 1e6, secs, cpu, counts
   }'
 }
 
@@ -84,14 +92,14 @@ out=loadtests/results/$stamp-sse.md
 {
   echo "# Idle server-sent-events waiters, $stamp"
   echo
-  echo "\`loadtests/sse-bench.sh $WAITERS $HOLD $ROUNDS\`${FLASHGATE_BIN_BASE:+ with FLASHGATE_BIN_BASE=$FLASHGATE_BIN_BASE}"
+  echo "\`loadtests/sse-bench.sh $WAITERS $HOLD $ROUNDS\`${FLASHGATE_BIN_BASE:+ with FLASHGATE_BIN_BASE=$FLASHGATE_BIN_BASE}${JOIN_EXTRA:+ with JOIN_EXTRA='$JOIN_EXTRA'}"
   echo "on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); node pinned to CPU 1, one worker thread, memory store."
   echo
-  echo "| build | RSS per waiter (KiB) | node CPU per waiter-second (µs) | hold (s) | node CPU (s) | client counts |"
-  echo "|---|---:|---:|---:|---:|---|"
+  echo "| build | RSS per waiter, peak (KiB) | at start | at end | node CPU per waiter-second (µs) | less the idle node's | hold (s) | node CPU (s) | client counts |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
   for line in "${results[@]}"; do
-    read -r label rss cpu secs total counts <<<"$line"
-    echo "| $label | $rss | $cpu | $secs | $total | $counts |"
+    read -r label rss rss1 rss2 cpu net secs total counts <<<"$line"
+    echo "| $label | $rss | $rss1 | $rss2 | $cpu | $net | $secs | $total | $counts |"
   done
 } > "$out"
 cat "$out"

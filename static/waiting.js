@@ -181,12 +181,17 @@
     if (done) return;
     if (cfg.eventsUrl && window.EventSource) {
       try {
+        var open = false;
         es = new EventSource(cfg.eventsUrl);
-        es.onopen = function () { offline(false); };
+        es.onopen = function () { open = true; offline(false); };
         es.onmessage = function (e) { apply(parse(e.data)); };
         es.onerror = function () {
+          // The server ends a stream now and then, before the ticket it renewed lapses: the
+          // browser reconnects by itself after the stream's `retry`, with the renewed ticket.
+          if (open && es && es.readyState === EventSource.CONNECTING) { open = false; return; }
+          // It could not (re)connect: poll instead, spread out so that a server restart
+          // doesn't cause a stampede.
           if (es) { es.close(); es = null; }
-          // Spread reconnects out so a server restart doesn't cause a stampede.
           schedule(1000 + Math.random() * 4000);
         };
         return;

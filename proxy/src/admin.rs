@@ -137,11 +137,27 @@ fn error(status: u16, msg: &str) -> Response<Vec<u8>> {
     json(status, serde_json::json!({ "error": msg }).to_string())
 }
 
+/// Why a room PATCH was refused (answered 422 with this text): the key at fault, if any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("{key}: {why}")]
+    Field { key: String, why: String },
+}
+
+fn field(key: &str, why: impl Into<String>) -> PatchError {
+    PatchError::Field {
+        key: key.to_owned(),
+        why: why.into(),
+    }
+}
+
 /// Applies a PATCH object to overrides; returns the key at fault on a bad value.
-pub fn apply_patch(o: &mut Overrides, patch: &Value) -> Result<(), String> {
-    let obj = patch.as_object().ok_or("body must be a JSON object")?;
+pub fn apply_patch(o: &mut Overrides, patch: &Value) -> Result<(), PatchError> {
+    let obj = patch.as_object().ok_or(PatchError::NotAnObject)?;
     for (k, v) in obj {
-        let bad = || format!("{k}: invalid value {v}");
+        let bad = || field(k, format!("invalid value {v}"));
         match k.as_str() {
             "new_users_per_minute" | "total_active_users" => {
                 let n = match v {
@@ -149,7 +165,7 @@ pub fn apply_patch(o: &mut Overrides, patch: &Value) -> Result<(), String> {
                     v => Some(
                         v.as_u64()
                             .filter(|n| *n > 0 && *n <= u64::from(u32::MAX))
-                            .ok_or_else(|| format!("{k}: must be a positive integer or null"))?
+                            .ok_or_else(|| field(k, "must be a positive integer or null"))?
                             as u32,
                     ),
                 };
@@ -167,14 +183,10 @@ pub fn apply_patch(o: &mut Overrides, patch: &Value) -> Result<(), String> {
                 o.message = match v {
                     Value::Null => None,
                     Value::String(s) if s.len() <= 1024 => Some(s.clone()),
-                    _ => {
-                        return Err(format!(
-                            "{k}: must be a string of at most 1024 bytes, or null"
-                        ))
-                    }
+                    _ => return Err(field(k, "must be a string of at most 1024 bytes, or null")),
                 }
             }
-            _ => return Err(format!("{k}: unknown field")),
+            _ => return Err(field(k, "unknown field")),
         }
     }
     Ok(())
@@ -230,7 +242,7 @@ impl Admin {
         let before = room.view().snapshot.overrides.clone();
         let mut after = before.clone();
         if let Err(e) = apply_patch(&mut after, &patch) {
-            return error(422, &e);
+            return error(422, &e.to_string());
         }
         if let Err(e) = self.node.store.set_overrides(room.id(), &after).await {
             return error(503, &format!("store unavailable: {e}"));
@@ -350,12 +362,13 @@ mod tests {
         assert_eq!(o.message.as_deref(), Some("hi"));
         apply_patch(&mut o, &serde_json::json!({"new_users_per_minute": null})).expect("clear");
         assert_eq!(o.new_users_per_minute, None);
+        let err = |p| apply_patch(&mut Overrides::default(), &p).map_err(|e| e.to_string());
         assert_eq!(
-            apply_patch(&mut o, &serde_json::json!({"new_users_per_minute": 0})),
+            err(serde_json::json!({"new_users_per_minute": 0})),
             Err("new_users_per_minute: must be a positive integer or null".into())
         );
         assert_eq!(
-            apply_patch(&mut o, &serde_json::json!({"pause": true})),
+            err(serde_json::json!({"pause": true})),
             Err("pause: unknown field".into())
         );
         assert!(apply_patch(&mut o, &serde_json::json!([1])).is_err());

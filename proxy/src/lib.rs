@@ -22,8 +22,12 @@
 //!
 //! The admission decisions themselves live in the `waitroom` crate.
 
-#![forbid(unsafe_code)]
+// One audited exception: `gate::push` duplicates a socket descriptor Pingora owns (the std
+// `BorrowedFd::borrow_raw` call), to hold an event stream without Pingora's per-connection state.
+#![deny(unsafe_code)]
 
+// `pub` only where the `flashgate` binary, the integration tests, the benches or another crate
+// of the workspace use the module; the rest is the crate's own.
 pub mod admin;
 pub mod admin_client;
 pub mod bot;
@@ -31,20 +35,20 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod events;
-pub mod gate;
+pub(crate) mod gate;
 pub mod gcra;
 pub mod http_util;
 pub mod metrics;
 pub mod monitoring;
-pub mod node;
-pub mod pages;
-pub mod rooms;
-pub mod routing;
+pub(crate) mod node;
+pub(crate) mod pages;
+pub(crate) mod rooms;
+pub(crate) mod routing;
 pub mod server;
 pub mod shield;
 /// The demo shop lives in its own crate (`demo-shop/`); re-exported for `flashgate demo` and
 /// `flashgate shop`.
 pub use demo_shop as shop;
 pub mod store;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod tls;
+pub(crate) mod upstream;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 // Origin shield gauges (fractional factors).
 use prometheus::GaugeVec;
@@ -169,6 +169,10 @@ pub struct Metrics {
     pub events_pending: IntGauge,
     /// Feedback pulse: wait ratings accepted, by `room` and `rating` (`1` to `5`).
     pub feedback: IntCounterVec,
+    /// Server-sent-event streams (`/.flashgate/events`) this node holds open.
+    pub event_streams: IntGauge,
+    /// Server-sent-event streams opened (a browser reopens one when the node ends it).
+    pub event_streams_opened: IntCounter,
 }
 
 impl Default for Metrics {
@@ -323,6 +327,18 @@ impl Metrics {
         ))
         .expect("static metric definition");
         reg(Box::new(events_pending.clone()), false);
+        let event_streams = IntGauge::with_opts(Opts::new(
+            "flashgate_event_streams",
+            "Server-sent-event streams (/.flashgate/events) this node holds open",
+        ))
+        .expect("static metric definition");
+        reg(Box::new(event_streams.clone()), false);
+        let event_streams_opened = IntCounter::with_opts(Opts::new(
+            "flashgate_event_streams_opened_total",
+            "Server-sent-event streams opened (a browser reopens one when the node ends it)",
+        ))
+        .expect("static metric definition");
+        reg(Box::new(event_streams_opened.clone()), false);
         let feedback = counter(
             "flashgate_feedback_total",
             "Wait ratings from the waiting page (one per ticket per node), by rating 1-5",
@@ -413,6 +429,8 @@ impl Metrics {
             events_sink_errors,
             events_pending,
             feedback,
+            event_streams,
+            event_streams_opened,
         }
     }
 

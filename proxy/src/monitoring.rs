@@ -12,6 +12,37 @@ use serde_json::Value;
 
 use crate::metrics::MetricNames;
 
+/// Why a monitoring file was refused: always names the file, and the key or metric at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct CheckError {
+    pub file: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a monitoring file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("not JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("not YAML: {0}")]
+    Yaml(serde_yaml::Error),
+    /// A key of the file and why it is wrong.
+    #[error("{key}: {why}")]
+    Key { key: String, why: &'static str },
+    #[error("unknown metric {0}")]
+    UnknownMetric(String),
+}
+
+fn key(key: impl Into<String>, why: &'static str) -> Problem {
+    Problem::Key {
+        key: key.into(),
+        why,
+    }
+}
+
 /// What a checked file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -32,28 +63,36 @@ pub fn is_monitoring_file(path: &Path) -> bool {
 }
 
 /// Parses `path` and checks every metric it names against `known`.
-pub fn check_file(path: &Path, known: &MetricNames) -> Result<Checked, String> {
+pub fn check_file(path: &Path, known: &MetricNames) -> Result<Checked, CheckError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-    check_text(&file, &text, known)
+    match std::fs::read_to_string(path) {
+        Ok(text) => check_text(&file, &text, known),
+        Err(e) => Err(CheckError {
+            file,
+            problem: Problem::Read(e),
+        }),
+    }
 }
 
 /// [`check_file`] on text; `file` names it in messages and its extension picks the format.
-pub fn check_text(file: &str, text: &str, known: &MetricNames) -> Result<Checked, String> {
+pub fn check_text(file: &str, text: &str, known: &MetricNames) -> Result<Checked, CheckError> {
+    check_doc(file, text, known).map_err(|problem| CheckError {
+        file: file.to_owned(),
+        problem,
+    })
+}
+
+fn check_doc(file: &str, text: &str, known: &MetricNames) -> Result<Checked, Problem> {
     let (doc, items, what) = if file.ends_with(".json") {
-        let doc: Value =
-            serde_json::from_str(text).map_err(|e| format!("{file}: not JSON: {e}"))?;
+        let doc: Value = serde_json::from_str(text).map_err(Problem::Json)?;
         let panels = count_panels(&doc);
         if panels == 0 {
-            return Err(format!(
-                "{file}: panels: a dashboard needs at least one panel"
-            ));
+            return Err(key("panels", "a dashboard needs at least one panel"));
         }
         (doc, panels, "panels")
     } else {
-        let doc: Value =
-            serde_yaml::from_str(text).map_err(|e| format!("{file}: not YAML: {e}"))?;
-        let rules = check_rules(&doc).map_err(|e| format!("{file}: {e}"))?;
+        let doc: Value = serde_yaml::from_str(text).map_err(Problem::Yaml)?;
+        let rules = check_rules(&doc)?;
         (doc, rules, "rules")
     };
     let mut names = std::collections::BTreeSet::new();
@@ -63,7 +102,7 @@ pub fn check_text(file: &str, text: &str, known: &MetricNames) -> Result<Checked
         }
     });
     if let Some(bad) = names.iter().find(|n| !known.knows(n)) {
-        return Err(format!("{file}: unknown metric {bad}"));
+        return Err(Problem::UnknownMetric(bad.clone()));
     }
     Ok(Checked {
         metrics: names.len(),
@@ -74,33 +113,33 @@ pub fn check_text(file: &str, text: &str, known: &MetricNames) -> Result<Checked
 
 /// Prometheus rule files: `groups[i].rules[j]` each with an `expr` and an `alert` or a
 /// `record`. Returns the number of rules.
-fn check_rules(doc: &Value) -> Result<usize, String> {
+fn check_rules(doc: &Value) -> Result<usize, Problem> {
     let groups = doc
         .get("groups")
         .and_then(Value::as_array)
-        .ok_or("groups: a Prometheus rule file needs a list of groups")?;
+        .ok_or_else(|| key("groups", "a Prometheus rule file needs a list of groups"))?;
     let mut n = 0;
     for (i, g) in groups.iter().enumerate() {
         if g.get("name")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return Err(format!("groups[{i}].name: missing"));
+            return Err(key(format!("groups[{i}].name"), "missing"));
         }
         let rules = g
             .get("rules")
             .and_then(Value::as_array)
-            .ok_or_else(|| format!("groups[{i}].rules: missing"))?;
+            .ok_or_else(|| key(format!("groups[{i}].rules"), "missing"))?;
         for (j, r) in rules.iter().enumerate() {
             let key = format!("groups[{i}].rules[{j}]");
             if r.get("expr")
                 .and_then(Value::as_str)
                 .is_none_or(|e| e.trim().is_empty())
             {
-                return Err(format!("{key}.expr: missing"));
+                return Err(self::key(format!("{key}.expr"), "missing"));
             }
             if r.get("alert").or_else(|| r.get("record")).is_none() {
-                return Err(format!("{key}: needs `alert` or `record`"));
+                return Err(self::key(key, "needs `alert` or `record`"));
             }
             n += 1;
         }
@@ -145,6 +184,11 @@ pub fn metric_names(s: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check's answer as the command prints it.
+    fn check(file: &str, text: &str, known: &MetricNames) -> Result<Checked, String> {
+        check_text(file, text, known).map_err(|e| e.to_string())
+    }
     use crate::metrics::Metrics;
 
     fn known() -> MetricNames {
@@ -169,7 +213,7 @@ mod tests {
     #[test]
     fn rules_are_checked() {
         let good = "groups:\n  - name: flashgate\n    rules:\n      - alert: A\n        expr: rate(flashgate_store_errors_total[5m]) > 0\n";
-        let c = check_text("a.yml", good, &known()).expect("good rules");
+        let c = check("a.yml", good, &known()).expect("good rules");
         assert_eq!(
             c,
             Checked {
@@ -180,15 +224,15 @@ mod tests {
         );
         let bogus = good.replace("store_errors_total", "store_errorz_total");
         assert_eq!(
-            check_text("a.yml", &bogus, &known()),
+            check("a.yml", &bogus, &known()),
             Err("a.yml: unknown metric flashgate_store_errorz_total".into())
         );
         let no_expr = "groups:\n  - name: g\n    rules:\n      - alert: A\n";
         assert_eq!(
-            check_text("a.yml", no_expr, &known()),
+            check("a.yml", no_expr, &known()),
             Err("a.yml: groups[0].rules[0].expr: missing".into())
         );
-        assert!(check_text("a.yml", "groups: [", &known())
+        assert!(check("a.yml", "groups: [", &known())
             .expect_err("syntax")
             .starts_with("a.yml: not YAML"));
     }
@@ -196,7 +240,7 @@ mod tests {
     #[test]
     fn dashboards_are_checked() {
         let good = r#"{"panels":[{"type":"row","panels":[{"targets":[{"expr":"flashgate_active_users"}]}]}]}"#;
-        let c = check_text("d.json", good, &known()).expect("good dashboard");
+        let c = check("d.json", good, &known()).expect("good dashboard");
         assert_eq!(
             c,
             Checked {
@@ -206,11 +250,11 @@ mod tests {
             }
         );
         assert_eq!(
-            check_text("d.json", r#"{"panels":[]}"#, &known()),
+            check("d.json", r#"{"panels":[]}"#, &known()),
             Err("d.json: panels: a dashboard needs at least one panel".into())
         );
         assert_eq!(
-            check_text("d.json", &good.replace("active_users", "actives"), &known()),
+            check("d.json", &good.replace("active_users", "actives"), &known()),
             Err("d.json: unknown metric flashgate_actives".into())
         );
     }

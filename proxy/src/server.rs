@@ -90,6 +90,7 @@ pub fn build(
             brand_color: "#5b2a86".into(),
             background_color: "#faf7fc".into(),
         },
+        hubs: Default::default(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "flashgate");
@@ -103,7 +104,7 @@ pub fn build(
         for addr in &tls.listen {
             proxy.add_listener(
                 ListenerConfig::tcp(addr.to_string())
-                    .tls(certs.settings()?)
+                    .tls(certs.settings().map_err(|e| e.to_string())?)
                     .l4_buffer(l4_buffer),
             );
         }

@@ -115,14 +115,19 @@ impl CertStore {
 
     /// Pingora's listener settings: this store supplies the certificate; ALPN offers HTTP/2
     /// first, then HTTP/1.1.
-    pub fn settings(self: &Arc<Self>) -> Result<TlsSettings, String> {
+    pub fn settings(self: &Arc<Self>) -> Result<TlsSettings, TlsSetupError> {
         // With a resolver set, Pingora ignores the (empty) paths and reads no file.
-        let mut s = TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
+        let mut s = TlsSettings::intermediate("", "").map_err(TlsSetupError)?;
         s.set_cert_resolver(self.clone());
         s.enable_h2();
         Ok(s)
     }
 }
+
+/// Pingora refused the listener's TLS settings.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS settings: {0}")]
+pub struct TlsSetupError(pingora::BError);
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {

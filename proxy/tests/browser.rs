@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::config::Table;
-use testkit::{free_port, Bot, Config, Node, Origin, Room};
+use testkit::{free_port, wait_for, Bot, Config, Node, Origin, Room};
 
 const DRIVER: &str = "/usr/bin/chromedriver";
 
@@ -251,6 +251,63 @@ async fn a_browser_waits_counts_down_and_enters_by_itself() {
         .await;
     assert!(origin.shop.stats().requests >= 1);
     assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
+    driver.end(&sid, &profile).await;
+}
+
+/// The waiting page stays on server-sent events when the node ends a stream (it does, before the
+/// ticket the stream renewed lapses): the browser reconnects with the renewed ticket, keeps its
+/// place, and does not fall back to polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_browser_reopens_its_event_stream_and_keeps_its_place() {
+    let origin = Origin::start().await;
+    // Streams live 3-4 s here (abandon_after less a 2 s margin, spread by ticket).
+    let line = Room::new("line").paths(&["/"]).poll("1s");
+    let line = line.set("abandon_after", "6s");
+    let driver = Driver::start().await;
+    let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
+    let sid = driver.session(&profile).await;
+    let fg = Node::start(&Config::new(origin.addr).room(line)).await;
+    fg.patch_room("line", json!({"paused": true})).await;
+    driver.navigate(&sid, &fg.url("/")).await;
+    let opened = || fg.metric("flashgate_event_streams_opened_total");
+    wait_for(
+        "three event streams, one after another",
+        Duration::from_secs(40),
+        || async { opened().await >= 3.0 },
+    )
+    .await;
+    let polls = fg
+        .metrics()
+        .await
+        .sum("flashgate_requests_total", &[("decision", "reserved")]);
+    // Unpaused, the open stream lets the browser in.
+    fg.patch_room("line", json!({"paused": false})).await;
+    wait_for(
+        "the browser in the shop",
+        Duration::from_secs(30),
+        || async {
+            driver
+                .script(&sid, "return document.getElementById('fg') === null")
+                .await
+                == true
+        },
+    )
+    .await;
+    assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
+    let after = fg
+        .metrics()
+        .await
+        .sum("flashgate_requests_total", &[("decision", "reserved")]);
+    assert!(
+        after - polls < 10.0,
+        "the page polled instead: {polls} -> {after}"
+    );
+    // One ticket in all: every reopened stream carried the renewed one, the place was never lost.
+    let tickets = fg
+        .metrics()
+        .await
+        .sum("flashgate_tickets_issued_total", &[("room", "line")]);
+    assert_eq!(tickets, 1.0);
     driver.end(&sid, &profile).await;
 }
 

@@ -353,10 +353,16 @@ async fn server_sent_events_carry_the_status() {
     let st = sse.next(Duration::from_secs(20)).await;
     assert_eq!(st["state"], "paused");
     assert_eq!(st["ticket"], 1);
-    // Unpausing is pushed to the open stream.
+    assert_eq!(fg.metrics().await.value("flashgate_event_streams"), 1.0);
+    // Unpausing is pushed to the open stream, which then ends: the answer is final.
     fg.patch_room("drop", json!({"paused": false})).await;
     sse.next_where(Duration::from_secs(5), |st| st["admitted"] == true)
         .await;
+    assert_eq!(sse.end(Duration::from_secs(5)).await, None);
+    assert_eq!(fg.metrics().await.value("flashgate_event_streams"), 0.0);
+    // A status poll agrees.
+    let (code, st, _) = get_json(&c, &fg.url("/.flashgate/status?room=drop")).await;
+    assert_eq!((code, st["admitted"].clone()), (200, json!(true)));
 }
 
 #[tokio::test]

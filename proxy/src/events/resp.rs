@@ -19,6 +19,38 @@ use redis::{ConnectionAddr, IntoConnectionInfo};
 /// Nested arrays deeper than this in a reply are refused (a reply to `XADD` or `XTRIM` has none).
 const MAX_DEPTH: usize = 8;
 
+/// Why the events sink's Redis connection failed (the connection is then dropped and opened
+/// again for the next attempt). A reply Redis sent as an error is not one of these: it refused
+/// one command on a working connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Url(#[from] redis::RedisError),
+    #[error("connect: {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("connect: {0}: no address")]
+    NoAddress(String),
+    #[error("the events sink does not speak TLS (rediss://)")]
+    Tls,
+    #[error("{0}")]
+    Socket(io::Error),
+    #[error("write: {0}")]
+    Write(io::Error),
+    #[error("read: {0}")]
+    Read(io::Error),
+    #[error("Redis closed the connection")]
+    Closed,
+    #[error("not connected")]
+    NotConnected,
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis protocol error: {0}")]
+    Protocol(&'static str),
+    /// Redis refused `AUTH` or `SELECT` (the text of its error reply).
+    #[error("{step}: {reply}")]
+    Setup { step: &'static str, reply: String },
+}
+
 /// Commands in RESP, the Redis protocol, appended to a buffer: `*<argc>\r\n` then each
 /// argument as a bulk string, `$<len>\r\n<bytes>\r\n`. Several commands back to back are a
 /// pipeline.
@@ -205,14 +237,17 @@ fn number(text: &[u8]) -> Option<i64> {
 impl Conn {
     /// Connects to the Redis of `url` (`redis://[user:password@]host[:port][/db]` or
     /// `unix:///path`), giving up after `timeout`, authenticates and selects the database.
-    pub fn open(url: &str, timeout: Duration) -> Result<Self, String> {
-        let info = url.into_connection_info().map_err(|e| e.to_string())?;
+    pub fn open(url: &str, timeout: Duration) -> Result<Self, ConnError> {
+        let info = url.into_connection_info()?;
         let sock = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| format!("connect: {host}: {e}"))?;
-                let mut last = format!("connect: {host}: no address");
+                let addrs = (host.as_str(), *port).to_socket_addrs().map_err(|source| {
+                    ConnError::Connect {
+                        addr: host.clone(),
+                        source,
+                    }
+                })?;
+                let mut last = ConnError::NoAddress(host.clone());
                 let mut found = None;
                 for a in addrs {
                     match TcpStream::connect_timeout(&a, timeout) {
@@ -220,19 +255,26 @@ impl Conn {
                             found = Some(s);
                             break;
                         }
-                        Err(e) => last = format!("connect: {a}: {e}"),
+                        Err(source) => {
+                            last = ConnError::Connect {
+                                addr: a.to_string(),
+                                source,
+                            }
+                        }
                     }
                 }
                 let s = found.ok_or(last)?;
                 // The batch's last segment must not wait for an ACK of the one before.
-                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                s.set_nodelay(true).map_err(ConnError::Socket)?;
                 Socket::Tcp(s)
             }
-            ConnectionAddr::Unix(path) => Socket::Unix(
-                UnixStream::connect(path)
-                    .map_err(|e| format!("connect: {}: {e}", path.display()))?,
-            ),
-            _ => return Err("the events sink does not speak TLS (rediss://)".to_owned()),
+            ConnectionAddr::Unix(path) => Socket::Unix(UnixStream::connect(path).map_err(
+                |source| ConnError::Connect {
+                    addr: path.display().to_string(),
+                    source,
+                },
+            )?),
+            _ => return Err(ConnError::Tls),
         };
         let mut conn = Conn {
             sock,
@@ -261,31 +303,30 @@ impl Conn {
         if !steps.is_empty() {
             conn.write(&hello)?;
             for step in steps {
-                conn.reply()?.map_err(|e| format!("{step}: {e}"))?;
+                conn.reply()?
+                    .map_err(|reply| ConnError::Setup { step, reply })?;
             }
         }
         Ok(conn)
     }
 
     /// Sets the read and write timeout (if it changed).
-    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), String> {
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ConnError> {
         if self.timeout != timeout {
-            self.sock.set_timeouts(timeout).map_err(|e| e.to_string())?;
+            self.sock.set_timeouts(timeout).map_err(ConnError::Socket)?;
             self.timeout = timeout;
         }
         Ok(())
     }
 
     /// Writes `bytes` whole.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.sock
-            .write_all(bytes)
-            .map_err(|e| format!("write: {e}"))
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.sock.write_all(bytes).map_err(ConnError::Write)
     }
 
     /// The next reply: `Ok(Err(text))` when it is an error reply (Redis refused that command),
     /// `Err` when the connection failed or the server spoke something else than RESP2.
-    pub fn reply(&mut self) -> Result<Result<(), String>, String> {
+    pub fn reply(&mut self) -> Result<Result<(), String>, ConnError> {
         loop {
             match scan(&self.buf[self.start..self.end]) {
                 Scan::Reply(len, r) => {
@@ -293,13 +334,13 @@ impl Conn {
                     return Ok(r);
                 }
                 Scan::More => self.fill()?,
-                Scan::Bad(why) => return Err(format!("Redis protocol error: {why}")),
+                Scan::Bad(why) => return Err(ConnError::Protocol(why)),
             }
         }
     }
 
     /// Reads more of the replies (blocking, for at most the timeout).
-    fn fill(&mut self) -> Result<(), String> {
+    fn fill(&mut self) -> Result<(), ConnError> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         } else if self.end == self.buf.len() {
@@ -313,7 +354,7 @@ impl Conn {
             }
         }
         match self.sock.read(&mut self.buf[self.end..]) {
-            Ok(0) => Err("Redis closed the connection".to_owned()),
+            Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
                 self.end += n;
                 Ok(())
@@ -325,9 +366,9 @@ impl Conn {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(format!("no reply within {:?}", self.timeout))
+                Err(ConnError::Timeout(self.timeout))
             }
-            Err(e) => Err(format!("read: {e}")),
+            Err(e) => Err(ConnError::Read(e)),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::resp::{self, Frame};
+use super::resp::{self, ConnError, Frame};
 use super::settings::EventSink;
 
 /// Connecting to Redis gives up after this long (then the batch is retried with backoff).
@@ -264,7 +264,7 @@ impl Sink {
     /// Delivers the batch's pending lines, marking each `Sent` or `Rejected` (or leaving it
     /// pending, with `Err`). Blocks the calling thread (the events service's own) for at most
     /// about `timeout` waiting for Redis; a file write is not bounded.
-    pub fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
+    pub fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), SinkError> {
         match self {
             Self::Off => {
                 for r in &mut batch.lines {
@@ -276,6 +276,22 @@ impl Sink {
             Self::File(s) => s.send(batch),
         }
     }
+}
+
+/// Why a batch was not delivered (its pending lines are tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The Redis connection failed; the next attempt opens a new one.
+    #[error(transparent)]
+    Redis(#[from] ConnError),
+    /// Redis said to try again later (`LOADING`, `READONLY`, …): its error reply's text.
+    #[error("{0}")]
+    TryLater(String),
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One blocking connection ([`resp::Conn`]) on the events service's own thread, opened lazily
@@ -400,7 +416,7 @@ impl RedisSink {
 
     /// The connection, opened if need be, with its timeouts set to `timeout` (at most
     /// [`RESPONSE_TIMEOUT`]).
-    fn connect(&mut self, timeout: Duration) -> Result<(), String> {
+    fn connect(&mut self, timeout: Duration) -> Result<(), ConnError> {
         let timeout = timeout.clamp(Duration::from_millis(1), RESPONSE_TIMEOUT);
         let conn = match &mut self.conn {
             Some(c) => c,
@@ -451,7 +467,7 @@ impl RedisSink {
 
     /// Sends the batch's entries (every one of them is pending: the service settles the batch
     /// after each attempt).
-    fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), String> {
+    fn send(&mut self, batch: &mut Batch, timeout: Duration) -> Result<(), SinkError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -461,24 +477,24 @@ impl RedisSink {
         match self.exchange(batch) {
             Ok(None) => Ok(()),
             // Redis said to try again later (`LOADING`, `READONLY`, …): the connection is fine.
-            Ok(Some(e)) => Err(e),
+            Ok(Some(reply)) => Err(SinkError::TryLater(reply)),
             Err(e) => {
                 // The connection is in doubt: the next attempt starts from a fresh one. Entries
                 // whose reply did not come may have been added: they are sent again (at least
                 // once).
                 self.conn = None;
-                Err(e)
+                Err(e.into())
             }
         }
     }
 
     /// Writes the framed pipeline and reads its replies, marking each line. `Ok(Some(_))` when
     /// Redis left a line pending for now, `Err` when the connection failed.
-    fn exchange(&mut self, batch: &mut Batch) -> Result<Option<String>, String> {
+    fn exchange(&mut self, batch: &mut Batch) -> Result<Option<String>, ConnError> {
         let xadds = self.add_trims(batch);
         let Some(conn) = self.conn.as_mut() else {
             batch.text.truncate(xadds);
-            return Err("not connected".to_owned());
+            return Err(ConnError::NotConnected);
         };
         let written = conn.write(&batch.text);
         batch.text.truncate(xadds);
@@ -577,7 +593,7 @@ impl FileSink {
 
     /// Appends the batch's text (every line of it is pending: the service settles the batch
     /// after each attempt).
-    fn send(&mut self, batch: &mut Batch) -> Result<(), String> {
+    fn send(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -592,7 +608,10 @@ impl FileSink {
             l.state = Delivery::Sent;
         }
         match err {
-            Some(e) => Err(format!("{}: {e}", self.writer.cfg.path.display())),
+            Some(source) => Err(SinkError::File {
+                path: self.writer.cfg.path.clone(),
+                source,
+            }),
             None => Ok(()),
         }
     }

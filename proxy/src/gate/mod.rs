@@ -7,6 +7,8 @@
 //! | the room's pass and ticket, read and verified once; the cookies a response sets | [`credentials`] |
 //! | one typed outcome per request (forward, wait, next, reject, bot, degraded) | [`admission`] |
 //! | `/.flashgate/*`: assets, status, events, challenge, leave, feedback | [`shopper_api`] |
+//! | what a waiting shopper is told (polls and pushes alike) | [`status`] |
+//! | server-sent events: streams held by one hub per room, off Pingora | [`push`] |
 //! | every response the gate writes itself, HTML/JSON negotiation, CSP | [`reply`] |
 //! | origin shield, server choice, header hygiene, origin commands | [`upstream`] |
 //!
@@ -35,15 +37,12 @@ use crate::shield::{CacheStatus, CACHE_HEADER_NAME};
 
 mod admission;
 mod credentials;
+mod push;
 mod reply;
 mod request;
 mod shopper_api;
+mod status;
 mod upstream;
-
-pub use credentials::TOKEN_HEADER;
-pub use reply::PAGE_CSP;
-pub use request::MAX_REQUEST_HEAD;
-pub use upstream::COMMAND_HEADER;
 
 use credentials::{Credentials, Outgoing};
 use request::{Client, Refusal};
@@ -60,6 +59,8 @@ pub struct Gate {
     /// that says `X-Forwarded-Proto: https` (see [`request::Client`]).
     pub secure_cookies: bool,
     pub default_branding: Branding,
+    /// The rooms' server-sent-event hubs (see [`push`]).
+    pub(crate) hubs: push::Hubs,
 }
 
 /// Per-request state.

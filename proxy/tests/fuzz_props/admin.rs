@@ -40,15 +40,15 @@ fn check_patch(v: &Value) -> Result<(), TestCaseError> {
             prop_assert!(o.total_active_users.is_none_or(|n| n > 0));
             prop_assert!(o.message.as_ref().is_none_or(|m| m.len() <= 1024));
         }
-        Err(msg) => {
+        Err(PatchError::NotAnObject) => prop_assert!(!v.is_object()),
+        Err(PatchError::Field { key, why }) => {
             let keys: Vec<&String> = v
                 .as_object()
                 .map(|o| o.keys().collect())
                 .unwrap_or_default();
             prop_assert!(
-                msg == "body must be a JSON object"
-                    || keys.iter().any(|k| msg.starts_with(&format!("{k}: "))),
-                "names the field at fault: {msg}"
+                keys.contains(&&key),
+                "names the field at fault: {key}: {why}"
             );
         }
     }

@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use flashgate::admin::apply_patch;
+use flashgate::admin::{apply_patch, PatchError};
 use flashgate::bot::{self, ChallengeError, Signer};
 use flashgate::config::Config;
 use flashgate::events::{parse_feedback, EventKind};

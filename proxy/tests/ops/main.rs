@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::config::Table;
-use testkit::shopper::{self, get_json, set_cookies};
+use testkit::shopper::{self, get_json, set_cookies, Events};
 use testkit::{
     cli, free_port, wait_for, Config, Launch, Metrics, Node, Origin, Ready, RedisServer, Room,
 };

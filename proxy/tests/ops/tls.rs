@@ -79,9 +79,14 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
     );
     let html = r.text().await.expect("page");
     assert!(html.contains("over TLS"), "the waiting page");
+    // Server-sent events over HTTP/2 stay on Pingora (no raw socket to hand over): pushed too.
+    let mut sse = Events::open(&shopper, &format!("{https}/.flashgate/events?room=drop")).await;
+    assert_eq!(sse.next(Duration::from_secs(20)).await["state"], "paused");
 
     // Admitted over HTTPS: the pass cookie is Secure, the origin hears https.
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": false})))
+        .await;
+    sse.next_where(Duration::from_secs(10), |st| st["admitted"] == true)
         .await;
     wait_for("admission over TLS", Duration::from_secs(20), || async {
         let (_, st, _) = get_json(&shopper, &format!("{https}/.flashgate/status?room=drop")).await;
