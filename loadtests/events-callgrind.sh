@@ -11,17 +11,8 @@
 # Needs valgrind (apt-get install valgrind). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N="${1:-6000}"
-RATE="${2:-300}"
-command -v valgrind >/dev/null || { echo "events-callgrind: needs valgrind (sudo apt-get install -y valgrind)" >&2; exit 1; }
-scripts/setup.sh demo
-cargo build --release -q -p flashgate -p loadtests
-BIN=target/release
 source loadtests/lib.sh
-
-ORIGIN=$(port)
-$BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
-wait_http http://127.0.0.1:$ORIGIN/healthz
+callgrind_setup "$@"
 
 declare -A total
 for mode in off on; do

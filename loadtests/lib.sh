@@ -13,6 +13,23 @@ wait_http() {
   echo "$(basename "$0" .sh): $1 did not come up" >&2
   exit 1
 }
+# callgrind_setup [COUNT] [RATE]: what the callgrind scripts need before they profile: N
+# requests (default 6000) at RATE a second (default 300), valgrind, the demo's build
+# dependencies, a release build of flashgate and loadtests (in BIN), and the demo shop on a
+# free port (ORIGIN). Source this file from the project root first.
+callgrind_setup() {
+  N="${1:-6000}"
+  RATE="${2:-300}"
+  local me
+  me=$(basename "$0" .sh)
+  command -v valgrind >/dev/null || { echo "$me: needs valgrind (sudo apt-get install -y valgrind)" >&2; exit 1; }
+  scripts/setup.sh demo
+  cargo build --release -q -p flashgate -p loadtests
+  BIN=target/release
+  ORIGIN=$(port)
+  $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
+  wait_http http://127.0.0.1:$ORIGIN/healthz
+}
 # node_head_toml LISTEN_PORT ADMIN_PORT: the [server] and [keys] of every benchmark node — one
 # worker thread and no access log (like nginx's 'access_log off': compare proxying, not log
 # formatting), one shared signing key.

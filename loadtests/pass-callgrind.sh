@@ -14,21 +14,12 @@
 # Needs valgrind (apt-get install valgrind). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N="${1:-6000}"
-RATE="${2:-300}"
-command -v valgrind >/dev/null || { echo "pass-callgrind: needs valgrind (sudo apt-get install -y valgrind)" >&2; exit 1; }
-scripts/setup.sh demo
-cargo build --release -q -p flashgate -p loadtests
-BIN=target/release
-FG_BIN="${FLASHGATE_BIN:-$BIN/flashgate}"
 source loadtests/lib.sh
+callgrind_setup "$@"
+FG_BIN="${FLASHGATE_BIN:-$BIN/flashgate}"
 KIND="${KIND:-pass}"
 keep=target/callgrind-$KIND
 mkdir -p "$keep"
-
-ORIGIN=$(port)
-$BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
-wait_http http://127.0.0.1:$ORIGIN/healthz
 
 # profile NAME PORT CMD...: callgrind around N requests (after a warm-up) to PORT/healthz.
 profile() {

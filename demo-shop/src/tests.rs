@@ -35,6 +35,36 @@ impl Running {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET `path` with `c`.
+    async fn get(&self, c: &reqwest::Client, path: &str) -> reqwest::Response {
+        c.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST the form `fields` to `path` with `c`.
+    async fn post_form(
+        &self,
+        c: &reqwest::Client,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        c.post(self.url(path)).form(fields).send().await.unwrap()
+    }
+
+    /// POST `body` as JSON to `path` with `c`.
+    async fn post_json(&self, c: &reqwest::Client, path: &str, body: &Value) -> reqwest::Response {
+        c.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    /// GET `path` with `c`: the body as JSON.
+    async fn json(&self, c: &reqwest::Client, path: &str) -> Value {
+        self.get(c, path).await.json().await.unwrap()
+    }
+
+    /// GET `path` with `c`: the body as text.
+    async fn text(&self, c: &reqwest::Client, path: &str) -> String {
+        self.get(c, path).await.text().await.unwrap()
+    }
+
     async fn shutdown(self) {
         let _ = self.stop.send(());
         timeout(LIMIT, self.task)
@@ -59,6 +89,11 @@ async fn start(cfg: ShopConfig) -> Running {
         stop,
         task,
     }
+}
+
+/// A shop on `cfg`, and a client for it.
+async fn open(cfg: ShopConfig) -> (Running, reqwest::Client) {
+    (start(cfg).await, client())
 }
 
 fn product(sku: &str, price_cents: u64, stock: u32) -> Product {
@@ -92,10 +127,33 @@ fn header<'r>(resp: &'r reqwest::Response, name: &str) -> Option<&'r str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Sends raw bytes and reads until the server closes the connection.
-async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+/// Asserts the response's `Cache-Control`.
+#[track_caller]
+fn assert_cache(resp: &reqwest::Response, cache_control: &str) {
+    assert_eq!(header(resp, CACHE_CONTROL.as_str()), Some(cache_control));
+}
+
+/// Asserts the response's `Content-Type`.
+#[track_caller]
+fn assert_type(resp: &reqwest::Response, content_type: &str) {
+    assert_eq!(header(resp, CONTENT_TYPE.as_str()), Some(content_type));
+}
+
+/// Sends `req`: the answer's body as JSON.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// A connection to `addr` on which `request` has been sent.
+async fn sent(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    stream
+}
+
+/// Sends raw bytes and reads until the server closes the connection.
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = sent(addr, request).await;
     let mut out = Vec::new();
     timeout(LIMIT, stream.read_to_end(&mut out))
         .await
@@ -157,33 +215,19 @@ async fn expect_closed(stream: &mut TcpStream) {
 
 #[tokio::test]
 async fn catalog_pages_are_html_and_cacheable() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
+    let (shop, c) = open(ShopConfig::demo()).await;
     for path in ["/", "/products", "/products/AURORA-LIP-KIT"] {
-        let resp = c.get(shop.url(path)).send().await.unwrap();
+        let resp = shop.get(&c, path).await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
-        assert_eq!(
-            header(&resp, CONTENT_TYPE.as_str()),
-            Some("text/html; charset=utf-8")
-        );
-        assert_eq!(
-            header(&resp, CACHE_CONTROL.as_str()),
-            Some("public, max-age=5")
-        );
+        assert_type(&resp, "text/html; charset=utf-8");
+        assert_cache(&resp, "public, max-age=5");
         assert!(resp.headers().contains_key(CONTENT_LENGTH));
         assert_eq!(header(&resp, "vary"), Some("Accept"), "{path}: negotiated");
         let body = resp.text().await.unwrap();
         assert!(body.contains("Aurora Lip Kit"), "{path}: {body}");
         assert!(body.starts_with("<!doctype html>"));
     }
-    let home = c
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = shop.text(&c, "/").await;
     for p in &ShopConfig::demo().products {
         assert!(home.contains(&format!("href=\"/products/{}\"", p.sku)));
     }
@@ -195,18 +239,11 @@ async fn catalog_pages_are_html_and_cacheable() {
 
 #[tokio::test]
 async fn json_when_asked_or_under_api() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
+    let (shop, c) = open(ShopConfig::demo()).await;
 
-    let resp = c.get(shop.url("/api/products")).send().await.unwrap();
-    assert_eq!(
-        header(&resp, CONTENT_TYPE.as_str()),
-        Some("application/json")
-    );
-    assert_eq!(
-        header(&resp, CACHE_CONTROL.as_str()),
-        Some("public, max-age=5")
-    );
+    let resp = shop.get(&c, "/api/products").await;
+    assert_type(&resp, "application/json");
+    assert_cache(&resp, "public, max-age=5");
     assert_eq!(header(&resp, "vary"), None, "always JSON under /api/");
     let list: Value = resp.json().await.unwrap();
     let list = list.as_array().unwrap();
@@ -215,55 +252,31 @@ async fn json_when_asked_or_under_api() {
     assert_eq!(list[0]["stock"], 500);
     assert_eq!(list[0]["sold_out"], false);
 
-    let negotiated: Value = c
-        .get(shop.url("/products"))
-        .header("Accept", "text/html;q=0.9, application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let negotiated: Value = json_of(
+        c.get(shop.url("/products"))
+            .header("Accept", "text/html;q=0.9, application/json"),
+    )
+    .await;
     assert_eq!(negotiated.as_array().map(Vec::len), Some(5));
 
-    let one: Value = c
-        .get(shop.url("/api/products/ECLIPSE-PALETTE"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = shop.json(&c, "/api/products/ECLIPSE-PALETTE").await;
     assert_eq!(
         one,
         json!({"sku": "ECLIPSE-PALETTE", "name": "Eclipse Eyeshadow Palette",
                "price_cents": 5400, "stock": 1500, "sold_out": false})
     );
 
-    let missing = c.get(shop.url("/api/products/NOPE")).send().await.unwrap();
+    let missing = shop.get(&c, "/api/products/NOPE").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let err: Value = missing.json().await.unwrap();
     assert_eq!(err["status"], 404);
 
-    let missing_html = c.get(shop.url("/nope")).send().await.unwrap();
+    let missing_html = shop.get(&c, "/nope").await;
     assert_eq!(missing_html.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        header(&missing_html, CONTENT_TYPE.as_str()),
-        Some("text/html; charset=utf-8")
-    );
-    assert_eq!(
-        header(&missing_html, CACHE_CONTROL.as_str()),
-        Some("private, no-store")
-    );
+    assert_type(&missing_html, "text/html; charset=utf-8");
+    assert_cache(&missing_html, "private, no-store");
 
-    let inventory: Value = c
-        .get(shop.url("/api/inventory"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inventory: Value = shop.json(&c, "/api/inventory").await;
     assert_eq!(
         inventory[0],
         json!({"sku": "AURORA-LIP-KIT", "stock": 500, "initial_stock": 500})
@@ -273,8 +286,7 @@ async fn json_when_asked_or_under_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_never_oversells_under_contention() {
-    let shop = start(small_shop(10)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(10)).await;
     let buyers: Vec<_> = (0..50)
         .map(|_| {
             let (c, url) = (c.clone(), shop.url("/api/checkout"));
@@ -320,8 +332,7 @@ async fn checkout_never_oversells_under_contention() {
 
 #[tokio::test]
 async fn last_unit_carries_sold_out_command() {
-    let shop = start(small_shop(3)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(3)).await;
     let buy = |qty: u32| {
         c.post(shop.url("/checkout"))
             .header("Accept", "application/json")
@@ -354,43 +365,24 @@ async fn last_unit_carries_sold_out_command() {
     assert_eq!(err["error"], "sold out");
 
     // HTML shoppers get a page, and the product shows as sold out.
-    let page = c
-        .post(shop.url("/checkout"))
-        .form(&[("sku", "LIMITED")])
-        .send()
-        .await
-        .unwrap();
+    let page = shop.post_form(&c, "/checkout", &[("sku", "LIMITED")]).await;
     assert_eq!(page.status(), StatusCode::CONFLICT);
     assert!(page.text().await.unwrap().contains("sold out"));
-    let product = c
-        .get(shop.url("/products/LIMITED"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let product = shop.text(&c, "/products/LIMITED").await;
     assert!(product.contains("Sold out"));
     shop.shutdown().await;
 }
 
 #[tokio::test]
 async fn cart_cookie_and_checkout_from_cart() {
-    let shop = start(small_shop(5)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(5)).await;
 
-    let added = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "LIMITED"), ("qty", "2")])
-        .send()
-        .await
-        .unwrap();
+    let added = shop
+        .post_form(&c, "/cart", &[("sku", "LIMITED"), ("qty", "2")])
+        .await;
     assert_eq!(added.status(), StatusCode::SEE_OTHER);
     assert_eq!(header(&added, LOCATION.as_str()), Some("/cart"));
-    assert_eq!(
-        header(&added, CACHE_CONTROL.as_str()),
-        Some("private, no-store")
-    );
+    assert_cache(&added, "private, no-store");
     let cookie = header(&added, SET_COOKIE.as_str()).unwrap();
     assert!(cookie.starts_with("shop_cart=LIMITED:2;"), "{cookie}");
     let cart_cookie = cookie.split(';').next().unwrap().to_owned();
@@ -412,31 +404,19 @@ async fn cart_cookie_and_checkout_from_cart() {
         .to_owned();
     assert_eq!(cart_cookie, "shop_cart=LIMITED:2|PLENTY:3");
 
-    let cart: Value = c
-        .get(shop.url("/api/cart"))
-        .header("Cookie", format!("other=1; {cart_cookie}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = json_of(
+        c.get(shop.url("/api/cart"))
+            .header("Cookie", format!("other=1; {cart_cookie}")),
+    )
+    .await;
     assert_eq!(cart["total_cents"], 2 * 1_000 + 3 * 250);
     assert_eq!(cart["items"][1]["qty"], 3);
 
-    let bad = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "LIMITED"), ("qty", "0")])
-        .send()
-        .await
-        .unwrap();
+    let bad = shop
+        .post_form(&c, "/cart", &[("sku", "LIMITED"), ("qty", "0")])
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let unknown = c
-        .post(shop.url("/cart"))
-        .form(&[("sku", "NOPE")])
-        .send()
-        .await
-        .unwrap();
+    let unknown = shop.post_form(&c, "/cart", &[("sku", "NOPE")]).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     let empty = c.post(shop.url("/checkout")).send().await.unwrap();
@@ -462,21 +442,17 @@ async fn cart_cookie_and_checkout_from_cart() {
 
 #[tokio::test]
 async fn leaving_revokes_the_queue_session() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
+    let (shop, c) = open(ShopConfig::demo()).await;
     for resp in [
-        c.get(shop.url("/done")).send().await.unwrap(),
+        shop.get(&c, "/done").await,
         c.post(shop.url("/logout-queue")).send().await.unwrap(),
     ] {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(header(&resp, "x-flashgate-command"), Some("revoke"));
-        assert_eq!(
-            header(&resp, CACHE_CONTROL.as_str()),
-            Some("private, no-store")
-        );
+        assert_cache(&resp, "private, no-store");
         assert!(resp.text().await.unwrap().contains("Thanks"));
     }
-    let wrong = c.get(shop.url("/logout-queue")).send().await.unwrap();
+    let wrong = shop.get(&c, "/logout-queue").await;
     assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(header(&wrong, "allow"), Some("POST"));
     assert_eq!(header(&wrong, "x-flashgate-command"), None);
@@ -486,20 +462,15 @@ async fn leaving_revokes_the_queue_session() {
 
 #[tokio::test]
 async fn echo_reports_headers_and_counts_flashgate_cookies() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
-    let echo: Value = c
-        .post(shop.url("/echo?x=1"))
-        .header("X-Forwarded-For", "203.0.113.7")
-        .header("X-Request-Id", "req-42")
-        .header("Cookie", "fg_p_main=abc; shop_cart=X:1")
-        .body("payload")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (shop, c) = open(ShopConfig::demo()).await;
+    let echo: Value = json_of(
+        c.post(shop.url("/echo?x=1"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Request-Id", "req-42")
+            .header("Cookie", "fg_p_main=abc; shop_cart=X:1")
+            .body("payload"),
+    )
+    .await;
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["path"], "/echo");
     assert_eq!(echo["query"], "x=1");
@@ -512,16 +483,12 @@ async fn echo_reports_headers_and_counts_flashgate_cookies() {
     assert_eq!(shop.shop.stats().requests_with_fg_cookie, 1);
 
     // Lookalikes are not Flashgate cookies; a second Cookie field is seen.
-    let echo: Value = c
-        .get(shop.url("/echo"))
-        .header("Cookie", "xfg_t=1; shop_cart=X:1")
-        .header("Cookie", "fg_t_main=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: Value = json_of(
+        c.get(shop.url("/echo"))
+            .header("Cookie", "xfg_t=1; shop_cart=X:1")
+            .header("Cookie", "fg_t_main=2"),
+    )
+    .await;
     let stats = shop.shop.stats();
     assert_eq!(stats.requests_with_fg_cookie, 2, "{echo}");
 
@@ -539,9 +506,8 @@ async fn echo_reports_headers_and_counts_flashgate_cookies() {
 
 #[tokio::test]
 async fn health_and_head() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
-    let ok = c.get(shop.url("/healthz")).send().await.unwrap();
+    let (shop, c) = open(ShopConfig::demo()).await;
+    let ok = shop.get(&c, "/healthz").await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(ok.text().await.unwrap(), "ok");
 
@@ -614,10 +580,9 @@ async fn malformed_requests_get_an_error_and_a_closed_connection() {
 
 #[tokio::test]
 async fn keep_alive_reuses_one_connection() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
+    let (shop, c) = open(ShopConfig::demo()).await;
     for path in ["/", "/api/products", "/healthz", "/echo", "/cart"] {
-        let resp = c.get(shop.url(path)).send().await.unwrap();
+        let resp = shop.get(&c, path).await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         resp.bytes().await.unwrap();
     }
@@ -627,18 +592,16 @@ async fn keep_alive_reuses_one_connection() {
     shop.shutdown().await;
 }
 
+/// Three requests in one write: a health check, an echo with a body, and a health check that
+/// closes the connection.
+const PIPELINED: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n\
+    POST /echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello\
+    GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n";
+
 #[tokio::test]
 async fn pipelined_requests_and_connection_close() {
     let shop = start(ShopConfig::demo()).await;
-    let mut stream = TcpStream::connect(shop.addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n\
-              POST /echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello\
-              GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let mut stream = sent(shop.addr, PIPELINED).await;
     let mut buf = Vec::new();
     let (head, body) = read_response(&mut stream, &mut buf).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -681,13 +644,11 @@ async fn http10_closes_unless_keep_alive_is_requested() {
 #[tokio::test]
 async fn expect_100_continue() {
     let shop = start(ShopConfig::demo()).await;
-    let mut stream = TcpStream::connect(shop.addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /echo HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let mut stream = sent(
+        shop.addr,
+        b"POST /echo HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    )
+    .await;
     let mut buf = Vec::new();
     while !buf.ends_with(b"\r\n\r\n") {
         read_more(&mut stream, &mut buf).await;
@@ -706,10 +667,7 @@ async fn down_closes_connections_until_back_up() {
     let shop = start(ShopConfig::demo()).await;
 
     // An idle keep-alive connection is closed as soon as the shop goes down.
-    let mut idle = TcpStream::connect(shop.addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut idle = sent(shop.addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
     read_response(&mut idle, &mut Vec::new()).await;
 
     shop.shop.set_down(true);
@@ -735,10 +693,7 @@ async fn down_closes_connections_until_back_up() {
 async fn shutdown_stops_listener_and_closes_idle_connections() {
     let shop = start(ShopConfig::demo()).await;
     let addr = shop.addr;
-    let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut idle = sent(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
     read_response(&mut idle, &mut Vec::new()).await;
 
     let handle = shop.shop.clone();
@@ -765,31 +720,27 @@ async fn artificial_latency_delays_responses() {
 
 #[tokio::test]
 async fn latency_and_failures_can_be_switched_at_run_time() {
-    let shop = start(small_shop(5)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(5)).await;
     let latency = Duration::from_millis(40);
     shop.shop.set_latency(latency);
     let started = Instant::now();
-    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    let resp = shop.get(&c, "/products").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(started.elapsed() >= latency);
     shop.shop.set_latency(Duration::ZERO);
 
     shop.shop.set_failing(Some(503));
-    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    let resp = shop.get(&c, "/products").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()[CACHE_CONTROL], "private, no-store");
     // A failing shop handles nothing: no order is placed.
-    let resp = c
-        .post(shop.url("/checkout"))
-        .json(&json!({"sku": "LIMITED", "qty": 1}))
-        .send()
-        .await
-        .unwrap();
+    let resp = shop
+        .post_json(&c, "/checkout", &json!({"sku": "LIMITED", "qty": 1}))
+        .await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(shop.shop.stock("LIMITED"), Some(5));
     shop.shop.set_failing(None);
-    let resp = c.get(shop.url("/products")).send().await.unwrap();
+    let resp = shop.get(&c, "/products").await;
     assert_eq!(resp.status(), StatusCode::OK);
 
     // Every request is counted, failed or not, per exact path and per class.
@@ -805,8 +756,7 @@ async fn latency_and_failures_can_be_switched_at_run_time() {
 
 #[tokio::test]
 async fn path_faults_apply_to_their_prefix_only() {
-    let shop = start(small_shop(5)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(5)).await;
     shop.shop.set_path_fault(
         "/products/",
         Some(PathFault {
@@ -852,8 +802,7 @@ async fn path_faults_apply_to_their_prefix_only() {
 
 #[tokio::test]
 async fn failed_requests_are_counted_in_the_routers_class() {
-    let shop = start(small_shop(5)).await;
-    let c = client();
+    let (shop, c) = open(small_shop(5)).await;
     let paths = [
         "/",
         "/products",
@@ -873,7 +822,7 @@ async fn failed_requests_are_counted_in_the_routers_class() {
         shop.shop.set_failing(failing.then_some(500));
         for p in paths {
             let before = shop.shop.stats().by_path;
-            c.get(shop.url(p)).send().await.unwrap();
+            shop.get(&c, p).await;
             let after = shop.shop.stats().by_path;
             let class = PathClass::of(p);
             let count = |b: &super::PathCounts| match class {
@@ -900,17 +849,9 @@ async fn failed_requests_are_counted_in_the_routers_class() {
 
 #[tokio::test]
 async fn stats_endpoint_matches_snapshot() {
-    let shop = start(ShopConfig::demo()).await;
-    let c = client();
-    c.get(shop.url("/")).send().await.unwrap();
-    let remote: Value = c
-        .get(shop.url("/api/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (shop, c) = open(ShopConfig::demo()).await;
+    shop.get(&c, "/").await;
+    let remote: Value = shop.json(&c, "/api/stats").await;
     // The snapshot is taken while answering the stats request itself, so
     // that request is counted but not yet attributed to its path.
     assert_eq!(remote["requests"], 2);

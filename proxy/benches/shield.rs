@@ -12,29 +12,26 @@ use flashgate::config::Config;
 use flashgate::metrics::Metrics;
 use flashgate::shield::{CacheKey, CacheStatus, Lookup, Resolved, Shield};
 use pingora::http::{RequestHeader, ResponseHeader};
+use testkit::Route;
 use waitroom::UnixMillis;
 
-const CONFIG: &str = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "bench-secret-bench-secret-bench-secret-01"
-
-[upstreams.shop]
-servers = ["127.0.0.1:9"]
-
-[[routes]]
-path = "/"
-upstream = "shop"
-kind = "catalog"
-"#;
+/// The test kit's node config (the shop on a port nothing listens on: the bench never
+/// fetches) with a catalog route for the pages the bench asks for.
+fn config() -> Config {
+    let origin = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let products = Route::new("/products").kind("catalog");
+    let text = testkit::Config::new(origin).route(products).render();
+    Config::parse("bench.toml", &text, UnixMillis::from_secs(1_800_000_000)).expect("bench config")
+}
 
 fn bench(c: &mut Criterion) {
-    let cfg = Config::parse("bench.toml", CONFIG, UnixMillis::from_secs(1_800_000_000))
-        .expect("bench config");
+    let cfg = config();
     let shield = Shield::new(cfg.shield_plan(), Arc::new(Metrics::new()), None);
-    let route = &cfg.routes[0];
+    let route = cfg
+        .routes
+        .iter()
+        .find(|r| r.path == "/products")
+        .expect("the catalog route");
     let now = Instant::now();
     let mut req = RequestHeader::build("GET", b"/products?sort=new&page=2", None).expect("req");
     req.insert_header("host", "shop.example").expect("host");

@@ -458,28 +458,9 @@ mod tests {
 
     #[test]
     fn one_rating_per_ticket_and_event() {
-        let text = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "unit-test-secret-unit-test-secret-0123456789"
-
-[upstreams.shop]
-servers = ["127.0.0.1:1"]
-
-[[routes]]
-path = "/"
-upstream = "shop"
-
-[[rooms]]
-id = "drop"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-"#;
-        let mut cfg = crate::config::Config::parse("t.toml", text, clock::now())
-            .unwrap_or_else(|e| panic!("{e}"));
+        use crate::config::test_fixture::{self, with_shop, Room};
+        let drop = Room::new("drop").paths(&["/"]);
+        let mut cfg = test_fixture::parse("t.toml", &with_shop(&drop.to_string()));
         let r = RoomRuntime::new(cfg.rooms.remove(0));
         assert_eq!(r.feedback().average(), None);
         assert!(r.record_feedback(0, 7, 5));

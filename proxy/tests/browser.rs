@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{free_port, wait_for, Config, Node, Origin};
+use testkit::config::Table;
+use testkit::{free_port, wait_for, Bot, Config, Node, Origin, Room};
 
 const DRIVER: &str = "/usr/bin/chromedriver";
 
@@ -160,6 +161,13 @@ impl Driver {
         }
     }
 
+    /// Ends the session and removes its browser profile.
+    async fn end(&self, sid: &str, profile: &std::path::Path) {
+        self.call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
+            .await;
+        let _ = std::fs::remove_dir_all(profile);
+    }
+
     /// Saves a PNG of the page under the test artifacts directory; returns its path.
     async fn screenshot(&self, sid: &str, name: &str) -> std::path::PathBuf {
         use base64::Engine as _;
@@ -179,6 +187,12 @@ impl Driver {
         path
     }
 
+    /// `document.getElementById(id)?.PROPERTY` in the page.
+    async fn by_id(&self, sid: &str, id: &str, property: &str) -> Value {
+        let js = format!("return document.getElementById('{id}')?.{property}");
+        self.script(sid, &js).await
+    }
+
     async fn script(&self, sid: &str, js: &str) -> Value {
         self.call(
             reqwest::Method::POST,
@@ -192,76 +206,33 @@ impl Driver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_waits_counts_down_and_enters_by_itself() {
     let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-message = "Aurora launch"
-
-[[rooms.events]]
-name = "browser-test"
-prequeue_at = "+0s"
-starts_at = "+10s"
-ends_at = "+1h"
-shuffle = true
-"#;
+    let window = Table::new()
+        .set("name", "browser-test")
+        .set("prequeue_at", "+0s")
+        .set("starts_at", "+10s")
+        .set("ends_at", "+1h")
+        .set("shuffle", true);
+    let launch = Room::new("launch")
+        .paths(&["/"])
+        .poll("1s")
+        .windows("30s", "10s");
+    let launch = launch.message("Aurora launch").event(window);
     // The browser first: the pre-queue window starts with the node, and a browser that takes
     // long to start on a busy machine must not eat into it.
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
     let sid = driver.session(&profile).await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
-    driver
-        .call(
-            reqwest::Method::POST,
-            &format!("/session/{sid}/url"),
-            Some(json!({"url": format!("{}/", fg.base)})),
-        )
-        .await;
+    let fg = Node::start(&Config::new(origin.addr).room(launch)).await;
+    driver.navigate(&sid, &fg.url("/")).await;
 
     // The waiting page, in the pre-queue, counting down.
-    let state = driver
-        .script(
-            &sid,
-            "return document.getElementById('fg')?.dataset.state ?? null",
-        )
-        .await;
+    let state = driver.by_id(&sid, "fg", "dataset.state ?? null").await;
     assert_eq!(state, "prequeue", "the waiting page is shown");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = driver
-            .script(
-                &sid,
-                "return document.getElementById('fg-countdown')?.textContent ?? ''",
-            )
-            .await;
-        if c.as_str().is_some_and(|t| !t.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the countdown never showed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let shot = driver
-        .call(
-            reqwest::Method::GET,
-            &format!("/session/{sid}/screenshot"),
-            None,
-        )
+    let js = "return (document.getElementById('fg-countdown')?.textContent ?? '') !== ''";
+    driver
+        .wait_for(&sid, "the countdown", js, Duration::from_secs(10))
         .await;
-    if let Some(b64) = shot.as_str() {
-        use base64::Engine as _;
-        if let Ok(png) = base64::engine::general_purpose::STANDARD.decode(b64) {
-            let _ = std::fs::write(
-                concat!(env!("CARGO_TARGET_TMPDIR"), "/waiting-page.png"),
-                png,
-            );
-        }
-    }
+    driver.screenshot(&sid, "waiting-page.png").await;
     assert_eq!(
         origin.shop.stats().requests,
         0,
@@ -269,26 +240,18 @@ shuffle = true
     );
 
     // After the start, the page lets the browser into the shop without a reload by us.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let on_shop = driver
-            .script(&sid, "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')")
-            .await;
-        if on_shop == true {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the browser was not let into the shop"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let js = "return document.getElementById('fg') === null && document.body.innerText.includes('Aurora')";
+    driver
+        .wait_for(
+            &sid,
+            "the browser let into the shop",
+            js,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(origin.shop.stats().requests >= 1);
     assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
-    driver
-        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
-        .await;
-    let _ = std::fs::remove_dir_all(&profile);
+    driver.end(&sid, &profile).await;
 }
 
 /// The waiting page stays on server-sent events when the node ends a stream (it does, before the
@@ -298,32 +261,15 @@ shuffle = true
 async fn a_browser_reopens_its_event_stream_and_keeps_its_place() {
     let origin = Origin::start().await;
     // Streams live 3-4 s here (abandon_after less a 2 s margin, spread by ticket).
-    let room = r#"
-[[rooms]]
-id = "line"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "6s"
-"#;
+    let line = Room::new("line").paths(&["/"]).poll("1s");
+    let line = line.set("abandon_after", "6s");
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
     let sid = driver.session(&profile).await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
+    let fg = Node::start(&Config::new(origin.addr).room(line)).await;
     fg.patch_room("line", json!({"paused": true})).await;
-    driver
-        .call(
-            reqwest::Method::POST,
-            &format!("/session/{sid}/url"),
-            Some(json!({"url": format!("{}/", fg.base)})),
-        )
-        .await;
-    let opened = || async {
-        fg.metrics()
-            .await
-            .value("flashgate_event_streams_opened_total")
-    };
+    driver.navigate(&sid, &fg.url("/")).await;
+    let opened = || fg.metric("flashgate_event_streams_opened_total");
     wait_for(
         "three event streams, one after another",
         Duration::from_secs(40),
@@ -362,10 +308,7 @@ abandon_after = "6s"
         .await
         .sum("flashgate_tickets_issued_total", &[("room", "line")]);
     assert_eq!(tickets, 1.0);
-    driver
-        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
-        .await;
-    let _ = std::fs::remove_dir_all(&profile);
+    driver.end(&sid, &profile).await;
 }
 
 /// The whole shopper journey in a real browser, through a room that makes every new arrival
@@ -374,25 +317,10 @@ abandon_after = "6s"
 /// the shop's own forms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_solves_the_challenge_waits_and_checks_out() {
-    let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-message = "Aurora Lip Kit launch: one kit per shopper"
-[rooms.page]
-title = "Aurora Beauty"
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 12
-"#;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
+    let launch = Room::new("launch").paths(&["/"]).poll("1s");
+    let launch = launch.message("Aurora Lip Kit launch: one kit per shopper");
+    let launch = launch.windows("60s", "10s").page("title", "Aurora Beauty");
+    let (origin, fg) = testkit::shop_with([launch.bot(Bot::enforce().always(12))]).await;
     fg.patch_room("launch", json!({"paused": true})).await;
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("fg-chromium-{}", free_port()));
@@ -404,11 +332,12 @@ difficulty = 12
     driver.navigate(&sid, &format!("{}/", fg.base)).await;
 
     // The challenge page solves in a Web Worker, posts, and comes back: the waiting page.
+    let js = "return document.getElementById('fg')?.dataset.state === 'paused'";
     driver
         .wait_for(
             &sid,
             "the waiting page after the challenge",
-            "return document.getElementById('fg')?.dataset.state === 'paused'",
+            js,
             Duration::from_secs(30),
         )
         .await;
@@ -419,12 +348,7 @@ difficulty = 12
         &[("result", "solved"), ("room", "launch")],
     );
     assert_eq!(solved, Some(1.0), "the page solved one challenge:\n{m}");
-    let position = driver
-        .script(
-            &sid,
-            "return document.getElementById('fg-position')?.textContent",
-        )
-        .await;
+    let position = driver.by_id(&sid, "fg-position", "textContent").await;
     assert_eq!(position, "1", "first in line");
     let shot = driver.screenshot(&sid, "waiting-room-pow.png").await;
     assert_eq!(
@@ -435,15 +359,11 @@ difficulty = 12
 
     // The line opens: the page takes the browser into the shop by itself.
     fg.patch_room("launch", json!({"paused": false})).await;
-    driver
-        .wait_for(
-            &sid,
-            "the shop's home page",
-            "return document.getElementById('fg') === null \
+    let js = "return document.getElementById('fg') === null \
              && document.getElementById('fg-challenge') === null \
-             && document.body.innerText.includes('Aurora')",
-            Duration::from_secs(30),
-        )
+             && document.body.innerText.includes('Aurora')";
+    driver
+        .wait_for(&sid, "the shop's home page", js, Duration::from_secs(30))
         .await;
 
     // Shop: a product page, "Add to bag", then "Place order" in the bag.
@@ -451,24 +371,17 @@ difficulty = 12
         .navigate(&sid, &format!("{}/products/AURORA-LIP-KIT", fg.base))
         .await;
     driver.click(&sid, "form[action='/cart'] button").await;
+    let js =
+        "return location.pathname === '/cart' && document.body.innerText.includes('Your bag') \
+             && document.body.innerText.includes('Aurora Lip Kit')";
     driver
-        .wait_for(
-            &sid,
-            "the bag",
-            "return location.pathname === '/cart' && document.body.innerText.includes('Your bag') \
-             && document.body.innerText.includes('Aurora Lip Kit')",
-            Duration::from_secs(10),
-        )
+        .wait_for(&sid, "the bag", js, Duration::from_secs(10))
         .await;
     driver.click(&sid, "form[action='/checkout'] button").await;
+    let js = "return document.body.innerText.includes('Thank you!') \
+             && document.body.innerText.includes('ORD-')";
     driver
-        .wait_for(
-            &sid,
-            "the order confirmation",
-            "return document.body.innerText.includes('Thank you!') \
-             && document.body.innerText.includes('ORD-')",
-            Duration::from_secs(10),
-        )
+        .wait_for(&sid, "the order confirmation", js, Duration::from_secs(10))
         .await;
     driver.screenshot(&sid, "order-confirmed.png").await;
     let stats = origin.shop.stats();
@@ -484,8 +397,5 @@ difficulty = 12
         started.elapsed(),
         shot.display()
     );
-    driver
-        .call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
-        .await;
-    let _ = std::fs::remove_dir_all(&profile);
+    driver.end(&sid, &profile).await;
 }

@@ -3,33 +3,27 @@
 //! events while shoppers are served as usual.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::RedisServer;
-use testkit::{shopper::get_json, Config, Node, Origin};
+use testkit::config::Table;
+use testkit::shopper::{self, get_json};
+use testkit::{wait_for, wait_until, Config, Node, Origin, RedisServer, Room};
 
-fn room(redis_url: &str, buffer: usize) -> String {
-    format!(
-        r#"
-[events]
-sink = "redis"
-url = "{redis_url}"
-stream = "fg:test"
-buffer = {buffer}
-batch = 4
-node = "edge-test"
-
-[[rooms]]
-id = "drop"
-paths = ["/"]
-new_users_per_minute = 600
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-"#
-    )
+/// A node whose events go to the stream `fg:test` on the Redis at `redis_url` through a
+/// buffer of `buffer`, with one room over the whole shop.
+fn node(origin: &Origin, redis_url: &str, buffer: usize) -> Config {
+    let events = Table::new()
+        .set("sink", "redis")
+        .set("url", redis_url)
+        .set("stream", "fg:test")
+        .set("buffer", buffer as u32)
+        .set("batch", 4)
+        .set("node", "edge-test");
+    let drop = Room::new("drop").paths(&["/"]).rate(600).poll("1s");
+    Config::new(origin.addr)
+        .table("events", events)
+        .room(drop.windows("30s", "10s"))
 }
 
 /// All events in the stream, parsed.
@@ -49,91 +43,45 @@ fn stream(redis: &RedisServer) -> Vec<Value> {
 }
 
 async fn wait_for_events(redis: &RedisServer, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what = format!("{n} events in the stream");
+    wait_until(&what, Duration::from_secs(20), || {
         let ev = stream(redis);
-        if ev.len() >= n {
-            return ev;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} events arrived: {ev:#?}",
-            ev.len()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn enter(fg: &Node, c: &reqwest::Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, st, _) = get_json(c, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
-        if st["admitted"] == true {
-            let r = c
-                .get(format!("{}/products", fg.base))
-                .send()
-                .await
-                .expect("enter");
-            if r.headers()
-                .get("set-cookie")
-                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("fg_p_drop="))
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not admitted: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (ev.len() >= n).then_some(ev)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shoppers_produce_the_expected_events_in_order() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room(&redis.url(), 1000))).await;
+    let fg = Node::start(&node(&origin, &redis.url(), 1000)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     // Three shoppers join while the line is held.
     let shoppers: Vec<reqwest::Client> = (0..3).map(|_| fg.shopper()).collect();
     for c in &shoppers {
-        let (_, st, _) = get_json(c, &format!("{}/products", fg.base)).await;
+        let (_, st, _) = get_json(c, &fg.url("/products")).await;
         assert!(st["ticket"].as_u64().is_some(), "queued: {st}");
     }
     fg.patch_room("drop", json!({"paused": false})).await;
     for c in &shoppers {
-        enter(&fg, c).await;
+        fg.enter_when_admitted(c, "drop", "/products", Duration::from_secs(20))
+            .await;
     }
     // 1 leaves; 2 is ended by the origin; 3 rates the wait.
-    let r = shoppers[0]
-        .post(format!("{}/.flashgate/leave?room=drop", fg.base))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("leave");
-    assert_eq!(r.status(), 200);
-    let r = shoppers[1]
-        .get(format!("{}/done", fg.base))
-        .send()
-        .await
-        .expect("revoke");
-    assert_eq!(r.status(), 200);
-    let r = shoppers[2]
-        .post(format!("{}/.flashgate/feedback?room=drop", fg.base))
-        .header("content-type", "application/json")
-        .body(r#"{"rating": 5, "comment": "smooth"}"#)
-        .send()
-        .await
-        .expect("feedback");
-    assert_eq!(r.status(), 204);
+    assert_eq!(shopper::leave(&fg, &shoppers[0], "drop").await.status, 200);
+    let revoked = shopper::get(&shoppers[1], &fg.url("/done"), &[]).await;
+    assert_eq!(revoked.status, 200);
+    let rating = r#"{"rating": 5, "comment": "smooth"}"#;
+    assert_eq!(
+        shopper::feedback(&fg, &shoppers[2], "drop", rating).await,
+        204
+    );
     // Without a ticket or pass, feedback is refused.
-    let r = reqwest::Client::new()
-        .post(format!("{}/.flashgate/feedback?room=drop", fg.base))
-        .header("content-type", "application/json")
-        .body(r#"{"rating": 1}"#)
-        .send()
-        .await
-        .expect("feedback");
-    assert_eq!(r.status(), 403);
+    let stranger = reqwest::Client::new();
+    let code = shopper::feedback(&fg, &stranger, "drop", r#"{"rating": 1}"#).await;
+    assert_eq!(code, 403);
 
     // 2 pauses changes + 3 joins + 3 admissions + leave + revoke + feedback = 11.
     let events = wait_for_events(&redis, 11).await;
@@ -182,32 +130,26 @@ async fn shoppers_produce_the_expected_events_in_order() {
 async fn a_dead_sink_drops_and_counts_without_hurting_shoppers() {
     let mut redis = RedisServer::start();
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room(&redis.url(), 8))).await;
+    let fg = Node::start(&node(&origin, &redis.url(), 8)).await;
     redis.kill();
     // Forty new arrivals: far more events than the buffer holds while the sink is down.
     for _ in 0..40 {
-        let c = fg.shopper();
-        let r = c
-            .get(format!("{}/products", fg.base))
-            .send()
-            .await
-            .expect("request");
+        let r = shopper::get(&fg.shopper(), &fg.url("/products"), &[]).await;
         assert!(
-            r.status().is_success(),
+            (200..300).contains(&r.status),
             "shoppers are served as usual: {}",
-            r.status()
+            r.status
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = fg.metrics().await;
-        let dropped = m.sum("flashgate_events_dropped_total", &[]);
-        if dropped > 0.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no dropped events counted:\n{m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "dropped events counted",
+        Duration::from_secs(20),
+        || async {
+            let m = fg.metrics().await;
+            m.sum("flashgate_events_dropped_total", &[]) > 0.0
+        },
+    )
+    .await;
     let report = fg.room("drop").await;
     assert!(
         report["entered_total"].as_u64() >= Some(1),

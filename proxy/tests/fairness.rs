@@ -2,29 +2,20 @@
 //! than the rate, and the origin sees exactly the admitted shoppers. Takes about 200 s of
 //! real time, because that is what 200 admissions at 60 per minute take.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
-use testkit::shopper::{self, get_json, Seen};
-use testkit::{Config, Node, Origin};
+use testkit::shopper::{get_json, Line};
+use testkit::Room;
 
 const SHOPPERS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_shoppers_enter_in_ticket_order_at_the_rate() {
-    let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 60
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-"#;
-    let fg = Arc::new(Node::start(&Config::new(origin.addr).extra(room)).await);
+    let room = Room::new("drop").capacity(1000).poll("1s");
+    let (origin, fg) = testkit::shop_with([room.windows("60s", "10s")]).await;
+    let fg = Arc::new(fg);
     // Everyone arrives while the line is held, as in a launch burst.
     fg.patch_room("drop", json!({"paused": true})).await;
     let mut joins = Vec::new();
@@ -56,12 +47,12 @@ claim_window = "10s"
         "at most the idle lead before the burst: {start_serving}"
     );
 
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let started = Instant::now();
+    let line = Line::new("drop", "/echo", Duration::from_secs(400));
+    let started = line.opened;
     fg.patch_room("drop", json!({"paused": false})).await;
     let mut tasks = Vec::new();
     for (c, ticket) in shoppers {
-        let (fg, seen) = (fg.clone(), seen.clone());
+        let (fg, line) = (fg.clone(), line.clone());
         tasks.push(tokio::spawn(async move {
             let entered = |code: u16, body: &serde_json::Value| {
                 assert_eq!(code, 200, "ticket {ticket}");
@@ -72,26 +63,14 @@ claim_window = "10s"
                     "ticket {ticket}: neither origin nor waiting: {body}"
                 );
             };
-            shopper::wait_and_enter(
-                &*fg,
-                &c,
-                "drop",
-                "/echo",
-                ticket,
-                started,
-                Duration::from_secs(400),
-                Duration::MAX,
-                &seen,
-                entered,
-            )
-            .await;
+            line.wait_and_enter(&*fg, &c, ticket, entered).await;
         }));
     }
     for t in tasks {
         t.await.expect("shopper task");
     }
 
-    let seen = seen.lock().expect("seen lock").clone();
+    let seen = line.seen();
     for s in &seen {
         // FIFO: the serving number decides, in ticket order.
         assert_eq!(s.admitted, s.ticket <= s.serving, "{s:?}");

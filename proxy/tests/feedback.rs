@@ -3,55 +3,32 @@
 //! ticket rates once on a node (429 after that, nothing counted or published), and the ratings
 //! show in the metrics, the room report and the event stream.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::{shopper::get_json, Config, Metrics, Node, Origin};
+use testkit::config::events_file;
+use testkit::shopper::{self, get_json, send, Reply};
+use testkit::{wait_until, Config, Metrics, Node, Origin, Room};
 
-fn room(events: &std::path::Path) -> String {
-    format!(
-        r#"
-[events]
-sink = "file"
-path = "{}"
-batch = 1
-
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-"#,
-        events.display()
-    )
+/// A node whose events go to the file `events` one by one, with one room over `/echo`.
+fn node(origin: &Origin, events: &std::path::Path) -> Config {
+    let drop = Room::new("drop").rate(600).poll("1s").windows("30s", "10s");
+    Config::new(origin.addr)
+        .table("events", events_file(events).set("batch", 1))
+        .room(drop)
 }
 
 /// `POST /.flashgate/feedback?room=drop&return=/echo` as the no-JS form sends it.
-async fn rate_by_form(fg: &Node, c: &reqwest::Client, rating: &str) -> reqwest::Response {
-    c.post(format!(
-        "{}/.flashgate/feedback?room=drop&return=/echo%3Fsku%3D1",
-        fg.base
-    ))
-    .form(&[("rating", rating)])
-    .send()
-    .await
-    .expect("feedback form")
+async fn rate_by_form(fg: &Node, c: &reqwest::Client, rating: &str) -> Reply {
+    let url = fg.url("/.flashgate/feedback?room=drop&return=/echo%3Fsku%3D1");
+    send(c.post(url).form(&[("rating", rating)])).await
 }
 
 /// The same as `waiting.js` sends it.
 async fn rate_by_json(fg: &Node, c: &reqwest::Client, body: Value) -> (u16, String) {
-    let r = c
-        .post(format!("{}/.flashgate/feedback?room=drop", fg.base))
-        .header("accept", "application/json")
-        .json(&body)
-        .send()
-        .await
-        .expect("feedback json");
-    let code = r.status().as_u16();
-    (code, r.text().await.expect("body"))
+    let url = fg.url("/.flashgate/feedback?room=drop");
+    let r = send(c.post(url).header("accept", "application/json").json(&body)).await;
+    (r.status, r.body)
 }
 
 /// The value of the `flashgate_feedback_total` sample of `rating` in room `drop`.
@@ -69,18 +46,14 @@ async fn waiting_shoppers_rate_the_wait_once() {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = dir.join("events.jsonl");
     let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(room(&events))).await;
+    let fg = Node::start(&node(&origin, &events)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     // Two shoppers wait in line; the page they see carries the form, which works without JS.
     let (a, b) = (fg.shopper(), fg.shopper());
-    let page = a
-        .get(format!("{}/echo?sku=1", fg.base))
-        .send()
-        .await
-        .expect("waiting page");
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.expect("html");
+    let page = shopper::get(&a, &fg.url("/echo?sku=1"), &[]).await;
+    assert_eq!(page.status, 200);
+    let html = page.body;
     assert!(
         html.contains(
             r#"<form class="rate" id="fg-rate" method="post" action="/.flashgate/feedback?room=drop&amp;return=/echo%3Fsku%3D1">"#
@@ -96,7 +69,7 @@ async fn waiting_shoppers_rate_the_wait_once() {
         );
     }
     assert!(html.contains(r#"id="fg-thanks""#), "the no-JS thanks note");
-    let (_, st, _) = get_json(&b, &format!("{}/echo", fg.base)).await;
+    let (_, st, _) = get_json(&b, &fg.url("/echo")).await;
     assert_eq!(st["ticket"], 2, "{st}");
 
     // Nobody else may rate: no ticket, a bad value (which does not use the rating up).
@@ -108,15 +81,15 @@ async fn waiting_shoppers_rate_the_wait_once() {
 
     // A rates with the form: 303 back to the page, at its thanks note.
     let r = rate_by_form(&fg, &a, "4").await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/echo?sku=1#fg-thanks");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/echo?sku=1#fg-thanks"));
     // A second rating from A, by either route, is refused and counts nothing.
     let (code, body) = rate_by_json(&fg, &a, json!({"rating": 1})).await;
     assert_eq!(code, 429, "{body}");
     assert!(body.contains("already rated"), "{body}");
     let r = rate_by_form(&fg, &a, "1").await;
-    assert_eq!(r.status(), 429);
-    let html = r.text().await.expect("html");
+    assert_eq!(r.status, 429);
+    let html = r.body;
     assert!(
         html.contains(r#"<a href="/echo?sku=1">"#),
         "a way back: {html}"
@@ -144,16 +117,8 @@ async fn waiting_shoppers_rate_the_wait_once() {
 
     // Admitted, A's pass carries the same ticket: still one rating.
     fg.patch_room("drop", json!({"paused": false})).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, st, _) = get_json(&a, &format!("{}/.flashgate/status?room=drop", fg.base)).await;
-        if st["admitted"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "A never admitted: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, echo, _) = get_json(&a, &format!("{}/echo", fg.base)).await;
+    fg.wait_admitted(&a, "drop", Duration::from_secs(20)).await;
+    let (code, echo, _) = get_json(&a, &fg.url("/echo")).await;
     assert_eq!((code, &echo["method"]), (200, &json!("GET")), "A entered");
     let (code, body) = rate_by_json(&fg, &a, json!({"rating": 5})).await;
     assert_eq!(code, 429, "{body}");
@@ -185,18 +150,14 @@ async fn waiting_shoppers_rate_the_wait_once() {
 
 /// The feedback events in the file `events`, once ticket 2's has been written (deadline 20 s).
 async fn feedback_events(events: &std::path::Path) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until("ticket 2's feedback event", Duration::from_secs(20), || {
         let text = std::fs::read_to_string(events).unwrap_or_default();
         let all: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .filter(|e: &Value| e["kind"] == "feedback")
             .collect();
-        if all.iter().any(|e| e["ticket"] == 2) {
-            return all;
-        }
-        assert!(Instant::now() < deadline, "no feedback events: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        all.iter().any(|e| e["ticket"] == 2).then_some(all)
+    })
+    .await
 }

@@ -9,47 +9,37 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 use testkit::RedisServer;
-use testkit::{shopper, Config, Node, Origin};
+use testkit::{shopper, Config, Node, Origin, Room};
 
 /// Joins the line at `fg` (the room must be queueing); rooms here are told apart by host.
 async fn join(fg: &Node, c: &reqwest::Client, host: &str) -> u64 {
-    shopper::join(fg, c, "/echo", &[("host", host)]).await
+    shopper::join(c, &fg.url("/echo"), &[("host", host)]).await
 }
 
 /// (status, whether the origin answered) for `/echo` at `fg` with `Host: host`.
 async fn enter(fg: &Node, c: &reqwest::Client, host: &str) -> (u16, bool) {
-    shopper::enter(fg, c, "/echo", &[("host", host)]).await
+    shopper::enter(c, &fg.url("/echo"), &[("host", host)]).await
 }
-
-const SALE: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 240
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_one_queue_one_order_one_rate() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Arc::new(Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await);
-    let b = Arc::new(Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await);
+    // One sale: 240 new shoppers a minute (4 a second), polled every second.
+    let sale = Room::new("drop").rate(240).capacity(1000).poll("1s");
+    let cfg = Config::new(origin.addr).redis(redis.url());
+    let [a, b] = Node::fleet(&cfg.room(sale.windows("60s", "10s")))
+        .await
+        .map(Arc::new);
 
     // A live change on node A is what shoppers on node B see within a second.
     let watcher = b.shopper();
     a.patch_room("drop", json!({"paused": true})).await;
     let changed = Instant::now();
-    while b.status(&watcher, "drop").await["state"] != "paused" {
-        assert!(
-            changed.elapsed() < Duration::from_secs(1),
-            "node B still not paused"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    b.wait_status(&watcher, "drop", Duration::from_secs(1), |st| {
+        st["state"] == "paused"
+    })
+    .await;
     eprintln!(
         "pause on node A seen on node B after {:?}",
         changed.elapsed()
@@ -59,7 +49,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
     const N: u64 = 24;
     let mut joins = Vec::new();
     for i in 0..N {
-        let fg = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let fg = [&a, &b][(i % 2) as usize].clone();
         joins.push(tokio::spawn(async move {
             let c = fg.shopper();
             let t = join(&fg, &c, "shop.test").await;
@@ -116,16 +106,7 @@ async fn two_nodes_one_queue_one_order_one_rate() {
 
     // One order: nobody enters well before a lower ticket (polls are 100 ms apart, a node's
     // view up to 50 ms old, so allow a few hundred ms).
-    for &(ti, at_i) in &entries {
-        for &(tj, at_j) in &entries {
-            if ti < tj {
-                assert!(
-                    at_j + Duration::from_millis(600) >= at_i,
-                    "ticket {tj} entered at {at_j:?}, long before ticket {ti} at {at_i:?}"
-                );
-            }
-        }
-    }
+    shopper::assert_entered_in_order(&entries, Duration::from_millis(600));
     // One rate: 240 a minute is 4 a second fleet-wide, plus what was open before the pause
     // (the idle room's one-slice lead: 4) and at most two slices of credit (8).
     let span = entries.iter().map(|e| e.1).max().expect("entries");
@@ -161,44 +142,28 @@ async fn two_nodes_one_queue_one_order_one_rate() {
     assert_eq!(enter(&b, &c, "shop.test").await, (200, true));
 }
 
-const TWO_ROOMS: &str = r#"
-[[rooms]]
-id = "q"
-hosts = ["q.test"]
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-
-[[rooms]]
-id = "f"
-hosts = ["f.test"]
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-on_store_error = "admit_at_floor_rate"
-floor_rate_per_minute = 6
-"#;
+/// Two rooms told apart by host: `q` queues while the store is down, `f` admits 6 a minute
+/// per node.
+fn two_rooms(cfg: Config) -> Config {
+    let q = Room::new("q").hosts(&["q.test"]).rate(600).capacity(1000);
+    let f = Room::new("f").hosts(&["f.test"]).rate(600).capacity(1000);
+    cfg.room(q.poll("1s").windows("60s", "10s"))
+        .room(f.floor_rate(6))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_then_restart_empty() {
     let mut redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(TWO_ROOMS)).await;
-    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(TWO_ROOMS)).await;
+    let [a, b] = Node::fleet(&two_rooms(Config::new(origin.addr).redis(redis.url()))).await;
 
     // A pass holder, then a held line of six spread over both nodes.
     let holder = a.shopper();
     assert_eq!(enter(&a, &holder, "q.test").await, (200, true));
     a.patch_room("q", json!({"paused": true})).await;
-    let watcher = b.shopper();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.status(&watcher, "q").await["state"] != "paused" {
-        assert!(Instant::now() < deadline, "node B never saw the pause");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(5);
+    b.wait_status(&b.shopper(), "q", within, |st| st["state"] == "paused")
+        .await;
     let mut line = Vec::new();
     for i in 0..6 {
         let fg = if i % 2 == 0 { &a } else { &b };
@@ -273,13 +238,8 @@ async fn redis_outage_then_restart_empty() {
         after["paused"], true,
         "the pause survived the Redis restart"
     );
-    let reseeds = a
-        .metrics()
-        .await
-        .value("flashgate_store_reseeds_total{room=\"q\"}")
-        + b.metrics()
-            .await
-            .value("flashgate_store_reseeds_total{room=\"q\"}");
+    let reseeds_of = "flashgate_store_reseeds_total{room=\"q\"}";
+    let reseeds = a.metric(reseeds_of).await + b.metric(reseeds_of).await;
     assert!(reseeds >= 1.0, "nobody re-seeded");
     for ((n, c, _), p) in line.iter().zip(&positions) {
         let now = node(*n).status(c, "q").await["position"].as_u64();

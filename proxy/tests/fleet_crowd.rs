@@ -4,39 +4,26 @@
 //! run, and active shoppers never above the cap. About a minute of real time: 1,000 admissions
 //! at 1,200 a minute.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::shopper::{self, get_json, Seen};
+use testkit::shopper::{get_json, Line};
 use testkit::RedisServer;
-use testkit::{Config, Node, Origin};
+use testkit::{Config, Node, Origin, Room};
 
 const SHOPPERS: u64 = 1_000;
 const RATE: u64 = 1_200; // per minute
 const CAP: u64 = 5_000;
 
-const SALE: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 1200
-total_active_users = 5000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Arc::new(
-            Node::start(&Config::new(origin.addr).redis(redis.url()).extra(SALE)).await,
-        ));
-    }
+    let sale = Room::new("drop").rate(RATE as u32).capacity(CAP as u32);
+    let cfg = Config::new(origin.addr).redis(redis.url());
+    let cfg = cfg.room(sale.poll("1s").windows("60s", "10s"));
+    let nodes = Node::fleet::<3>(&cfg).await.map(Arc::new).to_vec();
     // Everyone arrives while the line is held: a launch burst, spread over the three nodes.
     nodes[0].patch_room("drop", json!({"paused": true})).await;
     for n in &nodes {
@@ -69,30 +56,18 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
         .as_u64()
         .expect("serving");
 
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let started = Instant::now();
+    let line =
+        Line::new("drop", "/echo", Duration::from_secs(240)).max_pause(Duration::from_secs(2));
     nodes[1].patch_room("drop", json!({"paused": false})).await;
     let mut tasks = Vec::new();
     for (c, node, ticket) in shoppers {
         // Each shopper keeps to one node, as behind a sticky load balancer; nodes differ.
-        let (fg, seen) = (nodes[node as usize].clone(), seen.clone());
+        let (fg, line) = (nodes[node as usize].clone(), line.clone());
         tasks.push(tokio::spawn(async move {
-            shopper::wait_and_enter(
-                &*fg,
-                &c,
-                "drop",
-                "/echo",
-                ticket,
-                started,
-                Duration::from_secs(240),
-                Duration::from_secs(2),
-                &seen,
-                |_, _| {},
-            )
-            .await
+            line.wait_and_enter(&*fg, &c, ticket, |_, _| {}).await
         }));
     }
-    let watch = max_active_while_selling(nodes.clone(), started);
+    let watch = max_active_while_selling(nodes.clone(), line.opened);
     let mut entered_at = Vec::new();
     for t in tasks {
         entered_at.push(t.await.expect("shopper"));
@@ -103,7 +78,7 @@ async fn three_nodes_one_thousand_shoppers_one_order_one_rate() {
     // One global order, on every node: only tickets ≤ serving are admitted, and a ticket ≤
     // serving that is not (the minute's entries used up, or the room full this instant) is
     // told it is next; nobody behind it is admitted meanwhile (their tickets are > serving).
-    for s in seen.lock().expect("seen lock").iter() {
+    for s in &line.seen() {
         if s.admitted {
             assert!(s.ticket <= s.serving, "{s:?}");
         } else if s.ticket <= s.serving {

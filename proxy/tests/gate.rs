@@ -1,25 +1,30 @@
 //! The gate end to end: a real flashgate process, a real origin, real HTTP over loopback.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use testkit::shopper::{get_json, Events};
-use testkit::{cli, Config, Node, Origin, SECRET};
+use testkit::shopper::{self, get_json, Events, Poll};
+use testkit::{cli, Config, Node, Origin, Room, SECRET};
 use waitroom::{KeyRing, Pass, Ticket};
 
-/// A room over the origin's `/echo` (which reports what it received).
-const ECHO_ROOM: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-queueing_status_code = 202
-message = "<script>alert('x')</script> Big drop"
-"#;
+/// A room over the origin's `/echo` (which reports what it received), with a hostile message.
+fn echo_room() -> Room {
+    Room::new("drop")
+        .poll("1s")
+        .windows("30s", "10s")
+        .status_code(202)
+        .message("<script>alert('x')</script> Big drop")
+}
+
+/// A node with [`echo_room`] in front of a fresh origin; `paused` holds the line.
+async fn echo_node(paused: bool) -> (Origin, Node) {
+    let origin = Origin::start().await;
+    let fg = Node::start(&Config::new(origin.addr).room(echo_room())).await;
+    if paused {
+        fg.patch_room("drop", json!({"paused": true})).await;
+    }
+    (origin, fg)
+}
 
 fn now_secs() -> u64 {
     flashgate::clock::now().secs()
@@ -27,9 +32,7 @@ fn now_secs() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn arrival_ticket_polls_admission_and_forwarding() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
-    fg.patch_room("drop", json!({"paused": true})).await;
+    let (origin, fg) = echo_node(true).await;
 
     let shopper = fg.shopper();
     let (code, st, headers) = get_json(&shopper, &format!("{}/echo?x=1", fg.base)).await;
@@ -47,11 +50,7 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
         "a queued shopper never reaches the origin"
     );
 
-    let (_, st, _) = get_json(
-        &shopper,
-        &format!("{}/.flashgate/status?room=drop", fg.base),
-    )
-    .await;
+    let st = fg.status(&shopper, "drop").await;
     assert_eq!(st["state"], "paused");
     assert_eq!(st["admitted"], false);
 
@@ -60,26 +59,17 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
         .await;
 
     // The shop's own cookie (set through the proxy on an unprotected route) must pass through.
-    let r = shopper
-        .post(format!("{}/cart", fg.base))
-        .form(&[("sku", "NOVA-HIGHLIGHTER"), ("qty", "1")])
-        .send()
-        .await
-        .expect("cart");
-    assert_eq!(r.status(), 303);
-    let r = shopper
-        .get(format!("{}/echo?x=1", fg.base))
-        .header("x-forwarded-for", "6.6.6.6")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
-    let set_cookies: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect();
+    let cart = shopper.post(fg.url("/cart"));
+    let r = shopper::send(cart.form(&[("sku", "NOVA-HIGHLIGHTER"), ("qty", "1")])).await;
+    assert_eq!(r.status, 303);
+    let r = shopper::get(
+        &shopper,
+        &fg.url("/echo?x=1"),
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let set_cookies = r.set_cookies();
     assert!(set_cookies.iter().any(|c| c.starts_with("fg_p_drop=")
         && c.contains("HttpOnly")
         && c.contains("SameSite=Lax")));
@@ -87,7 +77,7 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
         set_cookies.iter().any(|c| c.starts_with("fg_t_drop=;")),
         "ticket cookie cleared: {set_cookies:?}"
     );
-    let echo: serde_json::Value = r.json().await.expect("echo json");
+    let echo = r.json();
     let h = &echo["headers"];
     assert_eq!(
         h["x-forwarded-for"], "127.0.0.1",
@@ -103,43 +93,30 @@ async fn arrival_ticket_polls_admission_and_forwarding() {
     assert_eq!(origin.shop.stats().requests_with_fg_cookie, 0);
 
     // The pass works for later requests.
-    let r = shopper
-        .get(format!("{}/echo?x=2", fg.base))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let r = shopper::get(&shopper, &fg.url("/echo?x=2"), &[]).await;
+    assert_eq!(r.status, 200);
     let report = fg.room("drop").await;
     assert_eq!(report["entered_total"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn html_and_json_negotiation_and_escaping() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
-    fg.patch_room("drop", json!({"paused": true})).await;
+    let (origin, fg) = echo_node(true).await;
     let c = fg.shopper();
-    let r = c
-        .get(format!("{}/echo", fg.base))
-        .header("accept", "text/html,application/xhtml+xml")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 202);
-    assert!(r.headers()["content-type"]
-        .to_str()
+    let accept = [("accept", "text/html,application/xhtml+xml")];
+    let r = shopper::get(&c, &fg.url("/echo"), &accept).await;
+    assert_eq!(r.status, 202);
+    assert!(r
+        .header("content-type")
         .unwrap_or("")
         .starts_with("text/html"));
-    let csp = r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap_or("")
-        .to_owned();
+    let csp = r.header("content-security-policy").unwrap_or("");
     assert!(
         csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    let html = r.text().await.expect("body");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let html = r.body;
     assert!(
         html.contains("http-equiv=\"refresh\""),
         "works without JavaScript"
@@ -153,26 +130,16 @@ async fn html_and_json_negotiation_and_escaping() {
     let (code, st, _) = get_json(&c, &format!("{}/echo", fg.base)).await;
     assert_eq!(code, 202);
     assert_eq!(st["room"], "drop");
-    let r = c
-        .get(format!("{}/.flashgate/assets/waiting.js", fg.base))
-        .send()
-        .await
-        .expect("asset");
-    assert_eq!(r.status(), 200);
-    let r = c
-        .get(format!("{}/.flashgate/nope", fg.base))
-        .send()
-        .await
-        .expect("reserved");
-    assert_eq!(r.status(), 404);
+    let asset = shopper::get(&c, &fg.url("/.flashgate/assets/waiting.js"), &[]).await;
+    assert_eq!(asset.status, 200);
+    let reserved = shopper::get(&c, &fg.url("/.flashgate/nope"), &[]).await;
+    assert_eq!(reserved.status, 404);
     assert_eq!(origin.shop.stats().requests, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_expired_and_foreign_tokens_are_requeued() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
-    fg.patch_room("drop", json!({"paused": true})).await;
+    let (origin, fg) = echo_node(true).await;
     let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
     let theirs = KeyRing::new(
         &[(1, b"another-secret-another-secret-0123456789".as_slice())],
@@ -225,10 +192,9 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
             } else {
                 req.header("x-flashgate-token", tok.as_str())
             };
-            let r = req.send().await.expect("request");
-            assert_eq!(r.status(), 202, "{what} via {how}: queued, never a 500");
-            let st: serde_json::Value = r.json().await.expect("json");
-            assert_eq!(st["state"], "paused", "{what} via {how}");
+            let r = shopper::send(req).await;
+            assert_eq!(r.status, 202, "{what} via {how}: queued, never a 500");
+            assert_eq!(r.json()["state"], "paused", "{what} via {how}");
         }
     }
     assert_eq!(
@@ -237,26 +203,21 @@ async fn forged_expired_and_foreign_tokens_are_requeued() {
         "no forged token reached the origin"
     );
     // The genuine pass does get through.
-    let r = reqwest::Client::new()
-        .get(format!("{}/echo", fg.base))
-        .header("cookie", format!("fg_p_drop={valid}"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let cookie = format!("fg_p_drop={valid}");
+    let r = shopper::get(
+        &reqwest::Client::new(),
+        &fg.url("/echo"),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pass_is_renewed_once_a_minute_not_per_request() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
+    let (_origin, fg) = echo_node(false).await;
     let ours = KeyRing::new(&[(1, SECRET.as_bytes())], 1).expect("ring");
-    let renewed = |r: &reqwest::Response| {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.starts_with("fg_p_drop=")))
-    };
+
     // A pass checked in last minute, sent twice within this minute by a client that ignores
     // the renewed cookie (a script): renewed the first time only. Ticket 0 (floor-rate passes,
     // shared by many shoppers) is renewed every time. If the minute turns between the two
@@ -276,15 +237,16 @@ async fn a_pass_is_renewed_once_a_minute_not_per_request() {
                 fixed_session: false,
             });
             let mut seen = Vec::new();
+            let cookie = format!("fg_p_drop={tok}");
             for _ in 0..2 {
-                let r = reqwest::Client::new()
-                    .get(format!("{}/echo", fg.base))
-                    .header("cookie", format!("fg_p_drop={tok}"))
-                    .send()
-                    .await
-                    .expect("request");
-                assert_eq!(r.status(), 200, "a valid pass is forwarded");
-                seen.push(renewed(&r));
+                let r = shopper::get(
+                    &reqwest::Client::new(),
+                    &fg.url("/echo"),
+                    &[("cookie", &cookie)],
+                )
+                .await;
+                assert_eq!(r.status, 200, "a valid pass is forwarded");
+                seen.push(r.set_cookie("fg_p_drop").is_some());
             }
             if now_secs() / 60 != now / 60 {
                 continue;
@@ -299,26 +261,15 @@ async fn a_pass_is_renewed_once_a_minute_not_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_frees_capacity_at_once() {
-    let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "tiny"
-paths = ["/echo"]
-new_users_per_minute = 60
-total_active_users = 1
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-"#;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
+    let tiny = Room::new("tiny").capacity(1).poll("1s");
+    let (_origin, fg) = testkit::shop_with([tiny.windows("30s", "10s")]).await;
     let a = fg.shopper();
     // A quiet room lets the first shopper straight in.
     fg.wait_room("tiny", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
     })
     .await;
-    let r = a.get(format!("{}/echo", fg.base)).send().await.expect("a");
-    assert_eq!(r.status(), 200);
+    assert_eq!(shopper::get(&a, &fg.url("/echo"), &[]).await.status, 200);
     fg.wait_room("tiny", "A counted active", |r| r["active"] == 1)
         .await;
 
@@ -328,20 +279,9 @@ claim_window = "10s"
     assert_eq!(st["state"], "queueing");
     assert_eq!(st["ticket"], 2);
 
-    let r = a
-        .post(format!("{}/.flashgate/leave?room=tiny", fg.base))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("leave");
-    assert_eq!(r.status(), 200);
-    let cleared = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter(|v| v.to_str().unwrap_or("").contains("Max-Age=0"))
-        .count();
-    assert_eq!(cleared, 2, "both cookies cleared");
+    let r = shopper::leave(&fg, &a, "tiny").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cleared_cookies(), 2, "both cookies cleared");
     let report = fg.room("tiny").await;
     assert_eq!(report["active"], 0, "capacity freed at once: {report}");
     // The pass A held is refused now, even if replayed.
@@ -352,46 +292,24 @@ claim_window = "10s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_revoke_ends_the_session_and_is_stripped() {
-    let origin = Origin::start().await;
-    let room = r#"
-[[rooms]]
-id = "shop"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-"#;
-    let fg = Node::start(&Config::new(origin.addr).extra(room)).await;
+    let whole_shop = Room::new("shop").paths(&["/"]).poll("1s");
+    let (_origin, fg) = testkit::shop_with([whole_shop.windows("30s", "10s")]).await;
     fg.wait_room("shop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)
     })
     .await;
     let c = fg.shopper();
-    let r = c
-        .get(format!("{}/products", fg.base))
-        .send()
-        .await
-        .expect("catalog");
-    assert_eq!(r.status(), 200);
+    let r = shopper::get(&c, &fg.url("/products"), &[]).await;
+    assert_eq!(r.status, 200);
     fg.wait_room("shop", "shopper counted", |r| r["active"] == 1)
         .await;
-    let r = c
-        .get(format!("{}/done", fg.base))
-        .send()
-        .await
-        .expect("done");
-    assert_eq!(r.status(), 200);
+    let r = shopper::get(&c, &fg.url("/done"), &[]).await;
+    assert_eq!(r.status, 200);
     assert!(
-        r.headers().get("x-flashgate-command").is_none(),
+        r.header("x-flashgate-command").is_none(),
         "command stripped"
     );
-    let cleared = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .any(|v| v.to_str().unwrap_or("").starts_with("fg_p_shop=;"));
+    let cleared = r.set_cookies().iter().any(|c| c.starts_with("fg_p_shop=;"));
     assert!(cleared, "pass cookie cleared");
     fg.wait_room("shop", "capacity released", |r| r["active"] == 0)
         .await;
@@ -401,42 +319,34 @@ claim_window = "10s"
 async fn origin_down_gives_the_branded_error_page() {
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let fg = Node::start(&Config::new(dead)).await;
-    let r = reqwest::get(format!("{}/products", fg.base))
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 502);
-    assert!(r.headers().get("retry-after").is_some());
-    let html = r.text().await.expect("body");
-    assert!(html.contains("The shop is busy"), "{html}");
+    let c = reqwest::Client::new();
+    let r = shopper::get(&c, &fg.url("/products"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("The shop is busy"), "{}", r.body);
 
     // With a health check the dead server is marked down: 503, no connect attempt.
     let fg = Node::start(
         &Config::new(dead).pool_line("health_check = { kind = \"tcp\", interval = \"100ms\" }"),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = reqwest::get(format!("{}/products", fg.base))
-            .await
-            .expect("request");
-        if r.status() == 503 {
-            assert!(r.headers().get("retry-after").is_some());
-            break;
-        }
-        assert_eq!(r.status(), 502, "until the check runs, a connect failure");
+    let poll = Poll::every(Duration::from_millis(50)).within(Duration::from_secs(20));
+    let what = "the health check to mark the server down";
+    let r = shopper::get_until(&c, &fg.url("/products"), &[], poll, what, |r| {
         assert!(
-            Instant::now() < deadline,
-            "health check never marked the server down"
+            r.status == 503 || r.status == 502,
+            "until the check runs, a connect failure: {}",
+            r.status
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        r.status == 503
+    })
+    .await;
+    assert!(r.header("retry-after").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_sent_events_carry_the_status() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(ECHO_ROOM)).await;
-    fg.patch_room("drop", json!({"paused": true})).await;
+    let (_origin, fg) = echo_node(true).await;
     let c = fg.shopper();
     let _ = get_json(&c, &format!("{}/echo", fg.base)).await;
     let mut sse = Events::open(&c, &fg.url("/.flashgate/events?room=drop")).await;

@@ -7,28 +7,20 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use testkit::RedisServer;
-use testkit::{shopper::get_json, shopper::Events, Config, Node, Origin};
+use serde_json::json;
+use testkit::shopper::{get, get_json, send, Events};
+use testkit::{Config, Node, Origin, RedisServer, Room};
 
 /// How soon a change made through one node must be visible on the other. Nodes refresh their
 /// view every `snapshot_interval` (50 ms in these tests); the bound leaves room for a loaded
 /// CI machine.
 const PROPAGATION: Duration = Duration::from_secs(2);
 
-const ROOM: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo", "/checkout"]
-new_users_per_minute = RATE
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-"#;
-
-fn room(rate: u32) -> String {
-    ROOM.replace("RATE", &rate.to_string())
+/// Two nodes on one Redis, with one room over `/echo` and `/checkout` at `rate` a minute.
+async fn fleet(origin: &Origin, redis: &RedisServer, rate: u32) -> [Node; 2] {
+    let drop = Room::new("drop").paths(&["/echo", "/checkout"]).rate(rate);
+    let drop = drop.capacity(1000).poll("1s").windows("60s", "10s");
+    Node::fleet(&Config::new(origin.addr).redis(redis.url()).room(drop)).await
 }
 
 /// Joins the (paused) line at `fg`; returns the shopper and the ticket number.
@@ -40,6 +32,15 @@ async fn join(fg: &Node) -> (reqwest::Client, u64) {
         .as_u64()
         .unwrap_or_else(|| panic!("a ticket: {st}"));
     (c, t)
+}
+
+/// `n` shoppers join the (paused) line at `fg`; returns the last one and its ticket.
+async fn join_many(fg: &Node, n: usize) -> (reqwest::Client, u64) {
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(join(fg).await);
+    }
+    last.expect("n > 0")
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, failing after `limit`; also returns how long
@@ -69,16 +70,11 @@ fn fallback_eta(ahead: u64, per_minute: u64) -> u64 {
 async fn a_rate_change_on_one_node_reaches_the_other_within_the_bound() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(6))).await;
-    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(6))).await;
+    let [a, b] = fleet(&origin, &redis, 6).await;
 
     // A line of 20 on node B, moving at 6 a minute.
     a.patch_room("drop", json!({"paused": true})).await;
-    let mut last = None;
-    for _ in 0..20 {
-        last = Some(join(&b).await);
-    }
-    let (shopper, ticket) = last.expect("shoppers");
+    let (shopper, ticket) = join_many(&b, 20).await;
     assert_eq!(ticket, 20);
     a.patch_room("drop", json!({"paused": false})).await;
     let (before, _) = within(PROPAGATION, "B queueing", || async {
@@ -133,18 +129,13 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     const SKU: &str = "AURORA-LIP-KIT";
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(60))).await;
-    let b = Node::start(&Config::new(origin.addr).redis(redis.url()).extra(room(60))).await;
+    let [a, b] = fleet(&origin, &redis, 60).await;
 
     // The buyer is first in line at node A; twenty more wait at node B.
     a.patch_room("drop", json!({"paused": true})).await;
     let (buyer, t) = join(&a).await;
     assert_eq!(t, 1);
-    let mut last = None;
-    for _ in 0..20 {
-        last = Some(join(&b).await);
-    }
-    let (waiter, t) = last.expect("waiters");
+    let (waiter, t) = join_many(&b, 20).await;
     assert_eq!(t, 21);
     a.patch_room("drop", json!({"paused": false})).await;
     within(Duration::from_secs(20), "the buyer's turn", || async {
@@ -175,28 +166,21 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     // node A, and the shop answers with `X-Flashgate-Command: sold-out`.
     let direct = reqwest::Client::new();
     while origin.shop.stock(SKU) > Some(10) {
-        let r = direct
-            .post(format!("http://{}/checkout", origin.addr))
-            .form(&[("sku", SKU), ("qty", "10")])
-            .send()
-            .await
-            .expect("direct checkout");
-        assert_eq!(r.status(), 201);
+        let checkout = direct.post(format!("http://{}/checkout", origin.addr));
+        let r = send(checkout.form(&[("sku", SKU), ("qty", "10")])).await;
+        assert_eq!(r.status, 201);
     }
     assert_eq!(origin.shop.stock(SKU), Some(10));
-    let r = buyer
-        .post(format!("{}/checkout", a.base))
-        .header("accept", "application/json")
-        .form(&[("sku", SKU), ("qty", "10")])
-        .send()
-        .await
-        .expect("checkout through the gate");
-    assert_eq!(r.status(), 201);
+    let checkout = buyer
+        .post(a.url("/checkout"))
+        .header("accept", "application/json");
+    let r = send(checkout.form(&[("sku", SKU), ("qty", "10")])).await;
+    assert_eq!(r.status, 201);
     assert!(
-        r.headers().get("x-flashgate-command").is_none(),
+        r.header("x-flashgate-command").is_none(),
         "the command is for Flashgate, not the shopper"
     );
-    let order: Value = r.json().await.expect("order");
+    let order = r.json();
     assert_eq!(order["sold_out"], json!([SKU]), "{order}");
     let declared = Instant::now();
 
@@ -227,14 +211,9 @@ async fn sold_out_from_the_origin_reaches_a_shopper_waiting_on_another_node() {
     for fg in [&a, &b] {
         let (code, st, _) = get_json(&fg.shopper(), &format!("{}/echo", fg.base)).await;
         assert_eq!((code, &st["state"]), (410, &json!("sold_out")), "{st}");
-        let r = fg
-            .shopper()
-            .get(format!("{}/echo", fg.base))
-            .send()
-            .await
-            .expect("page");
-        assert_eq!(r.status(), 410);
-        assert!(r.text().await.expect("html").contains("Sold out"));
+        let r = get(&fg.shopper(), &fg.url("/echo"), &[]).await;
+        assert_eq!(r.status, 410);
+        assert!(r.body.contains("Sold out"));
     }
 
     // Both operators see it, and the line has stopped: the serving number no longer moves

@@ -43,6 +43,30 @@ fn active(pairs: &[(u32, u64)]) -> Vec<MinuteCount> {
 /// fresh room of `store`.
 async fn conformance(store: &dyn Store, room: &str) {
     let t = flashgate::clock::now();
+    let next = issue_and_commit_conformance(store, room, t).await;
+    claim_conformance(store, room, t).await;
+    check_in_and_release_conformance(store, room, t).await;
+    // Claims of advances dropped from the history are forgotten.
+    let empty = ControllerState {
+        history: Vec::new(),
+        ..next.clone()
+    };
+    assert_eq!(store.commit(room, 1, &empty).await, Ok(true));
+    assert_eq!(store.commit(room, 2, &next).await, Ok(true));
+    let s = store.snapshot(room, t).await.expect("snapshot");
+    assert_eq!(s.ctl.version, 3);
+    assert_eq!(s.ctl.history[1].claimed, 0);
+
+    overrides_and_reseed_conformance(store, room, t).await;
+}
+
+/// Issue numbers from 1, never let in what is not served yet, and commit the controller state
+/// by compare-and-set; returns the state committed.
+async fn issue_and_commit_conformance(
+    store: &dyn Store,
+    room: &str,
+    t: UnixMillis,
+) -> ControllerState {
     let m = t.minute();
     let claim = |r: ClaimRequest| async move { store.claim(room, &r).await.expect("claim") };
     let snap = || async { store.snapshot(room, t).await.expect("snapshot") };
@@ -102,7 +126,15 @@ async fn conformance(store: &dyn Store, room: &str) {
         },
         next
     );
+    next
+}
 
+/// Claims: a reserved position enters once even when the room is full, late claims meet the
+/// capacity, positions beyond serving wait, passthrough rooms and the per-minute cap.
+async fn claim_conformance(store: &dyn Store, room: &str, t: UnixMillis) {
+    let m = t.minute();
+    let claim = |r: ClaimRequest| async move { store.claim(room, &r).await.expect("claim") };
+    let snap = || async { store.snapshot(room, t).await.expect("snapshot") };
     // A reserved position enters even when the room is full; exactly once.
     let full = |r: ClaimRequest, cap| ClaimRequest { cap, ..r };
     assert_eq!(claim(full(req(6, m, t), 0)).await, ClaimOutcome::Entered);
@@ -142,7 +174,13 @@ async fn conformance(store: &dyn Store, room: &str) {
     assert_eq!((s.claims_minute, s.claims_in_minute), (m + 1, 1));
     assert_eq!(s.ctl.history[1].claimed, 2);
     assert_eq!(s.active, active(&[(m, 3), (m + 1, 1)]));
+}
 
+/// Check-ins between minutes, and releases that free the count at once and end the ticket.
+async fn check_in_and_release_conformance(store: &dyn Store, room: &str, t: UnixMillis) {
+    let m = t.minute();
+    let claim = |r: ClaimRequest| async move { store.claim(room, &r).await.expect("claim") };
+    let snap = || async { store.snapshot(room, t).await.expect("snapshot") };
     // Check-ins move a shopper between minutes; ticket 0 (floor-rate passes) is not counted.
     assert_eq!(store.check_in(room, 6, m, m + 1).await, Ok(CheckIn::Moved));
     assert_eq!(store.check_in(room, 0, m, m + 1).await, Ok(CheckIn::Moved));
@@ -164,19 +202,6 @@ async fn conformance(store: &dyn Store, room: &str) {
     let s = snap().await;
     assert_eq!(s.active, active(&[(m, 1), (m + 1, 2)]));
     assert_eq!(s.claimed_total, 4);
-
-    // Claims of advances dropped from the history are forgotten.
-    let empty = ControllerState {
-        history: Vec::new(),
-        ..next.clone()
-    };
-    assert_eq!(store.commit(room, 1, &empty).await, Ok(true));
-    assert_eq!(store.commit(room, 2, &next).await, Ok(true));
-    let s = snap().await;
-    assert_eq!(s.ctl.version, 3);
-    assert_eq!(s.ctl.history[1].claimed, 0);
-
-    overrides_and_reseed_conformance(store, room, t).await;
 }
 
 /// Overrides are stored; a re-seed raises every number to the marks and lowers none; a room

@@ -139,6 +139,16 @@ impl Node {
         node
     }
 
+    /// `N` nodes of one fleet, each on `cfg` with ports of its own (give `cfg` a Redis store),
+    /// started one after the other.
+    pub async fn fleet<const N: usize>(cfg: &Config) -> [Self; N] {
+        let mut nodes = Vec::with_capacity(N);
+        for _ in 0..N {
+            nodes.push(Self::start(&cfg.clone().fresh_ports()).await);
+        }
+        nodes.try_into().expect("N nodes")
+    }
+
     /// Starts `flashgate run -c config` (with `--upgrade` when asked), stderr captured.
     fn spawn(&mut self, upgrade: bool) {
         let mut cmd = Command::new(flashgate_bin());
@@ -150,7 +160,7 @@ impl Node {
         if upgrade {
             cmd.arg("--upgrade");
         }
-        if let Some(token) = &self.cfg.admin_token {
+        if let Some(token) = &self.cfg.base.server.admin_token {
             cmd.env(ADMIN_TOKEN_ENV, token);
         }
         for (k, v) in &self.launch.env {
@@ -338,6 +348,26 @@ impl Node {
         shopper::status(self, c, room).await
     }
 
+    /// Polls the room's status (every 10 ms) until `cond` holds — a live change reached this
+    /// node, say; returns that status. Panics after `within`.
+    pub async fn wait_status(
+        &self,
+        c: &reqwest::Client,
+        room: &str,
+        within: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status(c, room).await;
+            if cond(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{room}: not in {within:?}: {st}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Polls the room's status as a waiting page would (at the pace it is told, at most every
     /// 500 ms) until the shopper is admitted; returns that status. Panics after `within`.
     pub async fn wait_admitted(&self, c: &reqwest::Client, room: &str, within: Duration) -> Value {
@@ -353,12 +383,36 @@ impl Node {
         }
     }
 
+    /// Waits as a waiting page does until admitted to `room`, then GETs `path` — polling again
+    /// if the entry was refused — until the pass cookie `fg_p_ROOM` is set; returns that reply.
+    /// Panics after `within`.
+    pub async fn enter_when_admitted(
+        &self,
+        c: &reqwest::Client,
+        room: &str,
+        path: &str,
+        within: Duration,
+    ) -> shopper::Reply {
+        let deadline = Instant::now() + within;
+        let cookie = format!("fg_p_{room}");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_admitted(c, room, left).await;
+            let r = shopper::get(c, &self.url(path), &[]).await;
+            if r.set_cookie(&cookie).is_some() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{room}: no pass: {}", r.status);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// An admin request, with the bearer token when the node has one: (status, JSON body, or
     /// the text as a JSON string).
     pub async fn admin_req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut r = reqwest::Client::new().request(m, format!("{}{path}", self.admin));
-        if let Some(t) = &self.cfg.admin_token {
+        if let Some(t) = &self.cfg.base.server.admin_token {
             r = r.bearer_auth(t);
         }
         if let Some(b) = body {
@@ -408,7 +462,7 @@ impl Node {
     /// The node's Prometheus text.
     pub async fn metrics_text(&self) -> String {
         let mut r = reqwest::Client::new().get(format!("{}/metrics", self.admin));
-        if let Some(t) = &self.cfg.admin_token {
+        if let Some(t) = &self.cfg.base.server.admin_token {
             r = r.bearer_auth(t);
         }
         let resp = r.send().await.expect("admin reachable");
@@ -419,6 +473,11 @@ impl Node {
     /// The node's metrics, parsed.
     pub async fn metrics(&self) -> Metrics {
         Metrics::parse(&self.metrics_text().await)
+    }
+
+    /// The value of one metric sample (`name{labels}` as written on the page; 0 if absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics().await.value(sample)
     }
 
     /// The status code of `/readyz` (0 when the admin listener does not answer).

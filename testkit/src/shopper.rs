@@ -112,15 +112,36 @@ impl Reply {
     pub fn from_origin(&self) -> bool {
         self.json()["method"] == "GET"
     }
+
+    /// Every `Set-Cookie`, as text.
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    /// The `Set-Cookie` of the cookie `name`, if one was set (or cleared).
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}=");
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&prefix))
+    }
+
+    /// How many cookies the response clears (`Max-Age=0`).
+    pub fn cleared_cookies(&self) -> usize {
+        self.set_cookies()
+            .iter()
+            .filter(|c| c.contains("Max-Age=0"))
+            .count()
+    }
 }
 
-/// GET `url` with `headers`, read in full.
-pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+/// Sends `req` and reads the response in full.
+pub async fn send(req: reqwest::RequestBuilder) -> Reply {
     let started = Instant::now();
-    let mut req = c.get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
     let r = req.send().await.expect("request");
     let status = r.status().as_u16();
     let headers = r.headers().clone();
@@ -131,6 +152,98 @@ pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Re
         body,
         took: started.elapsed(),
     }
+}
+
+/// GET `path` as a browser loads a page (`Accept: text/html`).
+pub async fn page(at: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) -> Reply {
+    get(
+        c,
+        &format!("{}{path}", at.base()),
+        &[("accept", "text/html")],
+    )
+    .await
+}
+
+/// How a request is repeated: every `every`, for at most `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    pub every: Duration,
+    pub within: Duration,
+}
+
+impl Poll {
+    /// Every `every`, up to [`DEADLINE`](crate::DEADLINE).
+    pub fn every(every: Duration) -> Self {
+        Self {
+            every,
+            within: crate::DEADLINE,
+        }
+    }
+
+    /// For at most `within`.
+    #[must_use]
+    pub fn within(self, within: Duration) -> Self {
+        Self { within, ..self }
+    }
+}
+
+/// GETs `url` with `headers` as `poll` says until `done` holds for the reply — the shopper is
+/// through, a stale copy is served — and returns that reply; panics naming `what` and the last
+/// reply when `poll.within` runs out.
+pub async fn get_until(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    poll: Poll,
+    what: &str,
+    done: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = Instant::now() + poll.within;
+    loop {
+        let r = get(c, url, headers).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last: {} {:?} {}",
+            r.status,
+            r.cache(),
+            r.body.chars().take(200).collect::<String>()
+        );
+        tokio::time::sleep(poll.every).await;
+    }
+}
+
+/// `POST /.flashgate/leave?room=ROOM` as an app leaves the line or the shop (JSON answer).
+pub async fn leave(at: &(impl Base + ?Sized), c: &reqwest::Client, room: &str) -> Reply {
+    let url = format!("{}/.flashgate/leave?room={room}", at.base());
+    send(c.post(url).header("accept", "application/json")).await
+}
+
+/// `POST /.flashgate/feedback?room=ROOM` with the JSON `body`, as the waiting page rates the
+/// wait; the status code.
+pub async fn feedback(
+    at: &(impl Base + ?Sized),
+    c: &reqwest::Client,
+    room: &str,
+    body: &str,
+) -> u16 {
+    let url = format!("{}/.flashgate/feedback?room={room}", at.base());
+    let req = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    send(req).await.status
+}
+
+/// GET `url` with `headers`, read in full.
+pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = c.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(req).await
 }
 
 /// A server-sent events stream (`/.flashgate/events`), read event by event.
@@ -199,17 +312,10 @@ impl Events {
     }
 }
 
-/// GET `path` as an app does (`Accept: application/json`) with `headers`: (status, JSON body
+/// GET `url` as an app does (`Accept: application/json`) with `headers`: (status, JSON body
 /// or `Null`).
-pub async fn get_app(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Value) {
-    let mut req = c
-        .get(format!("{}{path}", at.base()))
-        .header("accept", "application/json");
+pub async fn get_app(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = c.get(url).header("accept", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -218,31 +324,26 @@ pub async fn get_app(
     (code, r.json().await.unwrap_or_default())
 }
 
-/// Joins the line at `path` (its room must be holding it: a 200 with a ticket); returns the
+/// Joins the line at `url` (its room must be holding it: a 200 with a ticket); returns the
 /// ticket number.
-pub async fn join(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> u64 {
-    let (code, st) = get_app(at, c, path, headers).await;
+pub async fn join(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u64 {
+    let (code, st) = get_app(c, url, headers).await;
     assert_eq!(code, 200, "queued: {st}");
     st["ticket"]
         .as_u64()
         .unwrap_or_else(|| panic!("a ticket: {st}"))
 }
 
-/// Tries to enter at `path` (the origin's `/echo`): (status, whether the origin answered —
-/// its echo reports the method).
-pub async fn enter(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, bool) {
-    let (code, body) = get_app(at, c, path, headers).await;
+/// Tries to enter at `url` (the origin's `/echo`): (status, whether the origin answered — its
+/// echo reports the method).
+pub async fn enter(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, bool) {
+    let (code, body) = get_app(c, url, headers).await;
     (code, body["method"] == "GET")
+}
+
+/// A JSON value as text: its string, or `""` when it is not one (for `contains` asserts).
+pub fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
 }
 
 /// Every `Set-Cookie` of a response, as text.
@@ -252,6 +353,20 @@ pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect()
+}
+
+/// Asserts one order of entry: nobody entered (ticket, time since the line opened) more than
+/// `slack` before a lower ticket — the polls' pace and the nodes' view age make up the slack.
+#[track_caller]
+pub fn assert_entered_in_order(entries: &[(u64, Duration)], slack: Duration) {
+    for &(ti, at_i) in entries {
+        for &(tj, at_j) in entries {
+            assert!(
+                ti >= tj || at_j + slack >= at_i,
+                "ticket {tj} entered at {at_j:?}, long before ticket {ti} at {at_i:?}"
+            );
+        }
+    }
 }
 
 /// What a waiting shopper saw on one status poll.
@@ -265,50 +380,87 @@ pub struct Seen {
     pub position: Option<u64>,
 }
 
-/// A shopper holding `ticket` who waits as the waiting page does: polls `room`'s status at
-/// `at` at the pace it is told (at most `max_pause` apart), records every answer in `seen`,
-/// and once admitted tries `path`; `check` sees each entry attempt's (status, JSON body).
-/// Returns when the origin answered (its echo reports the method), how long after `opened`.
-/// Panics if that takes longer than `within`.
-#[allow(clippy::too_many_arguments)] // a shopper's whole situation; a struct would only rename it
-pub async fn wait_and_enter(
-    at: &(impl Base + ?Sized),
-    c: &reqwest::Client,
-    room: &str,
-    path: &str,
-    ticket: u64,
-    opened: Instant,
-    within: Duration,
-    max_pause: Duration,
-    seen: &std::sync::Mutex<Vec<Seen>>,
-    check: impl Fn(u16, &Value),
-) -> Duration {
-    let deadline = opened + within;
-    loop {
-        let st = status(at, c, room).await;
-        let s = Seen {
-            at: opened.elapsed(),
-            ticket,
-            serving: st["serving"].as_u64().expect("serving"),
-            admitted: st["admitted"] == true,
-            position: st["position"].as_u64(),
-        };
-        seen.lock().expect("seen lock").push(s);
-        if s.admitted {
-            let r = c
-                .get(format!("{}{path}", at.base()))
-                .send()
-                .await
-                .expect("enter");
-            let code = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or_default();
-            check(code, &body);
-            if body["method"] == "GET" {
-                return opened.elapsed();
-            }
+/// A line that opened at `opened`, waited in as the waiting page does: each shopper polls
+/// `room`'s status at the pace it is told (at most `max_pause` apart), every answer is recorded
+/// in `seen`, and once admitted the shopper tries `path`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub room: String,
+    pub path: String,
+    pub opened: Instant,
+    /// How long after `opened` every shopper must be in.
+    pub within: Duration,
+    pub max_pause: Duration,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Line {
+    /// The line of `room` at `path`, open from now; everyone in `within`, polls as told.
+    pub fn new(room: &str, path: &str, within: Duration) -> Self {
+        Self {
+            room: room.to_owned(),
+            path: path.to_owned(),
+            opened: Instant::now(),
+            within,
+            max_pause: Duration::MAX,
+            seen: std::sync::Arc::default(),
         }
-        assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
-        let after = st["poll_after_ms"].as_u64().unwrap_or(1000);
-        tokio::time::sleep(Duration::from_millis(after).min(max_pause)).await;
     }
+
+    /// Polls at most `pause` apart, whatever the page is told.
+    #[must_use]
+    pub fn max_pause(mut self, pause: Duration) -> Self {
+        self.max_pause = pause;
+        self
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// The shopper holding `ticket` waits and enters; `check` sees each entry attempt's
+    /// (status, JSON body). Returns when the origin answered (its echo reports the method),
+    /// how long after `opened`. Panics if that takes longer than `within`.
+    pub async fn wait_and_enter(
+        &self,
+        at: &(impl Base + ?Sized),
+        c: &reqwest::Client,
+        ticket: u64,
+        check: impl Fn(u16, &Value),
+    ) -> Duration {
+        let deadline = self.opened + self.within;
+        loop {
+            let st = status(at, c, &self.room).await;
+            let s = Seen {
+                at: self.opened.elapsed(),
+                ticket,
+                serving: st["serving"].as_u64().expect("serving"),
+                admitted: st["admitted"] == true,
+                position: st["position"].as_u64(),
+            };
+            self.seen.lock().expect("seen lock").push(s);
+            if s.admitted {
+                let (code, body) = get_app_plain(at, c, &self.path).await;
+                check(code, &body);
+                if body["method"] == "GET" {
+                    return self.opened.elapsed();
+                }
+            }
+            assert!(Instant::now() < deadline, "ticket {ticket} never admitted");
+            let after = st["poll_after_ms"].as_u64().unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(after).min(self.max_pause)).await;
+        }
+    }
+}
+
+/// GET `path` without an `Accept` header: (status, JSON body or `Null`).
+async fn get_app_plain(at: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) -> (u16, Value) {
+    let r = c
+        .get(format!("{}{path}", at.base()))
+        .send()
+        .await
+        .expect("enter");
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or_default())
 }

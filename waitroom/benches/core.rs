@@ -118,20 +118,9 @@ fn decide(c: &mut Criterion) {
 
     let mut shuffled = RoomSettings::new(ROOM, nz(600), nz(100_000));
     shuffled.seed_secret = [5u8; 32];
-    shuffled.events.push(EventSettings {
-        name: "launch".into(),
-        id: EventSettings::id_for("launch"),
-        prequeue_at: Some(UnixMillis(T0)),
-        starts_at: UnixMillis(T0 + 60_000),
-        ends_at: UnixMillis(T0 + 3_600_000),
-        shuffle: true,
-        new_users_per_minute: None,
-        total_active_users: None,
-        session_duration: None,
-        session_mode: None,
-        method: None,
-        message: None,
-    });
+    let (starts_at, ends_at) = (UnixMillis(T0 + 60_000), UnixMillis(T0 + 3_600_000));
+    let window = EventSettings::window("launch", Some(UnixMillis(T0)), starts_at, ends_at, true);
+    shuffled.events.push(window);
     let shuffled_view = busy_room(&shuffled, T0 + 10_000, now_ms);
     assert_eq!(shuffled_view.snapshot.ctl.prequeue_count, ISSUED);
 

@@ -43,6 +43,6 @@ pub use admission::{Credential, Decision, RejectReason, RoomView, WaitInfo};
 pub use memory::MemoryStore;
 pub use settings::{EventSettings, QueueingMethod, RoomSettings, SessionMode};
 pub use state::{Overrides, RoomSnapshot, RoomState};
-pub use store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+pub use store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError, StoreResult};
 pub use time::UnixMillis;
 pub use token::{Binding, KeyRing, Pass, Ticket, TokenError};

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
 use crate::state::{ControllerState, MinuteCount, Overrides, RoomSnapshot};
-use crate::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+use crate::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreResult};
 use crate::time::UnixMillis;
 
 /// Minutes of active buckets kept (the longest session plus slack).
@@ -109,12 +109,12 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+    async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         let cell = self.room(room);
         Ok(cell.issued.fetch_add(count, Ordering::AcqRel) + 1)
     }
 
-    async fn snapshot(&self, room: &str, now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+    async fn snapshot(&self, room: &str, now: UnixMillis) -> StoreResult<RoomSnapshot> {
         let cell = self.room(room);
         let mut g = cell.inner.lock();
         let oldest = now.minute().saturating_sub(KEEP_MINUTES);
@@ -143,12 +143,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn commit(
-        &self,
-        room: &str,
-        expected: u64,
-        next: &ControllerState,
-    ) -> Result<bool, StoreError> {
+    async fn commit(&self, room: &str, expected: u64, next: &ControllerState) -> StoreResult<bool> {
         let cell = self.room(room);
         let mut g = cell.inner.lock();
         if g.ctl.version != expected {
@@ -165,7 +160,7 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(&self, room: &str, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
         let cell = self.room(room);
         let issued = cell.issued.load(Ordering::Acquire);
         let mut g = cell.inner.lock();
@@ -228,13 +223,7 @@ impl Store for MemoryStore {
         Ok(ClaimOutcome::Entered)
     }
 
-    async fn check_in(
-        &self,
-        room: &str,
-        ticket: u64,
-        from: u32,
-        to: u32,
-    ) -> Result<CheckIn, StoreError> {
+    async fn check_in(&self, room: &str, ticket: u64, from: u32, to: u32) -> StoreResult<CheckIn> {
         if ticket == 0 {
             // Ticket numbers start at 1: a pass with ticket 0 was minted without the store
             // (the proxy's `admit_at_floor_rate` policy) and was never counted.
@@ -252,12 +241,7 @@ impl Store for MemoryStore {
         Ok(CheckIn::Moved)
     }
 
-    async fn release(
-        &self,
-        room: &str,
-        ticket: u64,
-        minute: Option<u32>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, room: &str, ticket: u64, minute: Option<u32>) -> StoreResult<()> {
         let cell = self.room(room);
         let issued = cell.issued.load(Ordering::Acquire);
         let mut g = cell.inner.lock();
@@ -271,13 +255,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
+    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> StoreResult<()> {
         let cell = self.room(room);
         cell.inner.lock().overrides = overrides.clone();
         Ok(())
     }
 
-    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
+    async fn reseed(&self, room: &str, marks: &HighWater) -> StoreResult<()> {
         let cell = self.room(room);
         let mut g = cell.inner.lock();
         cell.issued.fetch_max(marks.issued, Ordering::AcqRel);

@@ -72,6 +72,32 @@ pub struct EventSettings {
 }
 
 impl EventSettings {
+    /// The sale window `name` from `starts_at` to `ends_at`, with a pre-queue from
+    /// `prequeue_at` (shuffled at the start when `shuffle`), and none of the room's settings
+    /// overridden.
+    pub fn window(
+        name: &str,
+        prequeue_at: Option<UnixMillis>,
+        starts_at: UnixMillis,
+        ends_at: UnixMillis,
+        shuffle: bool,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            id: Self::id_for(name),
+            prequeue_at,
+            starts_at,
+            ends_at,
+            shuffle,
+            new_users_per_minute: None,
+            total_active_users: None,
+            session_duration: None,
+            session_mode: None,
+            method: None,
+            message: None,
+        }
+    }
+
     /// The stable event id for a name.
     pub fn id_for(name: &str) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
@@ -294,20 +320,9 @@ mod tests {
     }
 
     fn event(name: &str, pre: Option<u64>, start: u64, end: u64) -> EventSettings {
-        EventSettings {
-            name: name.into(),
-            id: EventSettings::id_for(name),
-            prequeue_at: pre.map(UnixMillis::from_secs),
-            starts_at: UnixMillis::from_secs(start),
-            ends_at: UnixMillis::from_secs(end),
-            shuffle: pre.is_some(),
-            new_users_per_minute: None,
-            total_active_users: None,
-            session_duration: None,
-            session_mode: None,
-            method: None,
-            message: None,
-        }
+        let (starts_at, ends_at) = (UnixMillis::from_secs(start), UnixMillis::from_secs(end));
+        let prequeue_at = pre.map(UnixMillis::from_secs);
+        EventSettings::window(name, prequeue_at, starts_at, ends_at, pre.is_some())
     }
 
     #[test]

@@ -144,51 +144,42 @@ impl HighWater {
     }
 }
 
+/// What a store call returns.
+pub type StoreResult<T> = Result<T, StoreError>;
+
 /// The counters of all rooms.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Numbers `count` new tickets; returns the first (numbers are consecutive).
-    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError>;
+    async fn issue(&self, room: &str, count: u64) -> StoreResult<u64>;
 
     /// A consistent read of the room (`now` is used by stores without a clock of their own).
-    async fn snapshot(&self, room: &str, now: UnixMillis) -> Result<RoomSnapshot, StoreError>;
+    async fn snapshot(&self, room: &str, now: UnixMillis) -> StoreResult<RoomSnapshot>;
 
     /// Replaces the controller state if its version is still `expected`. Returns whether it won.
-    async fn commit(
-        &self,
-        room: &str,
-        expected: u64,
-        next: &ControllerState,
-    ) -> Result<bool, StoreError>;
+    async fn commit(&self, room: &str, expected: u64, next: &ControllerState) -> StoreResult<bool>;
 
     /// Lets an admitted ticket enter: exactly once per ticket, counted in `minute`. Refused
     /// with `NotYet` while the room's overrides say paused, queue_all or sold_out, so a node
     /// whose view predates the change cannot let anyone in.
-    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
+    async fn claim(&self, room: &str, req: &ClaimRequest) -> StoreResult<ClaimOutcome>;
 
     /// Moves a pass holder's count from minute `from` to minute `to`. Ticket numbers start at
     /// 1; a pass for ticket 0 was minted without the store (the proxy's floor-rate policy
     /// during an outage) and is not counted: its check-ins change nothing.
-    async fn check_in(
-        &self,
-        room: &str,
-        ticket: u64,
-        from: u32,
-        to: u32,
-    ) -> Result<CheckIn, StoreError>;
+    async fn check_in(&self, room: &str, ticket: u64, from: u32, to: u32) -> StoreResult<CheckIn>;
 
     /// Ends a ticket or session (leave, revoke): frees its active count in `minute` (if it
     /// entered) at once, and refuses the ticket from now on.
-    async fn release(&self, room: &str, ticket: u64, minute: Option<u32>)
-        -> Result<(), StoreError>;
+    async fn release(&self, room: &str, ticket: u64, minute: Option<u32>) -> StoreResult<()>;
 
     /// Replaces the live overrides of a room.
-    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError>;
+    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> StoreResult<()>;
 
     /// Raises the room's numbers to at least `marks` (see [`HighWater`]), atomically: the ticket
     /// counter, entries ever, the controller state ([`HighWater::merged_ctl`], by
     /// compare-and-set), claims per advance, active minutes and this minute's entries, each by
     /// maximum; the overrides only if the store has none. Numbers already above the marks are
     /// left alone, so any node may call it.
-    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError>;
+    async fn reseed(&self, room: &str, marks: &HighWater) -> StoreResult<()>;
 }

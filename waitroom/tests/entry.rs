@@ -34,6 +34,16 @@ fn view(settings: &RoomSettings, serving: u64, issued: u64, overrides: Overrides
     RoomView::new(settings, snap, &EtaEstimator::new())
 }
 
+/// A room serving 10 with 20 tickets issued, no overrides.
+fn busy(settings: &RoomSettings) -> RoomView {
+    view(settings, 10, 20, Overrides::default())
+}
+
+/// The entry of the holder of ticket 7 (its turn has come), `held` back or not.
+fn holder_of_7<'a>(v: &'a RoomView, s: &'a RoomSettings, held: bool) -> Entry<'a> {
+    Entry::new(v, s, Some(ticket(v, s, 7)), 0, held, NOW)
+}
+
 fn ticket(view: &RoomView, settings: &RoomSettings, number: u64) -> Ticket {
     view.new_ticket(settings, number, 0, NOW)
 }
@@ -57,7 +67,7 @@ fn run(entry: &mut Entry<'_>, next_number: u64, claim: ClaimOutcome) -> (Vec<Ste
 #[test]
 fn a_newcomer_gets_one_ticket_and_waits_behind_the_serving_number() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
+    let v = busy(&s);
     let mut e = Entry::new(&v, &s, None, 0, false, NOW);
     let (steps, finish) = run(&mut e, 21, ClaimOutcome::Entered);
     assert_eq!(steps.iter().filter(|s| **s == Step::Issue).count(), 1);
@@ -72,9 +82,8 @@ fn a_newcomer_gets_one_ticket_and_waits_behind_the_serving_number() {
 #[test]
 fn a_ticket_whose_turn_came_claims_and_gets_a_pass_for_itself() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
-    let t = ticket(&v, &s, 7);
-    let mut e = Entry::new(&v, &s, Some(t), 0, false, NOW);
+    let v = busy(&s);
+    let mut e = holder_of_7(&v, &s, false);
     let (steps, finish) = run(&mut e, 99, ClaimOutcome::Entered);
     assert!(matches!(steps[0], Step::Claim(ref r) if r.ticket == 7));
     let Finish::Entered { ticket, pass } = finish else {
@@ -87,10 +96,9 @@ fn a_ticket_whose_turn_came_claims_and_gets_a_pass_for_itself() {
 #[test]
 fn a_used_ticket_gets_one_new_place_at_the_back() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
+    let v = busy(&s);
     for used in [ClaimOutcome::AlreadyEntered, ClaimOutcome::Ended] {
-        let t = ticket(&v, &s, 7);
-        let mut e = Entry::new(&v, &s, Some(t), 0, false, NOW);
+        let mut e = holder_of_7(&v, &s, false);
         let (steps, finish) = run(&mut e, 21, used);
         assert_eq!(steps.len(), 3, "claim, issue, wait: {steps:?}");
         let Finish::Wait(w) = finish else {
@@ -103,9 +111,8 @@ fn a_used_ticket_gets_one_new_place_at_the_back() {
 #[test]
 fn a_store_that_hands_back_used_numbers_ends_stuck() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
-    let t = ticket(&v, &s, 7);
-    let mut e = Entry::new(&v, &s, Some(t), 0, false, NOW);
+    let v = busy(&s);
+    let mut e = holder_of_7(&v, &s, false);
     // The new number is inside the serving range and used as well.
     let (steps, finish) = run(&mut e, 8, ClaimOutcome::AlreadyEntered);
     assert_eq!(finish, Finish::Stuck);
@@ -115,9 +122,8 @@ fn a_store_that_hands_back_used_numbers_ends_stuck() {
 #[test]
 fn a_held_ticket_is_told_it_is_next_and_never_claims() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
-    let t = ticket(&v, &s, 7);
-    let mut e = Entry::new(&v, &s, Some(t), 0, true, NOW);
+    let v = busy(&s);
+    let mut e = holder_of_7(&v, &s, true);
     let (steps, finish) = run(&mut e, 21, ClaimOutcome::Entered);
     assert_eq!(steps.len(), 1);
     let Finish::Next(w) = finish else {
@@ -129,14 +135,13 @@ fn a_held_ticket_is_told_it_is_next_and_never_claims() {
 #[test]
 fn a_full_room_says_next() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
+    let v = busy(&s);
     for busy in [
         ClaimOutcome::Full,
         ClaimOutcome::MinuteFull,
         ClaimOutcome::NotYet,
     ] {
-        let t = ticket(&v, &s, 7);
-        let mut e = Entry::new(&v, &s, Some(t), 0, false, NOW);
+        let mut e = holder_of_7(&v, &s, false);
         let (_, finish) = run(&mut e, 21, busy);
         assert!(matches!(finish, Finish::Next(ref w) if w.renewed.number == 7));
     }
@@ -163,14 +168,13 @@ fn a_sold_out_room_rejects_without_a_store_call() {
 #[test]
 fn answers_nobody_asked_for_end_the_exchange() {
     let s = settings();
-    let v = view(&s, 10, 20, Overrides::default());
+    let v = busy(&s);
     let mut e = Entry::new(&v, &s, None, 0, false, NOW);
     assert_eq!(
         e.step(Input::Claimed(ClaimOutcome::Entered)),
         Step::Done(Finish::Stuck)
     );
-    let t = ticket(&v, &s, 7);
-    let mut e = Entry::new(&v, &s, Some(t), 0, false, NOW);
+    let mut e = holder_of_7(&v, &s, false);
     assert_eq!(e.step(Input::Issued(30)), Step::Done(Finish::Stuck));
 }
 

@@ -429,20 +429,10 @@ prop_compose! {
         s.seed_secret = [9u8; 32];
         if let Some((pre, start, shuffle)) = event {
             let starts_at = T0 + (pre + start + 1) * 1000;
-            s.events.push(EventSettings {
-                name: "launch".into(),
-                id: EventSettings::id_for("launch"),
-                prequeue_at: Some(UnixMillis(T0 + pre * 1000)),
-                starts_at: UnixMillis(starts_at),
-                ends_at: UnixMillis(starts_at + 3_600_000),
-                shuffle,
-                new_users_per_minute: None,
-                total_active_users: None,
-                session_duration: None,
-                session_mode: None,
-                method: None,
-                message: None,
-            });
+            let prequeue_at = Some(UnixMillis(T0 + pre * 1000));
+            let ends_at = UnixMillis(starts_at + 3_600_000);
+            let window = EventSettings::window("launch", prequeue_at, UnixMillis(starts_at), ends_at, shuffle);
+            s.events.push(window);
         }
         s
     }

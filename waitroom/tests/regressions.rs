@@ -20,25 +20,17 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("non-zero")
 }
 
+/// When the regressions' rooms start (mid-slice offsets are added to it).
+const T0: u64 = 1_750_000_020_000;
+
 /// A room with one shuffled event; `pre` and `start` are offsets from `t0` in ms.
 fn shuffled_room(t0: u64, pre: u64, start: u64) -> RoomSettings {
     let mut s = RoomSettings::new(ROOM, nz(600), nz(2000));
     s.seed_secret = [42u8; 32];
-    let name = "launch";
-    s.events.push(EventSettings {
-        name: name.into(),
-        id: EventSettings::id_for(name),
-        prequeue_at: Some(UnixMillis(t0 + pre)),
-        starts_at: UnixMillis(t0 + start),
-        ends_at: UnixMillis(t0 + 3_600_000),
-        shuffle: true,
-        new_users_per_minute: None,
-        total_active_users: None,
-        session_duration: None,
-        session_mode: None,
-        method: None,
-        message: None,
-    });
+    let (starts_at, ends_at) = (UnixMillis(t0 + start), UnixMillis(t0 + 3_600_000));
+    let prequeue_at = Some(UnixMillis(t0 + pre));
+    let window = EventSettings::window("launch", prequeue_at, starts_at, ends_at, true);
+    s.events.push(window);
     s.validate().expect("valid settings");
     s
 }
@@ -66,6 +58,11 @@ fn ticket_for(store: &MemoryStore, s: &RoomSettings, now: u64) -> Ticket {
     view.new_ticket(s, number, 0, UnixMillis(now))
 }
 
+/// `n` newcomers' tickets at `now`, in arrival order.
+fn tickets_for(store: &MemoryStore, s: &RoomSettings, n: usize, now: u64) -> Vec<Ticket> {
+    (0..n).map(|_| ticket_for(store, s, now)).collect()
+}
+
 /// The place of each pre-queue ticket `lo+1 ..= lo+count` by the public audit function.
 fn audited_positions(seed: &[u8; 32], lo: u64, count: u64) -> Vec<u64> {
     let order = shuffle::order(seed, count);
@@ -82,17 +79,14 @@ fn audited_positions(seed: &[u8; 32], lo: u64, count: u64) -> Vec<u64> {
 /// the first tickets would jump the shuffle through the serving number's lead.
 #[test]
 fn prequeue_is_not_admitted_in_number_order_before_the_shuffle_is_applied() {
-    let t0 = 1_750_000_020_000;
-    let s = shuffled_room(t0, 10_000, 60_500);
+    let s = shuffled_room(T0, 10_000, 60_500);
     let store = MemoryStore::new();
     // The room idles before the pre-queue: serving runs one slice ahead of the counter.
-    tick_until(&store, &s, t0, t0 + 20_000, 250);
-    let tickets: Vec<Ticket> = (0..40)
-        .map(|_| ticket_for(&store, &s, t0 + 20_000))
-        .collect();
-    tick_until(&store, &s, t0 + 20_000, t0 + 60_250, 250);
+    tick_until(&store, &s, T0, T0 + 20_000, 250);
+    let tickets = tickets_for(&store, &s, 40, T0 + 20_000);
+    tick_until(&store, &s, T0 + 20_000, T0 + 60_250, 250);
     // 60.75 s: the event is live by the clock; this slice's tick ran at 60.0 s (pre-queue).
-    let now = t0 + 60_750;
+    let now = T0 + 60_750;
     let view = view_at(&store, &s, now);
     assert!(
         view.serving() >= 1,
@@ -112,7 +106,7 @@ fn prequeue_is_not_admitted_in_number_order_before_the_shuffle_is_applied() {
         }
     }
     // Once the controller applied the start, positions are the audited shuffle.
-    let view = view_at(&store, &s, t0 + 61_000);
+    let view = view_at(&store, &s, T0 + 61_000);
     let seed = room::event_seed(&s, &s.events[0]);
     let want = audited_positions(&seed, 0, 40);
     for t in &tickets {
@@ -125,20 +119,15 @@ fn prequeue_is_not_admitted_in_number_order_before_the_shuffle_is_applied() {
 /// shuffled, not left in front of the shuffled range in arrival order.
 #[test]
 fn first_prequeue_joiners_are_shuffled_too() {
-    let t0 = 1_750_000_020_000;
-    let s = shuffled_room(t0, 10_500, 60_000);
+    let s = shuffled_room(T0, 10_500, 60_000);
     let store = MemoryStore::new();
-    tick_until(&store, &s, t0, t0 + 10_250, 250);
+    tick_until(&store, &s, T0, T0 + 10_250, 250);
     // 10.6 s: the pre-queue is open (the controller's last tick, at 10.0 s, was before it).
-    let early: Vec<Ticket> = (0..5)
-        .map(|_| ticket_for(&store, &s, t0 + 10_600))
-        .collect();
-    tick_until(&store, &s, t0 + 10_750, t0 + 30_000, 250);
-    let late: Vec<Ticket> = (0..35)
-        .map(|_| ticket_for(&store, &s, t0 + 30_000))
-        .collect();
-    tick_until(&store, &s, t0 + 30_000, t0 + 60_000, 250);
-    let view = view_at(&store, &s, t0 + 60_000);
+    let early = tickets_for(&store, &s, 5, T0 + 10_600);
+    tick_until(&store, &s, T0 + 10_750, T0 + 30_000, 250);
+    let late = tickets_for(&store, &s, 35, T0 + 30_000);
+    tick_until(&store, &s, T0 + 30_000, T0 + 60_000, 250);
+    let view = view_at(&store, &s, T0 + 60_000);
     assert_eq!(
         view.snapshot.ctl.prequeue_count, 40,
         "everyone who joined the pre-queue"
@@ -213,9 +202,7 @@ fn a_late_claim_from_the_previous_minute_does_not_reset_the_entry_count() {
     let m = 29_166_700u64;
     let start = (m - 3) * 60_000;
     tick_until(&store, &s, start, start + 1_000, 1_000);
-    let tickets: Vec<Ticket> = (0..4)
-        .map(|_| ticket_for(&store, &s, start + 1_000))
-        .collect();
+    let tickets = tickets_for(&store, &s, 4, start + 1_000);
     // Three minutes at 2 a minute: all four are admitted (none has claimed yet).
     tick_until(&store, &s, start + 1_000, (m + 1) * 60_000 - 100, 1_000);
     let view = view_at(&store, &s, (m + 1) * 60_000 - 100);
@@ -255,16 +242,15 @@ fn a_late_claim_from_the_previous_minute_does_not_reset_the_entry_count() {
 fn a_view_older_than_a_pause_lets_nobody_in() {
     let s = RoomSettings::new(ROOM, nz(600), nz(1000));
     let store = MemoryStore::new();
-    let t0 = 1_750_000_020_000;
-    tick_until(&store, &s, t0, t0 + 2_000, 1_000);
-    let t = ticket_for(&store, &s, t0 + 2_000);
-    let view = view_at(&store, &s, t0 + 2_100);
+    tick_until(&store, &s, T0, T0 + 2_000, 1_000);
+    let t = ticket_for(&store, &s, T0 + 2_000);
+    let view = view_at(&store, &s, T0 + 2_100);
     let pause = waitroom::Overrides {
         paused: true,
         ..waitroom::Overrides::default()
     };
     block_on(store.set_overrides(ROOM, &pause)).expect("pause");
-    let Decision::Admit(req) = view.decide(&s, Credential::Ticket(&t), UnixMillis(t0 + 2_150))
+    let Decision::Admit(req) = view.decide(&s, Credential::Ticket(&t), UnixMillis(T0 + 2_150))
     else {
         panic!("the stale view admits");
     };
@@ -278,21 +264,20 @@ fn a_view_older_than_a_pause_lets_nobody_in() {
 /// minute's entry cap ran out and shoppers entered by poll timing instead of by place.
 #[test]
 fn unclaimable_admissions_in_a_prequeue_are_not_learned_as_no_shows() {
-    let t0 = 1_750_000_020_000;
-    let mut s = shuffled_room(t0, 5_000, 120_000);
+    let mut s = shuffled_room(T0, 5_000, 120_000);
     s.claim_window = std::time::Duration::from_secs(20);
     // Idle: the controller grants its lead before anyone comes.
     let store = MemoryStore::new();
-    tick_until(&store, &s, t0, t0 + 4_000, 1_000);
-    let lead = view_at(&store, &s, t0 + 4_000).serving();
+    tick_until(&store, &s, T0, T0 + 4_000, 1_000);
+    let lead = view_at(&store, &s, T0 + 4_000).serving();
     assert!(lead > 0, "an idle room grants a lead");
     // The pre-queue opens; a crowd takes tickets, the lead's numbers among them.
     for i in 0..300 {
-        let _ = ticket_for(&store, &s, t0 + 10_000 + i);
+        let _ = ticket_for(&store, &s, T0 + 10_000 + i);
     }
     // The lead's admissions expire during the pre-queue: nobody could claim them.
-    tick_until(&store, &s, t0 + 10_000, t0 + 119_000, 1_000);
-    let snap = block_on(store.snapshot(ROOM, UnixMillis(t0 + 119_000))).expect("snapshot");
+    tick_until(&store, &s, T0 + 10_000, T0 + 119_000, 1_000);
+    let snap = block_on(store.snapshot(ROOM, UnixMillis(T0 + 119_000))).expect("snapshot");
     assert_eq!(
         snap.ctl.noshow_milli, 0,
         "unclaimable admissions are not no-shows"

@@ -211,19 +211,19 @@ impl Scenario {
             shuffle = kind == Kind::ShuffledPrequeue;
             let name = format!("launch-{seed}");
             event_id = EventSettings::id_for(&name);
-            s.events.push(EventSettings {
-                name,
-                id: event_id,
-                prequeue_at: Some(UnixMillis(pre)),
-                starts_at: UnixMillis(start),
-                ends_at: UnixMillis(start + 24 * 3600 * 1000),
+            let ends_at = UnixMillis(start + 24 * 3600 * 1000);
+            let window = EventSettings::window(
+                &name,
+                Some(UnixMillis(pre)),
+                UnixMillis(start),
+                ends_at,
                 shuffle,
+            );
+            s.events.push(EventSettings {
                 new_users_per_minute: Some(nz(rate)),
                 total_active_users: Some(nz(cap)),
-                session_duration: None,
-                session_mode: None,
-                method: None,
                 message: Some("Launch day".into()),
+                ..window
             });
             prequeue_at = Some(pre);
             sim_start = pre - 40_000;
@@ -350,6 +350,23 @@ struct Shopper {
 impl Shopper {
     fn keeps_polling(&self) -> bool {
         self.persistent && !self.noshow && self.leave_waiting_at == u64::MAX
+    }
+
+    /// Holds the ticket `t` (signed: `token`), renewed at `now`, and waits.
+    fn wait_with(&mut self, token: String, t: Ticket, now: u64) {
+        self.token = token;
+        self.ticket = Some(t);
+        self.renewed_at = now;
+        self.phase = Phase::Waiting;
+    }
+
+    /// Holds the pass (signed: `token`) and browses the shop from `now` for its browsing time.
+    fn enter_with(&mut self, token: String, pass: Pass, now: u64) {
+        self.token = token;
+        self.pass = Some(pass);
+        self.entered = true;
+        self.phase = Phase::Entered;
+        self.browse_until = now + self.browse_ms;
     }
 }
 
@@ -543,6 +560,11 @@ impl Sim {
 
     fn now_step(&self) -> u64 {
         self.sc.sim_start + self.step * STEP_MS
+    }
+
+    /// A claim in the store; a store error fails the run.
+    fn store_claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, String> {
+        block_on(self.store.claim(ROOM, req)).map_err(|e| self.fail(e.to_string()))
     }
 
     fn fail(&self, msg: String) -> String {
@@ -934,11 +956,8 @@ impl Sim {
                     },
             "new ticket fields: {t:?}"
         );
-        let sh = &mut self.shoppers[i];
-        sh.token = self.keys.sign_ticket(&t);
-        sh.ticket = Some(t);
-        sh.renewed_at = now;
-        sh.phase = Phase::Waiting;
+        let token = self.keys.sign_ticket(&t);
+        self.shoppers[i].wait_with(token, t, now);
         self.decide_ticket(i, now)
     }
 
@@ -1177,8 +1196,7 @@ impl Sim {
             self.shoppers[i].phase = Phase::Gone;
             return Ok(());
         }
-        let outcome =
-            block_on(self.store.claim(ROOM, &req)).map_err(|e| self.fail(e.to_string()))?;
+        let outcome = self.store_claim(&req)?;
         match outcome {
             ClaimOutcome::Entered => self.entered(i, t, req, now),
             ClaimOutcome::Full | ClaimOutcome::MinuteFull => {
@@ -1282,18 +1300,14 @@ impl Sim {
                 && pass.fixed_session == fixed,
             "pass {pass:?} for {t:?}"
         );
+        let token = self.keys.sign_pass(&pass);
         let sh = &mut self.shoppers[i];
-        sh.token = self.keys.sign_pass(&pass);
-        sh.pass = Some(pass);
-        sh.entered = true;
-        sh.phase = Phase::Entered;
-        sh.browse_until = now + sh.browse_ms;
+        sh.enter_with(token, pass, now);
         let (replay, second_tab) = (sh.replay, sh.second_tab);
         // Replays: the same claim again, and the old ticket from a second tab.
         if replay {
             self.stats.replays += 1;
-            let again =
-                block_on(self.store.claim(ROOM, &req)).map_err(|e| self.fail(e.to_string()))?;
+            let again = self.store_claim(&req)?;
             ensure!(
                 self,
                 again == ClaimOutcome::AlreadyEntered,
@@ -1307,8 +1321,7 @@ impl Sim {
                 .decide(&self.sc.settings, Credential::Ticket(t), UnixMillis(now))
             {
                 Decision::Admit(r) => {
-                    let again = block_on(self.store.claim(ROOM, &r))
-                        .map_err(|e| self.fail(e.to_string()))?;
+                    let again = self.store_claim(&r)?;
                     ensure!(
                         self,
                         again == ClaimOutcome::AlreadyEntered,
@@ -1504,8 +1517,7 @@ impl Sim {
                 session_minutes: self.sc.session_minutes(),
                 unlimited: false,
             };
-            let got =
-                block_on(self.store.claim(ROOM, &req)).map_err(|e| self.fail(e.to_string()))?;
+            let got = self.store_claim(&req)?;
             ensure!(
                 self,
                 got == ClaimOutcome::Ended,

@@ -905,15 +905,10 @@ over = "1s"
 
     #[test]
     fn shipped_scenarios_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-        let mut n = 0;
-        for e in std::fs::read_dir(&dir).expect("scenarios dir") {
-            let p = e.expect("entry").path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                Scenario::load(&p, false).unwrap_or_else(|e| panic!("{e}"));
-                n += 1;
-            }
+        let files = testkit::toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"));
+        for p in &files {
+            Scenario::load(p, false).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert!(n >= 4, "smoke, launch, spike and bots at least");
+        assert!(files.len() >= 4, "smoke, launch, spike and bots at least");
     }
 }

@@ -548,114 +548,98 @@ impl Shopper {
     }
 
     async fn browse(&mut self, sh: &super::scenario::Shopper) -> End {
+        match self.shop(sh).await {
+            Ok(()) => End::Done,
+            Err(end) => end,
+        }
+    }
+
+    /// Pages, maybe a cart and a checkout, maybe leaving: what an admitted shopper does.
+    /// `Err` when the run stopped.
+    async fn shop(&mut self, sh: &super::scenario::Shopper) -> Result<(), End> {
         let pages = self.rng.between(sh.browse.0, sh.browse.1);
         for _ in 0..pages {
-            if !self
-                .run
-                .sleep(&mut self.stop, jitter(&mut self.rng, sh.think))
-                .await
-            {
-                return End::Stopped;
-            }
+            self.think(sh.think).await?;
             let i = (self.rng.next_u64() % sh.pages.len().max(1) as u64) as usize;
             let Some(page) = sh.pages.get(i).cloned() else {
                 break;
             };
-            match self.send(Endpoint::Page, false, &page, false, None).await {
-                Err(SendError::Stopped) => return End::Stopped,
-                Err(SendError::Failed(_)) => {}
-                Ok(r) => {
-                    r.absorb(&mut self.jar);
-                    if r.status < 400 {
-                        self.rec.pages += 1;
-                    } else {
-                        let at = self.run.elapsed();
-                        self.run
-                            .metrics
-                            .error(at, format!("page http {}", r.status));
-                    }
-                }
+            match self.step(Endpoint::Page, false, &page, false, None).await? {
+                Some(status) if status < 400 => self.rec.pages += 1,
+                Some(status) => self.error(format!("page http {status}")),
+                None => {}
             }
         }
         if self.rng.chance(sh.add_to_cart) {
-            if !self
-                .run
-                .sleep(&mut self.stop, jitter(&mut self.rng, sh.think))
-                .await
-            {
-                return End::Stopped;
-            }
+            self.think(sh.think).await?;
             let i = (self.rng.next_u64() % sh.skus.len().max(1) as u64) as usize;
             let sku = sh.skus.get(i).cloned().unwrap_or_default();
-            match self
-                .send(
-                    Endpoint::Cart,
-                    true,
-                    "/cart",
-                    false,
-                    Some(format!("sku={sku}&qty=1")),
-                )
-                .await
+            let form = Some(format!("sku={sku}&qty=1"));
+            if let Some(status) = self
+                .step(Endpoint::Cart, true, "/cart", false, form)
+                .await?
             {
-                Err(SendError::Stopped) => return End::Stopped,
-                Err(SendError::Failed(_)) => {}
-                Ok(r) => {
-                    r.absorb(&mut self.jar);
-                    self.rec.carted = r.status < 400;
-                    if r.status >= 400 {
-                        let at = self.run.elapsed();
-                        self.run
-                            .metrics
-                            .error(at, format!("cart http {}", r.status));
-                    }
+                self.rec.carted = status < 400;
+                if status >= 400 {
+                    self.error(format!("cart http {status}"));
                 }
             }
         }
         if self.rec.carted && self.rng.chance(sh.checkout) {
-            if !self
-                .run
-                .sleep(&mut self.stop, jitter(&mut self.rng, sh.think))
-                .await
-            {
-                return End::Stopped;
-            }
-            match self
-                .send(
-                    Endpoint::Checkout,
-                    true,
-                    "/checkout",
-                    false,
-                    Some(String::new()),
-                )
-                .await
-            {
-                Err(SendError::Stopped) => return End::Stopped,
-                Err(SendError::Failed(_)) => {}
-                Ok(r) => {
-                    r.absorb(&mut self.jar);
-                    // 409: that product sold out — a normal end of a flash sale, not an error.
-                    self.rec.ordered = r.status < 400;
-                    if r.status >= 400 && r.status != 409 {
-                        let at = self.run.elapsed();
-                        self.run
-                            .metrics
-                            .error(at, format!("checkout http {}", r.status));
-                    }
+            self.think(sh.think).await?;
+            let form = Some(String::new());
+            let answer = self.step(Endpoint::Checkout, true, "/checkout", false, form);
+            if let Some(status) = answer.await? {
+                // 409: that product sold out — a normal end of a flash sale, not an error.
+                self.rec.ordered = status < 400;
+                if status >= 400 && status != 409 {
+                    self.error(format!("checkout http {status}"));
                 }
             }
         }
         if self.rng.chance(sh.leave) {
             let leave = self.leave_path.clone();
-            match self.send(Endpoint::Leave, true, &leave, true, None).await {
-                Err(SendError::Stopped) => return End::Stopped,
-                Err(SendError::Failed(_)) => {}
-                Ok(r) => {
-                    r.absorb(&mut self.jar);
-                    self.rec.left = r.status == 200;
-                }
+            if let Some(status) = self.step(Endpoint::Leave, true, &leave, true, None).await? {
+                self.rec.left = status == 200;
             }
         }
-        End::Done
+        Ok(())
+    }
+
+    /// Waits a jittered `think` time; `Err` when the run stops meanwhile.
+    async fn think(&mut self, think: std::time::Duration) -> Result<(), End> {
+        let pause = jitter(&mut self.rng, think);
+        if self.run.sleep(&mut self.stop, pause).await {
+            Ok(())
+        } else {
+            Err(End::Stopped)
+        }
+    }
+
+    /// [`Self::send`], keeping the cookies of the answer: its status, or `None` when the
+    /// request failed (counted where it failed); `Err` when the run stopped.
+    async fn step(
+        &mut self,
+        ep: Endpoint,
+        post: bool,
+        path: &str,
+        json: bool,
+        form: Option<String>,
+    ) -> Result<Option<u16>, End> {
+        match self.send(ep, post, path, json, form).await {
+            Err(SendError::Stopped) => Err(End::Stopped),
+            Err(SendError::Failed(_)) => Ok(None),
+            Ok(r) => {
+                r.absorb(&mut self.jar);
+                Ok(Some(r.status))
+            }
+        }
+    }
+
+    /// Records an error now.
+    fn error(&self, what: String) {
+        let at = self.run.elapsed();
+        self.run.metrics.error(at, what);
     }
 
     /// A bot with its own ticket: polls fast, shares its ticket and then its pass.
@@ -686,15 +670,10 @@ impl Shopper {
             let Some(page) = pages.get(k as usize % pages.len().max(1)).cloned() else {
                 break;
             };
-            match self.send(Endpoint::Page, false, &page, false, None).await {
-                Err(SendError::Stopped) => return End::Stopped,
-                Err(SendError::Failed(_)) => {}
-                Ok(r) => {
-                    r.absorb(&mut self.jar);
-                    if r.status < 400 {
-                        self.rec.pages += 1;
-                    }
-                }
+            match self.step(Endpoint::Page, false, &page, false, None).await {
+                Err(end) => return end,
+                Ok(Some(status)) if status < 400 => self.rec.pages += 1,
+                Ok(_) => {}
             }
         }
         End::Done

@@ -4,10 +4,12 @@
 //! Logs go to `logs/` in the run's output directory.
 
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+
+use testkit::config::{quote, Table};
 
 use super::scenario::{Spawn, Store};
 use crate::target::{parse_http_url, HttpUrl};
@@ -19,11 +21,15 @@ const SECRET: &str = "crowd-simulator-secret-not-for-production-0123456789";
 #[derive(Debug)]
 pub struct Fleet {
     children: Vec<(String, Child)>,
+    /// The nodes' public and admin URLs.
     pub targets: Vec<HttpUrl>,
     pub admin: Vec<HttpUrl>,
-    pub shop: String,
+    /// The demo shop's URL.
+    shop: String,
     pub redis_url: Option<String>,
-    pub logs: PathBuf,
+    /// Where each process's log goes (`NAME.log`).
+    logs: PathBuf,
+    /// One line: what runs where.
     pub summary: String,
 }
 
@@ -53,7 +59,8 @@ pub fn substitute_times(text: &str, start: SystemTime) -> Result<String, String>
     Ok(out)
 }
 
-/// The config of one node.
+/// The config of one node: the test kit's node config ([`testkit::Config`]) in front of the
+/// shop, with the scenario's threads, store, extra tables and room.
 pub fn node_config(
     spawn: &Spawn,
     room: &str,
@@ -63,52 +70,31 @@ pub fn node_config(
     redis_url: Option<&str>,
     start: SystemTime,
 ) -> Result<String, String> {
+    let store = Table::new();
     let store = match (spawn.store, redis_url) {
-        (Store::Redis, Some(url)) => format!(
-            "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"{}\"",
-            spawn.snapshot_interval
-        ),
-        _ => format!(
-            "kind = \"memory\"\nsnapshot_interval = \"{}\"",
-            spawn.snapshot_interval
-        ),
+        (Store::Redis, Some(url)) => store.set("kind", "redis").set("url", url),
+        _ => store.set("kind", "memory"),
     };
+    let store = store.set("snapshot_interval", spawn.snapshot_interval.as_str());
     let room_body = substitute_times(&spawn.room, start)?;
+    let rooms = format!(
+        "{}\n\n[[rooms]]\nid = {}\n{room_body}",
+        spawn.extra,
+        quote(room)
+    );
+    let cfg = testkit::Config::new(SocketAddr::from(([127, 0, 0, 1], shop)))
+        .ports(port, admin)
+        .threads(spawn.threads)
+        // The simulator stands in for the load balancer: it sends each shopper's address.
+        .trusting(&["127.0.0.1/32", "::1/128"])
+        .secret(SECRET)
+        .store(store.to_string())
+        .connect_timeout("1s")
+        .read_timeout("10s")
+        .extra(rooms);
     Ok(format!(
-        r#"# Written by `crowd --spawn` for one run.
-[server]
-listen = ["127.0.0.1:{port}"]
-admin_listen = "127.0.0.1:{admin}"
-threads = {threads}
-# The simulator stands in for the load balancer: it sends each shopper's address.
-trusted_proxies = ["127.0.0.1/32", "::1/128"]
-
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "{SECRET}"
-
-[store]
-{store}
-
-[upstreams.shop]
-servers = ["127.0.0.1:{shop}"]
-connect_timeout = "1s"
-read_timeout = "10s"
-
-[[routes]]
-path = "/"
-upstream = "shop"
-
-{extra}
-
-[[rooms]]
-id = "{room}"
-{room_body}
-"#,
-        threads = spawn.threads,
-        extra = spawn.extra,
+        "# Written by `crowd --spawn` for one run.\n{}",
+        cfg.render()
     ))
 }
 
@@ -368,6 +354,34 @@ pub fn used_memory(info: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_configs_are_valid_flashgate_configs() {
+        let spawn = Spawn {
+            nodes: 2,
+            store: Store::Redis,
+            threads: 3,
+            snapshot_interval: "100ms".into(),
+            room: "paths = [\"/\"]\nnew_users_per_minute = 60\ntotal_active_users = 100\n".into(),
+            extra: "[cache]\nmax_bytes = \"16MiB\"\n".into(),
+        };
+        let url = Some("redis://127.0.0.1:6390");
+        let text = node_config(
+            &spawn,
+            "drop",
+            8080,
+            9901,
+            3000,
+            url,
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("config");
+        let c = flashgate::config::Config::parse("spawn.toml", &text, waitroom::UnixMillis(0))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.rooms[0].settings.id, "drop");
+        assert!(text.contains("threads = 3\n"), "{text}");
+        assert!(text.contains("url = \"redis://127.0.0.1:6390\""), "{text}");
+    }
 
     #[test]
     fn times_are_substituted() {

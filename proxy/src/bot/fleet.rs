@@ -140,12 +140,7 @@ impl RedisShared {
 
     /// Runs `cmd` within [`CALL_TIMEOUT`]; `None` on any failure (logged at debug).
     async fn query<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Option<T> {
-        let run = async {
-            match self.conn().await? {
-                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
-            }
-        };
+        let run = async { cmd.query_async::<T>(&mut self.conn().await?).await };
         match tokio::time::timeout(CALL_TIMEOUT, run).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
@@ -210,12 +205,7 @@ impl SharedJoinLimit for RedisShared {
         inv.key(join_key(room, client))
             .arg(interval_us.max(1))
             .arg(per_minute.get());
-        let run = async {
-            match self.conn().await? {
-                Conn::Single(mut c) => inv.invoke_async::<u64>(&mut c).await,
-                Conn::Cluster(mut c) => inv.invoke_async::<u64>(&mut c).await,
-            }
-        };
+        let run = async { inv.invoke_async::<u64>(&mut self.conn().await?).await };
         let answer = match tokio::time::timeout(CALL_TIMEOUT, run).await {
             Ok(Ok(wait_us)) => Some(wait_us),
             Ok(Err(e)) => {

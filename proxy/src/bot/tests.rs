@@ -98,6 +98,46 @@ fn nz(n: u32) -> Option<NonZeroU32> {
     NonZeroU32::new(n)
 }
 
+/// The answer to the challenge `token` of room `drop` with `counter`.
+fn solution(token: &str, counter: u64) -> Solution<'_> {
+    Solution {
+        room: "drop".into(),
+        challenge: token.into(),
+        counter,
+        return_to: None,
+    }
+}
+
+/// `f` from a client holding ticket `n`.
+fn ticket(n: u64, f: RequestFacts<'_>) -> RequestFacts<'_> {
+    RequestFacts {
+        credential: Credential::Ticket(n),
+        ..f
+    }
+}
+
+/// Enforce mode with `limits`.
+fn with_limits(limits: Limits) -> BotSettings {
+    BotSettings {
+        limits,
+        ..enforce()
+    }
+}
+
+/// Enforce mode, joins limited to `per_minute` per address.
+fn joins_per_ip(per_minute: u32) -> BotSettings {
+    with_limits(Limits {
+        joins_per_minute_per_ip: nz(per_minute),
+        ..Limits::default()
+    })
+}
+
+/// Asserts that `g` lets `f` into `room` under `cfg`.
+#[track_caller]
+fn assert_allowed(g: &BotGuard, room: &str, cfg: &BotSettings, f: &RequestFacts<'_>, what: &str) {
+    assert_eq!(g.check(room, cfg, f), Verdict::Allow, "{what}");
+}
+
 #[test]
 fn off_does_nothing_and_keeps_no_state() {
     let (g, m) = guard();
@@ -193,12 +233,7 @@ fn suspicious_clients_are_challenged_harder_and_a_pass_lets_them_in() {
 
     // Solve and redeem; the cookie then spares the next join.
     let counter = challenge::solve(&c.token, c.difficulty);
-    let sol = Solution {
-        room: "drop".into(),
-        challenge: c.token.as_str().into(),
-        counter,
-        return_to: None,
-    };
+    let sol = solution(&c.token, counter);
     let passed = run(g.accept_solution("drop", &cfg, &sol, &f)).expect("solved");
     assert_eq!(passed.cookie_name, "fg_c_drop");
     let mut with_cookie = h.clone();
@@ -244,12 +279,7 @@ fn solutions_are_refused_when_wrong_expired_foreign_or_replayed() {
     };
     assert_eq!(c.difficulty, 8);
     let good = challenge::solve(&c.token, c.difficulty);
-    let sol = |counter: u64| Solution {
-        room: "drop".into(),
-        challenge: c.token.as_str().into(),
-        counter,
-        return_to: None,
-    };
+    let sol = |counter: u64| solution(&c.token, counter);
     let wrong = (0..u64::MAX)
         .find(|n| !challenge::work_done(c.token.as_bytes(), *n, c.difficulty))
         .expect("a non-solution");
@@ -287,12 +317,7 @@ fn solutions_are_refused_when_wrong_expired_foreign_or_replayed() {
     );
     // Too late (a fresh challenge, so it is not a replay).
     let c2 = g.issue_challenge("drop", &cfg, 4, &f);
-    let sol2 = Solution {
-        room: "drop".into(),
-        challenge: c2.token.as_str().into(),
-        counter: challenge::solve(&c2.token, 4),
-        return_to: None,
-    };
+    let sol2 = solution(&c2.token, challenge::solve(&c2.token, 4));
     let late = T0.plus(cfg.challenge_ttl).plus(Duration::from_millis(1));
     assert_eq!(
         run(g.accept_solution("drop", &cfg, &sol2, &facts(&h, "198.51.100.7", late))),
@@ -339,12 +364,7 @@ fn replays_across_guards_share_one_replay_store() {
     let h = browser();
     let f = facts(&h, "198.51.100.7", T0);
     let c = a.issue_challenge("drop", &cfg, 6, &f);
-    let sol = Solution {
-        room: "drop".into(),
-        challenge: c.token.as_str().into(),
-        counter: challenge::solve(&c.token, 6),
-        return_to: None,
-    };
+    let sol = solution(&c.token, challenge::solve(&c.token, 6));
     assert!(run(a.accept_solution("drop", &cfg, &sol, &f)).is_ok());
     assert_eq!(
         run(b.accept_solution("drop", &cfg, &sol, &f)),
@@ -394,13 +414,7 @@ fn the_fleet_join_limit_is_asked_after_the_node_s_own_and_only_for_joins() {
     };
     let a = BotGuard::new(&global, [5; 32], &m).with_shared_join_limit(shared.clone());
     let b = BotGuard::new(&global, [5; 32], &m).with_shared_join_limit(shared.clone());
-    let cfg = BotSettings {
-        limits: Limits {
-            joins_per_minute_per_ip: nz(3),
-            ..Limits::default()
-        },
-        ..enforce()
-    };
+    let cfg = joins_per_ip(3);
     let h = browser();
     // Three joins over two nodes pass; the fourth is refused although each node saw two.
     for (i, g) in [&a, &b, &a].into_iter().enumerate() {
@@ -512,10 +526,7 @@ fn shadow_mode_never_acts_but_counts_what_it_would_do() {
         }
     }
     // A ticket that would be tarpitted is not marked either.
-    let f = RequestFacts {
-        credential: Credential::Ticket(7),
-        ..facts(&bad, "198.51.100.50", T0)
-    };
+    let f = ticket(7, facts(&bad, "198.51.100.50", T0));
     assert_eq!(g.check("drop", &cfg, &f), Verdict::Allow);
     let shadow = |action| {
         counter(
@@ -546,19 +557,15 @@ fn shadow_mode_never_acts_but_counts_what_it_would_do() {
 #[test]
 fn joins_per_address_are_limited_with_a_retry_time() {
     let (g, _) = guard();
-    let cfg = BotSettings {
-        limits: Limits {
-            joins_per_minute_per_ip: nz(30),
-            ..Limits::default()
-        },
-        ..enforce()
-    };
+    let cfg = joins_per_ip(30);
     let h = browser();
     for i in 0..30 {
-        assert_eq!(
-            g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(i))),
-            Verdict::Allow,
-            "join {i}"
+        assert_allowed(
+            &g,
+            "drop",
+            &cfg,
+            &facts(&h, "198.51.100.7", at(i)),
+            &format!("join {i}"),
         );
     }
     let v = g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(30)));
@@ -576,44 +583,23 @@ fn joins_per_address_are_limited_with_a_retry_time() {
         Some(2)
     );
     // Another address is unaffected; after the retry time this one may join again.
-    assert_eq!(
-        g.check("drop", &cfg, &facts(&h, "198.51.100.8", at(30))),
-        Verdict::Allow
-    );
-    assert_eq!(
-        g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(2030))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "drop", &cfg, &facts(&h, "198.51.100.8", at(30)), "");
+    assert_allowed(&g, "drop", &cfg, &facts(&h, "198.51.100.7", at(2030)), "");
     // Another room has its own budget.
-    assert_eq!(
-        g.check("other", &cfg, &facts(&h, "198.51.100.7", at(2031))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "other", &cfg, &facts(&h, "198.51.100.7", at(2031)), "");
     // Requests with a ticket are not joins.
-    let f = RequestFacts {
-        credential: Credential::Ticket(1),
-        ..facts(&h, "198.51.100.7", at(2032))
-    };
+    let f = ticket(1, facts(&h, "198.51.100.7", at(2032)));
     assert_eq!(g.check("drop", &cfg, &f), Verdict::Allow);
 }
 
 #[test]
 fn ipv6_clients_are_limited_per_64() {
     let (g, _) = guard();
-    let cfg = BotSettings {
-        limits: Limits {
-            joins_per_minute_per_ip: nz(3),
-            ..Limits::default()
-        },
-        ..enforce()
-    };
+    let cfg = joins_per_ip(3);
     let h = browser();
     for i in 0..3u16 {
         let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i + 1));
-        assert_eq!(
-            g.check("drop", &cfg, &RequestFacts::new(&h, Some(a), T0)),
-            Verdict::Allow
-        );
+        assert_allowed(&g, "drop", &cfg, &RequestFacts::new(&h, Some(a), T0), "");
     }
     // A fourth address of the same /64 shares the budget; another /64 does not.
     let same = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
@@ -622,18 +608,18 @@ fn ipv6_clients_are_limited_per_64() {
         Verdict::Limited { .. }
     ));
     let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
-    assert_eq!(
-        g.check("drop", &cfg, &RequestFacts::new(&h, Some(other), T0)),
-        Verdict::Allow
+    assert_allowed(
+        &g,
+        "drop",
+        &cfg,
+        &RequestFacts::new(&h, Some(other), T0),
+        "",
     );
     // An IPv4-mapped address counts as the IPv4 address.
     let v4 = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20));
     let mapped = IpAddr::V6(Ipv4Addr::new(198, 51, 100, 20).to_ipv6_mapped());
     for _ in 0..3 {
-        assert_eq!(
-            g.check("drop", &cfg, &RequestFacts::new(&h, Some(v4), T0)),
-            Verdict::Allow
-        );
+        assert_allowed(&g, "drop", &cfg, &RequestFacts::new(&h, Some(v4), T0), "");
     }
     assert!(matches!(
         g.check("drop", &cfg, &RequestFacts::new(&h, Some(mapped), T0)),
@@ -644,14 +630,11 @@ fn ipv6_clients_are_limited_per_64() {
 #[test]
 fn polls_per_ticket_and_requests_per_address_are_limited() {
     let (g, _) = guard();
-    let cfg = BotSettings {
-        limits: Limits {
-            joins_per_minute_per_ip: None,
-            polls_per_minute_per_ticket: nz(10),
-            requests_per_minute_per_ip: nz(20),
-        },
-        ..enforce()
-    };
+    let cfg = with_limits(Limits {
+        joins_per_minute_per_ip: None,
+        polls_per_minute_per_ticket: nz(10),
+        requests_per_minute_per_ip: nz(20),
+    });
     let h = browser();
     let poll = |n: u64, client: &'static str, t: UnixMillis| RequestFacts {
         route: RouteClass::Poll,
@@ -659,10 +642,7 @@ fn polls_per_ticket_and_requests_per_address_are_limited() {
         ..facts(&h, client, t)
     };
     for i in 0..10 {
-        assert_eq!(
-            g.check("drop", &cfg, &poll(1, "198.51.100.7", at(i * 100))),
-            Verdict::Allow
-        );
+        assert_allowed(&g, "drop", &cfg, &poll(1, "198.51.100.7", at(i * 100)), "");
     }
     assert_eq!(
         g.check("drop", &cfg, &poll(1, "198.51.100.7", at(1000))),
@@ -672,10 +652,7 @@ fn polls_per_ticket_and_requests_per_address_are_limited() {
         }
     );
     // Another ticket from the same address polls on (polls are per ticket, not per address).
-    assert_eq!(
-        g.check("drop", &cfg, &poll(2, "198.51.100.7", at(1000))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "drop", &cfg, &poll(2, "198.51.100.7", at(1000)), "");
 
     // Protected requests per address, whatever the credential.
     let page = |t: UnixMillis| RequestFacts {
@@ -683,11 +660,7 @@ fn polls_per_ticket_and_requests_per_address_are_limited() {
         ..facts(&h, "203.0.113.5", t)
     };
     for i in 0..20 {
-        assert_eq!(
-            g.check("drop", &cfg, &page(at(i))),
-            Verdict::Allow,
-            "request {i}"
-        );
+        assert_allowed(&g, "drop", &cfg, &page(at(i)), &format!("request {i}"));
     }
     assert!(matches!(
         g.check("drop", &cfg, &page(at(20))),
@@ -701,13 +674,10 @@ fn polls_per_ticket_and_requests_per_address_are_limited() {
 #[test]
 fn polling_faster_than_told_is_a_signal_but_tabs_are_tolerated() {
     let (g, _) = guard();
-    let cfg = BotSettings {
-        limits: Limits {
-            polls_per_minute_per_ticket: None,
-            ..Limits::default()
-        },
-        ..enforce()
-    };
+    let cfg = with_limits(Limits {
+        polls_per_minute_per_ticket: None,
+        ..Limits::default()
+    });
     let h = browser();
     let poll = |n: u64, t: UnixMillis| RequestFacts {
         route: RouteClass::Poll,
@@ -822,10 +792,7 @@ fn a_tarpitted_ticket_stays_tarpitted() {
     let cfg = enforce();
     let bad = curl();
     let good = browser();
-    let with_ticket = |h, t| RequestFacts {
-        credential: Credential::Ticket(5),
-        ..facts(h, "198.51.100.7", t)
-    };
+    let with_ticket = |h, t| ticket(5, facts(h, "198.51.100.7", t));
     assert_eq!(
         g.check("drop", &cfg, &with_ticket(&bad, T0)),
         Verdict::Tarpit
@@ -836,16 +803,10 @@ fn a_tarpitted_ticket_stays_tarpitted() {
     assert_eq!(a.map(|a| a.reason), Some(Reason::Tarpitted));
     // A join that was tarpitted is marked by the gate once it has a ticket number.
     g.tarpit_ticket("drop", 6, T0);
-    let f = RequestFacts {
-        credential: Credential::Ticket(6),
-        ..facts(&good, "198.51.100.7", at(20_000))
-    };
+    let f = ticket(6, facts(&good, "198.51.100.7", at(20_000)));
     assert_eq!(g.check("drop", &cfg, &f), Verdict::Tarpit);
     // Other tickets and rooms are unaffected.
-    let f = RequestFacts {
-        credential: Credential::Ticket(6),
-        ..facts(&good, "198.51.100.7", at(20_000))
-    };
+    let f = ticket(6, facts(&good, "198.51.100.7", at(20_000)));
     assert_eq!(g.check("other", &cfg, &f), Verdict::Allow);
 }
 
@@ -883,16 +844,10 @@ fn lists_and_the_crawler_bypass() {
     );
     // Allowed clients skip scoring, challenges and limits.
     for _ in 0..1000 {
-        assert_eq!(
-            g.check("drop", &cfg, &facts(&bad, "10.9.8.7", T0)),
-            Verdict::Allow
-        );
+        assert_allowed(&g, "drop", &cfg, &facts(&bad, "10.9.8.7", T0), "");
     }
     let tester = headers(&[("user-agent", "k6/0.50"), ("x-load-test", "s3cret")]);
-    assert_eq!(
-        g.check("drop", &cfg, &facts(&tester, "198.51.100.7", T0)),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "drop", &cfg, &facts(&tester, "198.51.100.7", T0), "");
     let wrong = headers(&[("user-agent", "k6/0.50"), ("x-load-test", "guess")]);
     assert_ne!(
         g.check("drop", &cfg, &facts(&wrong, "198.51.100.7", T0)),
@@ -946,10 +901,7 @@ fn join_pressure_challenges_everyone_and_raises_difficulty() {
     let h = browser();
     // 99 joins in the first second: no pressure.
     for i in 0..99u64 {
-        assert_eq!(
-            g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(i * 10))),
-            Verdict::Allow
-        );
+        assert_allowed(&g, "drop", &cfg, &facts(&h, "198.51.100.7", at(i * 10)), "");
     }
     // From the 100th join per second on: everyone is challenged, one bit per doubling.
     let v = g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(990)));
@@ -968,15 +920,9 @@ fn join_pressure_challenges_everyone_and_raises_difficulty() {
     // ~500 joins/s against 100: 1 + log2(5) → 3 bits.
     assert_eq!(a.difficulty, 11);
     // Pressure is per room.
-    assert_eq!(
-        g.check("other", &cfg, &facts(&h, "198.51.100.7", at(1400))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "other", &cfg, &facts(&h, "198.51.100.7", at(1400)), "");
     // It subsides.
-    assert_eq!(
-        g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(5000))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "drop", &cfg, &facts(&h, "198.51.100.7", at(5000)), "");
 }
 
 #[test]
@@ -1043,10 +989,7 @@ fn memory_stays_bounded_under_a_flood_of_addresses() {
         ) > 100_000
     );
     // The engine still works for a real shopper afterwards.
-    assert_eq!(
-        g.check("drop", &cfg, &facts(&h, "198.51.100.7", at(3000))),
-        Verdict::Allow
-    );
+    assert_allowed(&g, "drop", &cfg, &facts(&h, "198.51.100.7", at(3000)), "");
 }
 
 #[test]

@@ -258,29 +258,16 @@ mod tests {
     use std::time::Duration;
 
     use crate::bot::{BotSettings, ChallengeMode, HeaderMatch, Mode, PassBinding};
+    use crate::config::test_fixture::{self, Room};
     use crate::config::Config;
-    use waitroom::UnixMillis;
 
-    const BASE: &str = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-
-[[rooms]]
-id = "drop"
-paths = ["/drops"]
-new_users_per_minute = 60
-total_active_users = 500
-"#;
-
+    /// The shop, with one room over `/drops`, then `extra`.
     fn parse(extra: &str) -> Config {
-        Config::parse("test.toml", &format!("{BASE}{extra}"), UnixMillis(0))
-            .unwrap_or_else(|e| panic!("{e}"))
+        let drop = Room::new("drop").paths(&["/drops"]).capacity(500);
+        test_fixture::parse(
+            "test.toml",
+            &test_fixture::with_shop(&format!("{drop}{extra}")),
+        )
     }
 
     #[test]

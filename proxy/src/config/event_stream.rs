@@ -209,25 +209,10 @@ pub(super) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use waitroom::UnixMillis;
-
-    const BASE: &str = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-"#;
+    use crate::config::test_fixture::{self, with_shop, Room};
 
     fn parse(extra: &str) -> EventsConfig {
-        let text = format!("{BASE}{extra}");
-        Config::parse("events.toml", &text, UnixMillis::from_secs(1_800_000_000))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .events
+        test_fixture::parse("events.toml", &with_shop(extra)).events
     }
 
     #[test]
@@ -259,36 +244,17 @@ servers = ["127.0.0.1:3000"]
 
     #[test]
     fn rooms_opt_out_or_use_their_own_stream() {
-        let e = parse(
-            r#"
-[events]
-sink = "redis"
-url = "redis://127.0.0.1:6379"
-buffer = 100
-
-[[rooms]]
-id = "quiet"
-paths = ["/quiet"]
-new_users_per_minute = 60
-total_active_users = 500
-[rooms.event_stream]
-enabled = false
-
-[[rooms]]
-id = "drop"
-paths = ["/drops"]
-new_users_per_minute = 60
-total_active_users = 500
-[rooms.event_stream]
-stream = "shop:drop:events"
-
-[[rooms]]
-id = "plain"
-paths = ["/plain"]
-new_users_per_minute = 60
-total_active_users = 500
-"#,
-        );
+        let room = |id: &str| Room::new(id).paths(&[&format!("/{id}")]).capacity(500);
+        let rooms = testkit::config::rooms(&[
+            room("quiet").table_key("event_stream", "enabled", false),
+            room("drop")
+                .paths(&["/drops"])
+                .table_key("event_stream", "stream", "shop:drop:events"),
+            room("plain"),
+        ]);
+        let e = parse(&format!(
+            "[events]\nsink = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nbuffer = 100\n{rooms}"
+        ));
         assert_eq!(
             e.batch.get(),
             100,
@@ -319,9 +285,8 @@ total_active_users = 500
         );
         assert_eq!(parse("[events]\nlinger = \"0ms\"\n").linger, Duration::ZERO);
         for (v, says) in [("2s", "between 0ms and 1s"), ("soon", "not a duration")] {
-            let text = format!("{BASE}[events]\nlinger = \"{v}\"\n");
-            let err = Config::parse("events.toml", &text, UnixMillis::from_secs(1_800_000_000))
-                .expect_err(v);
+            let text = with_shop(&format!("[events]\nlinger = \"{v}\"\n"));
+            let err = test_fixture::refuse("events.toml", &text);
             assert_eq!(
                 (err.file.as_str(), err.key.as_str()),
                 ("events.toml", "events.linger")

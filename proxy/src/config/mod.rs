@@ -974,4 +974,6 @@ fn build_event(ctx: &Ctx<'_>, key: &str, e: &EventSection) -> Result<EventSettin
 }
 
 #[cfg(test)]
+pub(crate) mod test_fixture;
+#[cfg(test)]
 mod tests;

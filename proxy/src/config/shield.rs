@@ -268,43 +268,29 @@ impl super::Config {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixture::{self, Room, Table, KEYS};
     use super::super::Config;
     use super::*;
-    use waitroom::UnixMillis;
 
-    const BASE: &str = r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-"#;
-
+    /// The one key, then `rest`.
     fn parse(rest: &str) -> Config {
-        Config::parse("t.toml", &format!("{BASE}{rest}"), UnixMillis::from_secs(1))
-            .unwrap_or_else(|e| panic!("{e}"))
+        test_fixture::parse("t.toml", &format!("{KEYS}{rest}"))
+    }
+
+    /// Room `r` over the whole shop, at 10 a minute and 10 active.
+    fn room() -> Room {
+        Room::new("r").paths(&["/"]).rate(10).capacity(10)
     }
 
     #[test]
     fn defaults_change_nothing() {
-        let c = parse(
-            r#"
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-[[routes]]
-path = "/"
-upstream = "shop"
-[[routes]]
-path = "/products"
-upstream = "shop"
-kind = "catalog"
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-"#,
-        );
+        let routes = [
+            test_fixture::shop_pool("127.0.0.1:3000"),
+            test_fixture::route("/", None, ""),
+            test_fixture::route("/products", Some("catalog"), ""),
+        ]
+        .concat();
+        let c = parse(&format!("{routes}{}", room()));
         assert_eq!(c.cache, CacheSettings::default());
         assert_eq!(c.routes[0].shield, RouteShield::default());
         assert!(!c.routes[0].shield.cache, "only catalog routes cache");
@@ -323,50 +309,40 @@ total_active_users = 10
 
     #[test]
     fn every_key_is_read() {
-        let c = parse(
-            r#"
-[cache]
-max_bytes = "64MiB"
-max_object = "512KiB"
-default_ttl = "3s"
-stale_while_revalidate = "20s"
-stale_if_error = "30m"
-max_stale = "2h"
-lock_timeout = "750ms"
-
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-max_concurrent = 300
-optional_share = 0.4
-essential_reserve = 0.1
-latency_target = "400ms"
-
-[[routes]]
-path = "/"
-upstream = "shop"
-kind = "catalog"
-cache_ttl = "30s"
-stale_while_revalidate = "1m"
-stale_if_error = "2h"
-latency_budget = "250ms"
-
-[[routes]]
-path = "/reviews"
-upstream = "shop"
-kind = "optional"
-cache_ttl = "5s"
-
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-[rooms.origin_aware]
-min_factor = 0.3
-latency_target = "250ms"
-error_target = 0.05
-"#,
-        );
+        let cache = Table::new()
+            .set("max_bytes", "64MiB")
+            .set("max_object", "512KiB")
+            .set("default_ttl", "3s")
+            .set("stale_while_revalidate", "20s")
+            .set("stale_if_error", "30m")
+            .set("max_stale", "2h")
+            .set("lock_timeout", "750ms");
+        let pool = Table::new()
+            .set("servers", ["127.0.0.1:3000"])
+            .set("max_concurrent", 300)
+            .set("optional_share", 0.4)
+            .set("essential_reserve", 0.1)
+            .set("latency_target", "400ms");
+        let catalog = Table::new()
+            .set("cache_ttl", "30s")
+            .set("stale_while_revalidate", "1m")
+            .set("stale_if_error", "2h")
+            .set("latency_budget", "250ms");
+        let reviews = Table::new().set("cache_ttl", "5s");
+        let sections = [
+            format!("\n[cache]\n{cache}\n[upstreams.shop]\n{pool}"),
+            test_fixture::route("/", Some("catalog"), &catalog.to_string()),
+            test_fixture::route("/reviews", Some("optional"), &reviews.to_string()),
+        ]
+        .concat();
+        let health = Table::new()
+            .set("min_factor", 0.3)
+            .set("latency_target", "250ms")
+            .set("error_target", 0.05);
+        let c = parse(&format!(
+            "{sections}{}",
+            room().table("origin_aware", health)
+        ));
         let s = Duration::from_secs;
         assert_eq!(
             c.cache,
@@ -414,18 +390,11 @@ error_target = 0.05
 
     #[test]
     fn origin_aware_defaults() {
-        let c = parse(
-            r#"
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-[[rooms]]
-id = "r"
-paths = ["/"]
-new_users_per_minute = 10
-total_active_users = 10
-[rooms.origin_aware]
-"#,
-        );
+        let aware = room().table("origin_aware", Table::new());
+        let c = parse(&format!(
+            "{}{aware}",
+            test_fixture::shop_pool("127.0.0.1:3000")
+        ));
         assert_eq!(c.rooms[0].origin_aware, Some(OriginAware::default()));
     }
 }

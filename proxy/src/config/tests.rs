@@ -29,16 +29,14 @@ fn shipped_configs_load() {
         // Edition 2021: set_var is safe; no other test reads these variables.
         std::env::set_var(k, v);
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).expect("config/ exists") {
-        let path = entry.expect("dir entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            Config::load(&path, t0()).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
-        }
+    let files = testkit::toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"));
+    for path in &files {
+        Config::load(path, t0()).unwrap_or_else(|e| panic!("{e}"));
     }
-    assert!(n >= 2, "config/ holds the demo and the flash-sale examples");
+    assert!(
+        files.len() >= 2,
+        "config/ holds the demo and the flash-sale examples"
+    );
 }
 
 #[test]

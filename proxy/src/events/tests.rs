@@ -167,6 +167,15 @@ fn token_like(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// The file sink at `path`, rotated past `max_bytes`, keeping `keep_files` old files.
+fn file_sink(path: PathBuf, max_bytes: u64, keep_files: u32) -> EventSink {
+    EventSink::File {
+        path,
+        max_bytes: NonZeroU64::new(max_bytes).expect("non-zero"),
+        keep_files,
+    }
+}
+
 #[test]
 fn no_event_of_any_kind_carries_a_token_or_secret() {
     let (t, p) = tokens();
@@ -391,11 +400,7 @@ fn disabled_emits_nothing() {
 #[test]
 fn full_buffer_drops_and_counts_without_a_runtime() {
     let m = Metrics::new();
-    let sink = EventSink::File {
-        path: PathBuf::from("/nonexistent/never-opened.jsonl"),
-        max_bytes: NonZeroU64::MIN,
-        keep_files: 0,
-    };
+    let sink = file_sink(PathBuf::from("/nonexistent/never-opened.jsonl"), 1, 0);
     let (ev, svc) = Events::new(&cfg(sink, 8, 4), &m);
     assert!(svc.is_some());
     let emit: fn(&Events, Event) = Events::emit;
@@ -412,11 +417,7 @@ fn full_buffer_drops_and_counts_without_a_runtime() {
 #[test]
 fn a_room_can_opt_out() {
     let m = Metrics::new();
-    let sink = EventSink::File {
-        path: PathBuf::from("/nonexistent/never-opened.jsonl"),
-        max_bytes: NonZeroU64::MIN,
-        keep_files: 0,
-    };
+    let sink = file_sink(PathBuf::from("/nonexistent/never-opened.jsonl"), 1, 0);
     let mut c = cfg(sink, 2, 1);
     c.rooms.insert("quiet".into(), RoomEvents::Off);
     let (ev, _svc) = Events::new(&c, &m);
@@ -474,11 +475,7 @@ async fn run_file_sink(max_bytes: u64, keep: u32, n: u64) -> (PathBuf, Metrics) 
     let dir = temp_dir();
     let path = dir.join("sub/events.jsonl");
     let m = Metrics::new();
-    let sink = EventSink::File {
-        path: path.clone(),
-        max_bytes: NonZeroU64::new(max_bytes).expect("non-zero"),
-        keep_files: keep,
-    };
+    let sink = file_sink(path.clone(), max_bytes, keep);
     let (ev, svc) = Events::new(&cfg(sink, 10_000, 64), &m);
     let svc = svc.expect("service");
     let (stop, watch) = tokio::sync::watch::channel(false);
@@ -538,11 +535,7 @@ async fn shutdown_flushes_the_buffer_then_refuses() {
     let dir = temp_dir();
     let path = dir.join("events.jsonl");
     let m = Metrics::new();
-    let sink = EventSink::File {
-        path: path.clone(),
-        max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
-        keep_files: 1,
-    };
+    let sink = file_sink(path.clone(), 1 << 20, 1);
     let (ev, svc) = Events::new(&cfg(sink, 1_000, 16), &m);
     let svc = svc.expect("service");
     // Shutdown is signalled before the service even starts: what was emitted is still written.
@@ -562,11 +555,7 @@ fn a_partial_line_is_ended_before_appending() {
     let dir = temp_dir();
     let path = dir.join("events.jsonl");
     std::fs::write(&path, b"{\"v\":1,\"trunc").expect("write");
-    let mut s = sink::Sink::new(&EventSink::File {
-        path: path.clone(),
-        max_bytes: NonZeroU64::new(1 << 20).expect("non-zero"),
-        keep_files: 1,
-    });
+    let mut s = sink::Sink::new(&file_sink(path.clone(), 1 << 20, 1));
     let mut batch = sink::Batch::lines();
     batch.push(of_kind(1, "drop"), None, |t, _| {
         t.extend_from_slice(b"{\"v\":1}")

@@ -19,66 +19,98 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::test_fixture::{self, Room, Table, KEYS};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shop::{Shop, ShopConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn config(extra_cache: &str, route: &str, upstream: &str, port: u16) -> Config {
+/// What a test adds to [`config`]: lines for `[cache]`, the shop pool and the catch-all
+/// catalog route, and the shop's port.
+#[derive(Debug, Clone, Copy)]
+struct Lines {
+    cache: &'static str,
+    pool: &'static str,
+    catalog_route: &'static str,
+    port: u16,
+}
+
+impl Default for Lines {
+    /// Nothing added; the shop on port 9 (nothing listens: these tests fetch nothing).
+    fn default() -> Self {
+        Self {
+            cache: "",
+            pool: "",
+            catalog_route: "",
+            port: 9,
+        }
+    }
+}
+
+impl Lines {
+    fn cache(cache: &'static str) -> Self {
+        Self {
+            cache,
+            ..Self::default()
+        }
+    }
+
+    fn pool(pool: &'static str) -> Self {
+        Self {
+            pool,
+            ..Self::default()
+        }
+    }
+
+    fn catalog_route(catalog_route: &'static str) -> Self {
+        Self {
+            catalog_route,
+            ..Self::default()
+        }
+    }
+
+    fn on_port(port: u16) -> Self {
+        Self {
+            port,
+            ..Self::default()
+        }
+    }
+}
+
+/// [`config`] with nothing added.
+fn plain() -> Config {
+    config(Lines::default())
+}
+
+/// The shop behind a catalog route for everything, essential, optional and default routes,
+/// and a room over the whole shop that follows the origin's health; `lines` added.
+fn config(lines: Lines) -> Config {
+    let Lines {
+        cache,
+        pool,
+        catalog_route,
+        port,
+    } = lines;
+    let health = Table::new()
+        .set("min_factor", 0.5)
+        .set("latency_target", "200ms");
+    let launch = Room::new("launch")
+        .paths(&["/"])
+        .table("origin_aware", health);
+    let shop = test_fixture::shop_pool(&format!("127.0.0.1:{port}"));
+    let routes = [
+        test_fixture::route("/", Some("catalog"), catalog_route),
+        test_fixture::route("/checkout", Some("essential"), ""),
+        test_fixture::route("/reviews", Some("optional"), ""),
+        test_fixture::route("/account", None, ""),
+    ]
+    .concat();
     let text = format!(
-        r#"
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "test-secret-test-secret-test-secret-0123"
-
-[cache]
-{extra_cache}
-
-[upstreams.shop]
-servers = ["127.0.0.1:{port}"]
-connect_timeout = "1s"
-read_timeout = "2s"
-{upstream}
-
-[[routes]]
-path = "/"
-upstream = "shop"
-kind = "catalog"
-{route}
-
-[[routes]]
-path = "/checkout"
-upstream = "shop"
-kind = "essential"
-
-[[routes]]
-path = "/reviews"
-upstream = "shop"
-kind = "optional"
-
-[[routes]]
-path = "/account"
-upstream = "shop"
-
-[[rooms]]
-id = "launch"
-paths = ["/"]
-new_users_per_minute = 60
-total_active_users = 100
-[rooms.origin_aware]
-min_factor = 0.5
-latency_target = "200ms"
-"#
+        "{KEYS}\n[cache]\n{cache}\n{shop}connect_timeout = \"1s\"\nread_timeout = \"2s\"\n\
+         {pool}\n{routes}{launch}"
     );
-    Config::parse(
-        "test.toml",
-        &text,
-        waitroom::UnixMillis::from_secs(1_800_000_000),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    test_fixture::parse("test.toml", &text)
 }
 
 struct Rig {
@@ -139,6 +171,18 @@ impl Rig {
             other => panic!("expected a leader, got {other:?}"),
         }
     }
+
+    /// Stores `body` for `key` at `now`, as a 200 with `Cache-Control: cache_control`.
+    fn store(&self, key: &CacheKey, cache_control: &str, body: &str, now: Instant) {
+        let r = resp(200, &[("cache-control", cache_control)]);
+        fill(self.leader(key, &no_headers(), now), &r, body, now).expect("stored");
+    }
+}
+
+/// A rig on [`plain`], the key of `pq`, no request headers, and the time now: a lookup's
+/// arguments for a fresh cache.
+fn fresh(pq: &str) -> (Rig, CacheKey, HeaderMap, Instant) {
+    (Rig::new(plain()), key(pq), no_headers(), Instant::now())
 }
 
 fn key(pq: &str) -> CacheKey {
@@ -190,9 +234,7 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn miss_fill_hit_and_the_response_header() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/products?b=2&a=1");
+    let (rig, k, _, t0) = fresh("/products?b=2&a=1");
     let g = rig.leader(&k, &no_headers(), t0);
     let r = resp(
         200,
@@ -239,7 +281,7 @@ fn miss_fill_hit_and_the_response_header() {
 
 #[test]
 fn routes_without_caching_and_uncacheable_requests_bypass() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let account = rig.route("/account");
     match rig
         .shield
@@ -253,17 +295,13 @@ fn routes_without_caching_and_uncacheable_requests_bypass() {
 
 #[test]
 fn stale_windows_in_order() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/p");
-    let r = resp(
-        200,
-        &[(
-            "cache-control",
-            "max-age=10, stale-while-revalidate=5, stale-if-error=60",
-        )],
+    let (rig, k, _, t0) = fresh("/p");
+    rig.store(
+        &k,
+        "max-age=10, stale-while-revalidate=5, stale-if-error=60",
+        "v1",
+        t0,
     );
-    fill(rig.leader(&k, &no_headers(), t0), &r, "v1", t0).expect("stored");
     let h = no_headers();
 
     assert!(matches!(rig.ready(&k, &h, t0 + secs(9)), Resolved::Hit(_)));
@@ -296,11 +334,8 @@ fn stale_windows_in_order() {
 
 #[test]
 fn must_revalidate_disables_stale() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/strict");
-    let r = resp(200, &[("cache-control", "max-age=10, must-revalidate")]);
-    fill(rig.leader(&k, &no_headers(), t0), &r, "x", t0).expect("stored");
+    let (rig, k, _, t0) = fresh("/strict");
+    rig.store(&k, "max-age=10, must-revalidate", "x", t0);
     assert!(rig
         .shield
         .stale_for(rig.catalog(), &k, &no_headers(), t0 + secs(11))
@@ -309,14 +344,10 @@ fn must_revalidate_disables_stale() {
 
 #[test]
 fn slow_origin_past_the_budget_gets_stale() {
-    let rig = Rig::new(config("", "latency_budget = \"100ms\"", "", 9));
+    let rig = Rig::new(config(Lines::catalog_route("latency_budget = \"100ms\"")));
     let t0 = Instant::now();
     let k = key("/slow");
-    let r = resp(
-        200,
-        &[("cache-control", "max-age=1, stale-while-revalidate=0")],
-    );
-    fill(rig.leader(&k, &no_headers(), t0), &r, "old", t0).expect("stored");
+    rig.store(&k, "max-age=1, stale-while-revalidate=0", "old", t0);
     let later = t0 + secs(3);
     // A fast origin: the request revalidates itself.
     for _ in 0..20 {
@@ -338,10 +369,7 @@ fn slow_origin_past_the_budget_gets_stale() {
 
 #[tokio::test]
 async fn one_leader_many_waiters_all_served() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/drop");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/drop");
     let leader = rig.leader(&k, &h, t0);
     let mut waiters = Vec::new();
     for _ in 0..99 {
@@ -384,7 +412,7 @@ async fn one_leader_many_waiters_all_served() {
 /// 100 concurrent requests on a multi-threaded runtime: exactly one goes to the "origin".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_origin_request() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let origin_requests = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..100)
@@ -430,10 +458,7 @@ async fn concurrent_misses_make_one_origin_request() {
 
 #[tokio::test]
 async fn a_dropped_leader_releases_its_waiters_and_slot() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/fails");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/fails");
     let leader = rig.leader(&k, &h, t0);
     let waiters: Vec<Waiter> = (0..10)
         .map(|_| match rig.lookup(&k, &h, t0) {
@@ -464,10 +489,7 @@ async fn a_dropped_leader_releases_its_waiters_and_slot() {
 
 #[tokio::test]
 async fn an_uncacheable_response_releases_waiters_and_is_remembered() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/me");
-    let h = no_headers();
+    let (rig, k, h, t0) = fresh("/me");
     let mut leader = rig.leader(&k, &h, t0);
     let Lookup::Wait(w) = rig.lookup(&k, &h, t0) else {
         panic!("should wait");
@@ -498,7 +520,7 @@ async fn an_uncacheable_response_releases_waiters_and_is_remembered() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_is_bounded_by_the_lock_timeout() {
-    let rig = Rig::new(config("lock_timeout = \"2s\"", "", "", 9));
+    let rig = Rig::new(config(Lines::cache("lock_timeout = \"2s\"")));
     let t0 = Instant::now();
     let k = key("/stuck");
     let h = no_headers();
@@ -514,9 +536,7 @@ async fn waiting_is_bounded_by_the_lock_timeout() {
 
 #[tokio::test]
 async fn vary_selects_variants() {
-    let rig = Rig::new(config("", "", "", 9));
-    let t0 = Instant::now();
-    let k = key("/i18n");
+    let (rig, k, _, t0) = fresh("/i18n");
     let en = headers(&[("accept-language", "en")]);
     let fr = headers(&[("accept-language", "fr")]);
     let r = |lang: &str| {
@@ -556,7 +576,7 @@ async fn vary_selects_variants() {
 
 #[test]
 fn head_is_answered_from_get_and_never_fills() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let head = CacheKey::new(&Method::HEAD, "shop.example", "/h").expect("key");
     assert!(matches!(
@@ -580,12 +600,9 @@ fn head_is_answered_from_get_and_never_fills() {
 
 #[test]
 fn memory_stays_within_max_bytes() {
-    let rig = Rig::new(config(
+    let rig = Rig::new(config(Lines::cache(
         "max_bytes = \"1MiB\"\nmax_object = \"64KiB\"",
-        "",
-        "",
-        9,
-    ));
+    )));
     let t0 = Instant::now();
     let page = "x".repeat(32 * 1024);
     for i in 0..100 {
@@ -608,7 +625,7 @@ fn memory_stays_within_max_bytes() {
 
 #[test]
 fn bodies_over_max_object_are_not_stored() {
-    let rig = Rig::new(config("max_object = \"1KiB\"", "", "", 9));
+    let rig = Rig::new(config(Lines::cache("max_object = \"1KiB\"")));
     let t0 = Instant::now();
     let cc = ("cache-control", "max-age=60");
     // Announced by Content-Length: refused at the header.
@@ -634,7 +651,7 @@ fn bodies_over_max_object_are_not_stored() {
 
 #[test]
 fn purge_by_key_prefix_and_all() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let ok = resp(200, &[("cache-control", "max-age=600")]);
     for pq in ["/products/a", "/products/b?x=1", "/productsx", "/about"] {
@@ -697,12 +714,9 @@ fn purge_requests_from_json() {
 
 #[test]
 fn shedding_through_the_engine() {
-    let rig = Rig::new(config(
-        "",
-        "",
+    let rig = Rig::new(config(Lines::pool(
         "max_concurrent = 4\noptional_share = 0.25\nessential_reserve = 0.25",
-        9,
-    ));
+    )));
     let now = Instant::now();
     let optional = rig.route("/reviews");
     let essential = rig.route("/checkout");
@@ -738,7 +752,7 @@ fn shedding_through_the_engine() {
 
 #[test]
 fn origin_factor_follows_pool_health() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     assert_eq!(rig.shield.origin_factor("launch", t0), 1.0);
     assert_eq!(rig.shield.origin_factor("no-such-room", t0), 1.0);
@@ -928,16 +942,17 @@ async fn fetcher_times_out_and_reports_refused_connections() {
 #[tokio::test]
 async fn stale_while_revalidate_refreshes_once_from_the_shop() {
     let shop = start_shop().await;
-    let cfg = config("", "", "", shop.addr.port());
+    let cfg = config(Lines::on_port(shop.addr.port()));
     let fetcher: Arc<dyn Fetcher> = Arc::new(fetcher_for(shop.addr, Duration::from_secs(2)));
     let rig = Rig::with_fetcher(cfg, Some(fetcher));
     let t0 = Instant::now();
     let k = key("/api/products");
-    let old = resp(
-        200,
-        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+    rig.store(
+        &k,
+        "max-age=1, stale-while-revalidate=60",
+        "old catalog",
+        t0,
     );
-    fill(rig.leader(&k, &no_headers(), t0), &old, "old catalog", t0).expect("stored");
 
     let stale_at = t0 + secs(2);
     for _ in 0..20 {
@@ -987,7 +1002,7 @@ fn context_types_are_send_and_sync() {
 
 #[test]
 fn no_content_is_served_without_a_length() {
-    let rig = Rig::new(config("", "", "", 9));
+    let rig = Rig::new(plain());
     let t0 = Instant::now();
     let g = rig.leader(&key("/ping"), &no_headers(), t0);
     let e = fill(g, &resp(204, &[("cache-control", "max-age=60")]), "", t0).expect("stored");

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use waitroom::state::{ControllerState, Overrides, RoomSnapshot};
-use waitroom::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+use waitroom::store::{
+    CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError, StoreResult,
+};
 use waitroom::UnixMillis;
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
@@ -67,9 +68,12 @@ impl<S: Store> BatchingStore<S> {
     }
 }
 
-#[async_trait]
-impl<S: Store> Store for BatchingStore<S> {
-    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+store_layer!(impl [S: Store] Store for BatchingStore<S> { issue: batched_issue });
+
+impl<S: Store> BatchingStore<S> {
+    /// `issue` through the batch: the first arrival of a window opens it, and one call to the
+    /// inner store numbers everyone who arrived in it.
+    async fn batched_issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         if self.window.is_zero() || count == 0 {
             return self.inner.issue(room, count).await;
         }
@@ -91,50 +95,6 @@ impl<S: Store> Store for BatchingStore<S> {
         rx.await
             .map_err(|_| StoreError::Unavailable("ticket batch was dropped".into()))?
     }
-
-    async fn snapshot(&self, room: &str, now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
-        self.inner.snapshot(room, now).await
-    }
-
-    async fn commit(
-        &self,
-        room: &str,
-        expected: u64,
-        next: &ControllerState,
-    ) -> Result<bool, StoreError> {
-        self.inner.commit(room, expected, next).await
-    }
-
-    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
-        self.inner.claim(room, req).await
-    }
-
-    async fn check_in(
-        &self,
-        room: &str,
-        ticket: u64,
-        from: u32,
-        to: u32,
-    ) -> Result<CheckIn, StoreError> {
-        self.inner.check_in(room, ticket, from, to).await
-    }
-
-    async fn release(
-        &self,
-        room: &str,
-        ticket: u64,
-        minute: Option<u32>,
-    ) -> Result<(), StoreError> {
-        self.inner.release(room, ticket, minute).await
-    }
-
-    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
-        self.inner.set_overrides(room, overrides).await
-    }
-
-    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
-        self.inner.reseed(room, marks).await
-    }
 }
 
 #[cfg(test)]
@@ -152,32 +112,12 @@ mod tests {
         issues: AtomicU64,
     }
 
-    #[async_trait]
-    impl Store for Counting {
-        async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+    store_layer!(impl Store for Counting { issue: counted_issue });
+
+    impl Counting {
+        async fn counted_issue(&self, room: &str, count: u64) -> StoreResult<u64> {
             self.issues.fetch_add(1, Ordering::Relaxed);
             self.inner.issue(room, count).await
-        }
-        async fn snapshot(&self, r: &str, n: UnixMillis) -> Result<RoomSnapshot, StoreError> {
-            self.inner.snapshot(r, n).await
-        }
-        async fn commit(&self, r: &str, e: u64, n: &ControllerState) -> Result<bool, StoreError> {
-            self.inner.commit(r, e, n).await
-        }
-        async fn claim(&self, r: &str, q: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
-            self.inner.claim(r, q).await
-        }
-        async fn check_in(&self, r: &str, t: u64, f: u32, to: u32) -> Result<CheckIn, StoreError> {
-            self.inner.check_in(r, t, f, to).await
-        }
-        async fn release(&self, r: &str, t: u64, m: Option<u32>) -> Result<(), StoreError> {
-            self.inner.release(r, t, m).await
-        }
-        async fn set_overrides(&self, r: &str, o: &Overrides) -> Result<(), StoreError> {
-            self.inner.set_overrides(r, o).await
-        }
-        async fn reseed(&self, r: &str, m: &HighWater) -> Result<(), StoreError> {
-            self.inner.reseed(r, m).await
         }
     }
 

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use waitroom::state::{ControllerState, Overrides, RoomSnapshot};
-use waitroom::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+use waitroom::store::{
+    CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError, StoreResult,
+};
 use waitroom::UnixMillis;
 
 use crate::metrics::Metrics;
@@ -222,52 +224,36 @@ impl<S: Store> Breaker<S> {
 
 #[async_trait]
 impl<S: Store> Store for Breaker<S> {
-    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+    async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         self.run(|| self.inner.issue(room, count)).await
     }
 
-    async fn snapshot(&self, room: &str, now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+    async fn snapshot(&self, room: &str, now: UnixMillis) -> StoreResult<RoomSnapshot> {
         self.run(|| self.inner.snapshot(room, now)).await
     }
 
-    async fn commit(
-        &self,
-        room: &str,
-        expected: u64,
-        next: &ControllerState,
-    ) -> Result<bool, StoreError> {
+    async fn commit(&self, room: &str, expected: u64, next: &ControllerState) -> StoreResult<bool> {
         self.run(|| self.inner.commit(room, expected, next)).await
     }
 
-    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(&self, room: &str, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
         self.run(|| self.inner.claim(room, req)).await
     }
 
-    async fn check_in(
-        &self,
-        room: &str,
-        ticket: u64,
-        from: u32,
-        to: u32,
-    ) -> Result<CheckIn, StoreError> {
+    async fn check_in(&self, room: &str, ticket: u64, from: u32, to: u32) -> StoreResult<CheckIn> {
         self.run(|| self.inner.check_in(room, ticket, from, to))
             .await
     }
 
-    async fn release(
-        &self,
-        room: &str,
-        ticket: u64,
-        minute: Option<u32>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, room: &str, ticket: u64, minute: Option<u32>) -> StoreResult<()> {
         self.run(|| self.inner.release(room, ticket, minute)).await
     }
 
-    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
+    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> StoreResult<()> {
         self.run(|| self.inner.set_overrides(room, overrides)).await
     }
 
-    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
+    async fn reseed(&self, room: &str, marks: &HighWater) -> StoreResult<()> {
         self.run(|| self.inner.reseed(room, marks)).await
     }
 }
@@ -301,35 +287,35 @@ mod tests {
 
     #[async_trait]
     impl Store for Flaky {
-        async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+        async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
             self.check()?;
             self.inner.issue(room, count).await
         }
-        async fn snapshot(&self, room: &str, now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+        async fn snapshot(&self, room: &str, now: UnixMillis) -> StoreResult<RoomSnapshot> {
             self.check()?;
             self.inner.snapshot(room, now).await
         }
-        async fn commit(&self, r: &str, e: u64, n: &ControllerState) -> Result<bool, StoreError> {
+        async fn commit(&self, r: &str, e: u64, n: &ControllerState) -> StoreResult<bool> {
             self.check()?;
             self.inner.commit(r, e, n).await
         }
-        async fn claim(&self, r: &str, q: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+        async fn claim(&self, r: &str, q: &ClaimRequest) -> StoreResult<ClaimOutcome> {
             self.check()?;
             self.inner.claim(r, q).await
         }
-        async fn check_in(&self, r: &str, t: u64, f: u32, to: u32) -> Result<CheckIn, StoreError> {
+        async fn check_in(&self, r: &str, t: u64, f: u32, to: u32) -> StoreResult<CheckIn> {
             self.check()?;
             self.inner.check_in(r, t, f, to).await
         }
-        async fn release(&self, r: &str, t: u64, m: Option<u32>) -> Result<(), StoreError> {
+        async fn release(&self, r: &str, t: u64, m: Option<u32>) -> StoreResult<()> {
             self.check()?;
             self.inner.release(r, t, m).await
         }
-        async fn set_overrides(&self, r: &str, o: &Overrides) -> Result<(), StoreError> {
+        async fn set_overrides(&self, r: &str, o: &Overrides) -> StoreResult<()> {
             self.check()?;
             self.inner.set_overrides(r, o).await
         }
-        async fn reseed(&self, r: &str, m: &HighWater) -> Result<(), StoreError> {
+        async fn reseed(&self, r: &str, m: &HighWater) -> StoreResult<()> {
             self.check()?;
             self.inner.reseed(r, m).await
         }
@@ -393,39 +379,28 @@ mod tests {
         struct Garbled(MemoryStore);
         #[async_trait]
         impl Store for Garbled {
-            async fn issue(&self, _: &str, _: u64) -> Result<u64, StoreError> {
+            async fn issue(&self, _: &str, _: u64) -> StoreResult<u64> {
                 Err(StoreError::Protocol("garbled".into()))
             }
-            async fn snapshot(&self, r: &str, n: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+            async fn snapshot(&self, r: &str, n: UnixMillis) -> StoreResult<RoomSnapshot> {
                 self.0.snapshot(r, n).await
             }
-            async fn commit(
-                &self,
-                r: &str,
-                e: u64,
-                n: &ControllerState,
-            ) -> Result<bool, StoreError> {
+            async fn commit(&self, r: &str, e: u64, n: &ControllerState) -> StoreResult<bool> {
                 self.0.commit(r, e, n).await
             }
-            async fn claim(&self, r: &str, q: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+            async fn claim(&self, r: &str, q: &ClaimRequest) -> StoreResult<ClaimOutcome> {
                 self.0.claim(r, q).await
             }
-            async fn check_in(
-                &self,
-                r: &str,
-                t: u64,
-                f: u32,
-                to: u32,
-            ) -> Result<CheckIn, StoreError> {
+            async fn check_in(&self, r: &str, t: u64, f: u32, to: u32) -> StoreResult<CheckIn> {
                 self.0.check_in(r, t, f, to).await
             }
-            async fn release(&self, r: &str, t: u64, m: Option<u32>) -> Result<(), StoreError> {
+            async fn release(&self, r: &str, t: u64, m: Option<u32>) -> StoreResult<()> {
                 self.0.release(r, t, m).await
             }
-            async fn set_overrides(&self, r: &str, o: &Overrides) -> Result<(), StoreError> {
+            async fn set_overrides(&self, r: &str, o: &Overrides) -> StoreResult<()> {
                 self.0.set_overrides(r, o).await
             }
-            async fn reseed(&self, r: &str, m: &HighWater) -> Result<(), StoreError> {
+            async fn reseed(&self, r: &str, m: &HighWater) -> StoreResult<()> {
                 self.0.reseed(r, m).await
             }
         }

@@ -8,6 +8,41 @@
 //! The single-node default is `waitroom::MemoryStore`, used directly. See `docs/redis.md` for
 //! running a fleet, the key layout, and what a Redis failure costs.
 
+/// `impl Store for TYPE`: `issue` by the type's own method, every other call passed to
+/// `self.inner` unchanged — a layer that only numbers tickets differently (the batching layer,
+/// and test stores that count calls). The calling module imports the store's types.
+macro_rules! store_layer {
+    (impl $([$($gen:tt)*])? Store for $ty:ty { issue: $issue:ident }) => {
+        #[async_trait::async_trait]
+        impl $(<$($gen)*>)? waitroom::Store for $ty {
+            async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
+                self.$issue(room, count).await
+            }
+            async fn snapshot(&self, room: &str, now: UnixMillis) -> StoreResult<RoomSnapshot> {
+                self.inner.snapshot(room, now).await
+            }
+            async fn commit(&self, room: &str, expected: u64, next: &ControllerState) -> StoreResult<bool> {
+                self.inner.commit(room, expected, next).await
+            }
+            async fn claim(&self, room: &str, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
+                self.inner.claim(room, req).await
+            }
+            async fn check_in(&self, room: &str, ticket: u64, from: u32, to: u32) -> StoreResult<CheckIn> {
+                self.inner.check_in(room, ticket, from, to).await
+            }
+            async fn release(&self, room: &str, ticket: u64, minute: Option<u32>) -> StoreResult<()> {
+                self.inner.release(room, ticket, minute).await
+            }
+            async fn set_overrides(&self, room: &str, overrides: &Overrides) -> StoreResult<()> {
+                self.inner.set_overrides(room, overrides).await
+            }
+            async fn reseed(&self, room: &str, marks: &HighWater) -> StoreResult<()> {
+                self.inner.reseed(room, marks).await
+            }
+        }
+    };
+}
+
 pub mod batch;
 pub mod breaker;
 pub mod codec;

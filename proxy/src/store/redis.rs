@@ -53,7 +53,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::OnceCell;
 use waitroom::state::{MinuteCount, Overrides, RoomSnapshot};
-use waitroom::store::{CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError};
+use waitroom::store::{
+    CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError, StoreResult,
+};
 use waitroom::{state::ControllerState, UnixMillis};
 
 use super::codec;
@@ -85,6 +87,7 @@ pub struct RoomKeys {
 }
 
 impl RoomKeys {
+    /// Every key, in the claim script's `KEYS` order.
     pub fn all(&self) -> [&str; 9] {
         [
             &self.issued,
@@ -98,6 +101,31 @@ impl RoomKeys {
             &self.ovr,
         ]
     }
+}
+
+impl RoomKeys {
+    /// The keys a snapshot reads and a re-seed raises, in those scripts' `KEYS` order: all but
+    /// the two bitmaps.
+    pub fn counters(&self) -> [&str; 7] {
+        [
+            &self.issued,
+            &self.ctl,
+            &self.claims,
+            &self.active,
+            &self.cmin,
+            &self.claimed,
+            &self.ovr,
+        ]
+    }
+}
+
+/// `script` invoked on `keys` (its `KEYS`, in order); the caller adds the arguments.
+fn on_keys<'a>(script: &'a redis::Script, keys: &[&str]) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(*k);
+    }
+    inv
 }
 
 /// The keys of room `room` (room ids are `[a-z0-9_-]`, so no brace can break the tag).
@@ -125,6 +153,38 @@ enum Target {
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// Either connection runs commands and scripts (`query_async`, `invoke_async`) the same way.
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// A Redis client built once from the config and connected lazily, inside the Pingora runtime
@@ -234,6 +294,15 @@ fn store_error(e: redis::RedisError) -> StoreError {
     }
 }
 
+/// `call` (connecting included) within [`CALL_TIMEOUT`]; no answer in time is `Unavailable`.
+async fn within_call_timeout<T>(
+    call: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+}
+
 fn bad(what: &str) -> StoreError {
     StoreError::Protocol(format!("redis: unexpected {what}"))
 }
@@ -250,22 +319,17 @@ impl RedisStore {
         })
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    async fn conn(&self) -> StoreResult<Conn> {
         self.redis.conn().await.map_err(unavailable)
     }
 
     /// Runs one script, within [`CALL_TIMEOUT`].
-    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
-        let run = async {
-            match self.conn().await? {
-                Conn::Single(mut c) => inv.invoke_async(&mut c).await,
-                Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
-            }
-            .map_err(store_error)
-        };
-        tokio::time::timeout(CALL_TIMEOUT, run)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> StoreResult<T> {
+        within_call_timeout(async {
+            let mut conn = self.conn().await?;
+            inv.invoke_async(&mut conn).await.map_err(store_error)
+        })
+        .await
     }
 
     fn floor(&self, room: &str) -> u64 {
@@ -283,17 +347,10 @@ impl RedisStore {
     }
 
     /// The snapshot without touching the issue floor.
-    async fn read(&self, room: &str) -> Result<RoomSnapshot, StoreError> {
+    async fn read(&self, room: &str) -> StoreResult<RoomSnapshot> {
         let k = room_keys(room);
-        let mut inv = self.scripts.snapshot.prepare_invoke();
-        inv.key(&k.issued)
-            .key(&k.ctl)
-            .key(&k.claims)
-            .key(&k.active)
-            .key(&k.cmin)
-            .key(&k.claimed)
-            .key(&k.ovr)
-            .arg(KEEP_MINUTES);
+        let mut inv = on_keys(&self.scripts.snapshot, &k.counters());
+        inv.arg(KEEP_MINUTES);
         type Raw = (
             u64,
             u64,
@@ -356,10 +413,10 @@ fn millis(d: Duration) -> u64 {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn issue(&self, room: &str, count: u64) -> Result<u64, StoreError> {
+    async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         let k = room_keys(room);
-        let mut inv = self.scripts.issue.prepare_invoke();
-        inv.key(&k.issued).arg(count).arg(self.floor(room));
+        let mut inv = on_keys(&self.scripts.issue, &[&k.issued]);
+        inv.arg(count).arg(self.floor(room));
         let first: i64 = self.call(&inv).await?;
         u64::try_from(first).map_err(|_| {
             StoreError::Protocol(format!(
@@ -369,29 +426,21 @@ impl Store for RedisStore {
         })
     }
 
-    async fn snapshot(&self, room: &str, _now: UnixMillis) -> Result<RoomSnapshot, StoreError> {
+    async fn snapshot(&self, room: &str, _now: UnixMillis) -> StoreResult<RoomSnapshot> {
         let snap = self.read(room).await?;
         self.raise_floor(room, snap.issued);
         Ok(snap)
     }
 
-    async fn commit(
-        &self,
-        room: &str,
-        expected: u64,
-        next: &ControllerState,
-    ) -> Result<bool, StoreError> {
+    async fn commit(&self, room: &str, expected: u64, next: &ControllerState) -> StoreResult<bool> {
         let k = room_keys(room);
         let mut next = next.clone();
         next.version = expected + 1;
         for r in &mut next.history {
             r.claimed = 0; // claims live in the claims hash
         }
-        let mut inv = self.scripts.commit.prepare_invoke();
-        inv.key(&k.ctl)
-            .key(&k.claims)
-            .arg(expected)
-            .arg(codec::encode_ctl(&next));
+        let mut inv = on_keys(&self.scripts.commit, &[&k.ctl, &k.claims]);
+        inv.arg(expected).arg(codec::encode_ctl(&next));
         for r in &next.history {
             inv.arg(r.serving_after);
         }
@@ -399,19 +448,10 @@ impl Store for RedisStore {
         Ok(won == 1)
     }
 
-    async fn claim(&self, room: &str, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(&self, room: &str, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
         let k = room_keys(room);
-        let mut inv = self.scripts.claim.prepare_invoke();
-        inv.key(&k.issued)
-            .key(&k.ctl)
-            .key(&k.claims)
-            .key(&k.active)
-            .key(&k.entered)
-            .key(&k.ended)
-            .key(&k.cmin)
-            .key(&k.claimed)
-            .key(&k.ovr)
-            .arg(req.ticket)
+        let mut inv = on_keys(&self.scripts.claim, &k.all());
+        inv.arg(req.ticket)
             .arg(req.position)
             .arg(req.minute)
             .arg(req.now.0)
@@ -433,24 +473,13 @@ impl Store for RedisStore {
         })
     }
 
-    async fn check_in(
-        &self,
-        room: &str,
-        ticket: u64,
-        from: u32,
-        to: u32,
-    ) -> Result<CheckIn, StoreError> {
+    async fn check_in(&self, room: &str, ticket: u64, from: u32, to: u32) -> StoreResult<CheckIn> {
         if ticket == 0 {
             return Ok(CheckIn::Moved); // minted without the store; never counted
         }
         let k = room_keys(room);
-        let mut inv = self.scripts.check_in.prepare_invoke();
-        inv.key(&k.ended)
-            .key(&k.active)
-            .arg(ticket)
-            .arg(from)
-            .arg(to)
-            .arg(RETAIN.as_secs());
+        let mut inv = on_keys(&self.scripts.check_in, &[&k.ended, &k.active]);
+        inv.arg(ticket).arg(from).arg(to).arg(RETAIN.as_secs());
         let moved: i64 = self.call(&inv).await?;
         Ok(if moved == 1 {
             CheckIn::Moved
@@ -459,56 +488,36 @@ impl Store for RedisStore {
         })
     }
 
-    async fn release(
-        &self,
-        room: &str,
-        ticket: u64,
-        minute: Option<u32>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, room: &str, ticket: u64, minute: Option<u32>) -> StoreResult<()> {
         let k = room_keys(room);
-        let mut inv = self.scripts.release.prepare_invoke();
-        inv.key(&k.issued)
-            .key(&k.entered)
-            .key(&k.ended)
-            .key(&k.active)
-            .arg(ticket)
+        let keys = [&*k.issued, &k.entered, &k.ended, &k.active];
+        let mut inv = on_keys(&self.scripts.release, &keys);
+        inv.arg(ticket)
             .arg(minute.map(|m| m.to_string()).unwrap_or_default())
             .arg(RETAIN.as_secs());
         let _: i64 = self.call(&inv).await?;
         Ok(())
     }
 
-    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> Result<(), StoreError> {
+    async fn set_overrides(&self, room: &str, overrides: &Overrides) -> StoreResult<()> {
         // One SET: atomic on its own, no script needed.
         let k = room_keys(room);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&k.ovr).arg(codec::encode_overrides(overrides));
-        let run = async {
-            match self.conn().await? {
-                Conn::Single(mut c) => cmd.query_async::<()>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<()>(&mut c).await,
-            }
-            .map_err(store_error)
-        };
-        tokio::time::timeout(CALL_TIMEOUT, run)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+        within_call_timeout(async {
+            let mut conn = self.conn().await?;
+            cmd.query_async::<()>(&mut conn).await.map_err(store_error)
+        })
+        .await
     }
 
-    async fn reseed(&self, room: &str, marks: &HighWater) -> Result<(), StoreError> {
+    async fn reseed(&self, room: &str, marks: &HighWater) -> StoreResult<()> {
         let k = room_keys(room);
         for _ in 0..3 {
             let cur = self.read(room).await?;
             let merged = marks.merged_ctl(&cur.ctl);
-            let mut inv = self.scripts.reseed.prepare_invoke();
-            inv.key(&k.issued)
-                .key(&k.ctl)
-                .key(&k.claims)
-                .key(&k.active)
-                .key(&k.cmin)
-                .key(&k.claimed)
-                .key(&k.ovr)
-                .arg(cur.ctl.version);
+            let mut inv = on_keys(&self.scripts.reseed, &k.counters());
+            inv.arg(cur.ctl.version);
             let claims: Vec<(u64, u64)> = match &merged {
                 Some(c) => {
                     let mut stored = c.clone();

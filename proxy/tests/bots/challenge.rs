@@ -1,28 +1,23 @@
 //! Challenges: solved once, forgeries, lazy, foreign and replayed solutions refused.
 
 use serde_json::Value;
-use testkit::{Node, Origin};
+use testkit::{shopper, Bot, Node, Origin, Room};
 
-use super::{client_at, fetch_challenge, get, non_solution, solve, start, submit, BROWSER};
+use super::{
+    assert_refused, client_at, fetch_challenge, get, non_solution, solve, submit, trusting, BROWSER,
+};
 
-const HYPE: &str = r#"
-[[rooms]]
-id = "hype"
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "20s"
-
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 8
-max_difficulty = 12
-pass_binding = "ip_prefix"
-pressure_joins_per_second = 0
-"#;
+/// A hyped drop: everyone solves a proof of work (difficulty 8, bound to the /24).
+fn hype() -> Room {
+    let bot = Bot::enforce().always(8).max_difficulty(12);
+    let bot = bot.set("pass_binding", "ip_prefix").no_pressure();
+    Room::new("hype")
+        .rate(600)
+        .capacity(1000)
+        .poll("1s")
+        .windows("60s", "20s")
+        .bot(bot)
+}
 
 /// A hyped drop: every arrival solves a proof of work first. A solved challenge sets the
 /// `fg_c_hype` cookie and lets the client in; forged, unsolved, foreign and replayed
@@ -30,7 +25,7 @@ pressure_joins_per_second = 0
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn challenges_are_solved_once_and_forgeries_refused() {
     let origin = Origin::start().await;
-    let fg = start(origin.addr, HYPE).await;
+    let fg = Node::start(&trusting(origin.addr).room(hype())).await;
     let shopper = client_at("100.80.1.10", BROWSER, true);
     let elsewhere = client_at("100.81.1.10", BROWSER, true);
 
@@ -62,29 +57,26 @@ async fn challenges_are_solved_once_and_forgeries_refused() {
     let at = forged.len() - 10;
     forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).expect("ascii");
-    let (code, ans, _) = submit(&fg, &shopper, "hype", &forged, solve(&forged, 8)).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (403, Some("forged")),
-        "{ans}"
+    assert_refused(
+        &submit(&fg, &shopper, "hype", &forged, solve(&forged, 8)).await,
+        403,
+        "forged",
     );
 
     // No work done.
     let lazy = non_solution(&challenge, difficulty);
-    let (code, ans, _) = submit(&fg, &shopper, "hype", &challenge, lazy).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (403, Some("insufficient_work")),
-        "{ans}"
+    assert_refused(
+        &submit(&fg, &shopper, "hype", &challenge, lazy).await,
+        403,
+        "insufficient_work",
     );
 
     // The real work, from another network than the challenge was issued to.
     let counter = solve(&challenge, difficulty);
-    let (code, ans, _) = submit(&fg, &elsewhere, "hype", &challenge, counter).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (403, Some("wrong_client")),
-        "{ans}"
+    assert_refused(
+        &submit(&fg, &elsewhere, "hype", &challenge, counter).await,
+        403,
+        "wrong_client",
     );
 
     // The real work, from the client it was issued to: the cookie, and the way in.
@@ -106,11 +98,10 @@ async fn challenges_are_solved_once_and_forgeries_refused() {
     let pass = ans["token"].as_str().expect("token for apps").to_owned();
 
     // The same solution again, from anyone: refused.
-    let (code, ans, _) = submit(&fg, &shopper, "hype", &challenge, counter).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (409, Some("replayed")),
-        "{ans}"
+    assert_refused(
+        &submit(&fg, &shopper, "hype", &challenge, counter).await,
+        409,
+        "replayed",
     );
 
     let (code, _, body) = get(&fg, &shopper, "/echo").await;
@@ -153,32 +144,15 @@ async fn copied_tokens_do_not_spare_the_work(
         .next()
         .and_then(|c| c.strip_prefix("fg_c_hype="))
         .expect("cookie value");
-    let r = elsewhere
-        .get(format!("{}/echo", fg.base))
-        .header("accept", "application/json")
-        .header("cookie", format!("fg_c_hype={value}"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 403, "a copied cookie bound to another /24");
-    let body: Value = r.json().await.expect("challenge json");
+    let copied = format!("fg_c_hype={value}");
+    let (code, body) = shopper::get_app(elsewhere, &fg.url("/echo"), &[("cookie", &copied)]).await;
+    assert_eq!(code, 403, "a copied cookie bound to another /24");
     assert!(body["challenge"].is_string(), "challenged again: {body}");
-    let r = elsewhere
-        .get(format!("{}/echo", fg.base))
-        .header("accept", "application/json")
-        .header("x-flashgate-challenge", pass)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 403, "a pass bound to another /24");
+    let as_app = [("x-flashgate-challenge", pass)];
+    let (code, _) = shopper::get_app(elsewhere, &fg.url("/echo"), &as_app).await;
+    assert_eq!(code, 403, "a pass bound to another /24");
     // ... while from its own network the app header works like the cookie.
-    let app = client_at("100.80.1.99", BROWSER, false);
-    let r = app
-        .get(format!("{}/echo", fg.base))
-        .header("accept", "application/json")
-        .header("x-flashgate-challenge", pass)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200, "the same /24 may use the pass");
+    let own = client_at("100.80.1.99", BROWSER, false);
+    let (code, _) = shopper::get_app(&own, &fg.url("/echo"), &as_app).await;
+    assert_eq!(code, 200, "the same /24 may use the pass");
 }

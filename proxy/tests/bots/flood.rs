@@ -1,8 +1,9 @@
 //! A flood of distinct addresses: the per-client tables stay bounded.
 
-use testkit::Origin;
+use testkit::config::Table;
+use testkit::{Bot, Node, Origin, Room};
 
-use super::{client_at, fetch_challenge, get, header_map, solve, start, submit, BROWSER};
+use super::{client_at, fetch_challenge, get, header_map, solve, submit, trusting, BROWSER};
 
 /// Distinct addresses by the thousand: the per-client tables stay at their fixed size and
 /// evict (counted), and an honest client still gets its challenge and its way in afterwards.
@@ -11,30 +12,15 @@ async fn a_flood_of_addresses_keeps_memory_bounded() {
     let origin = Origin::start().await;
     // Each address may join twice a minute and each /24 once in ten minutes, so every
     // entry stays live (and must be evicted, not forgotten) for the whole flood.
-    let extra = r#"
-[bot]
-table_slots = 1024
-
-[[rooms]]
-id = "hype"
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 8
-pressure_joins_per_second = 0
-
-[rooms.bot.limits]
-joins_per_minute_per_ip = 2
-
-[rooms.bot.thresholds]
-tickets_per_prefix = 1
-prefix_window = "10m"
-"#;
-    let fg = std::sync::Arc::new(start(origin.addr, extra).await);
+    let bot = Bot::enforce().always(8).no_pressure();
+    let bot = bot.limit("joins_per_minute_per_ip", 2);
+    let bot = bot
+        .threshold("tickets_per_prefix", 1)
+        .threshold("prefix_window", "10m");
+    let hype = Room::new("hype").rate(600).capacity(1000).bot(bot);
+    let cfg = trusting(origin.addr).table("bot", Table::new().set("table_slots", 1024));
+    let fg = Node::start(&cfg.room(hype)).await;
+    let fg = std::sync::Arc::new(fg);
     const FLOOD: u32 = 2400;
     const TASKS: u32 = 8;
     let mut tasks = Vec::new();

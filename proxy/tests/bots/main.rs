@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use testkit::shopper::{self, get_json};
-use testkit::{Config, Node};
+use testkit::{Config, Node, Room};
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 const HEADLESS: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36";
@@ -52,18 +52,20 @@ fn browser_without_language() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// Starts flashgate trusting 127.0.0.1 as its proxy (`X-Forwarded-For` from it is believed).
-async fn start(origin: SocketAddr, extra: &str) -> Node {
-    Node::start(&Config::new(origin).trusting_loopback().extra(extra)).await
+/// A node in front of `origin` that trusts 127.0.0.1 as its proxy (`X-Forwarded-For` from it
+/// is believed).
+fn trusting(origin: SocketAddr) -> Config {
+    Config::new(origin).trusting_loopback()
 }
 
-/// Starts a node of a fleet on the Redis at `url`, trusting 127.0.0.1 as its proxy.
-async fn start_on_redis(origin: SocketAddr, url: &str, extra: &str) -> Node {
-    Node::start(
+/// Two nodes of a fleet on the Redis at `url` running `room`, trusting 127.0.0.1 as their
+/// proxy.
+async fn fleet(origin: SocketAddr, url: &str, room: Room) -> [Node; 2] {
+    Node::fleet(
         &Config::new(origin)
             .trusting_loopback()
             .redis(url)
-            .extra(extra),
+            .room(room),
     )
     .await
 }
@@ -156,6 +158,12 @@ async fn fetch_challenge(fg: &Node, c: &reqwest::Client, path: &str) -> (String,
         .and_then(|d| u8::try_from(d).ok())
         .expect("difficulty");
     (token, difficulty)
+}
+
+/// Asserts that a submission ([`submit`]'s answer) was refused with `code` and `error`.
+fn assert_refused(answer: &(u16, Value, HeaderMap), code: u16, error: &str) {
+    let (got, ans, _) = answer;
+    assert_eq!((*got, ans["error"].as_str()), (code, Some(error)), "{ans}");
 }
 
 /// `POST /.flashgate/challenge` as the page does: (status, JSON answer, headers).

@@ -1,33 +1,32 @@
 //! A fleet of two nodes on one Redis: a solution redeemed on one is refused on the other.
 
 use testkit::shopper::get_json;
-use testkit::{Origin, RedisServer};
+use testkit::{Bot, Node, Origin, RedisServer, Room};
 
-use super::{client_at, fetch_challenge, get, retry_after, solve, start_on_redis, submit, BROWSER};
+use super::{
+    assert_refused, client_at, fetch_challenge, fleet, get, retry_after, solve, submit, BROWSER,
+};
 
-/// [`HYPE`] for a fleet that keeps admitting at a floor rate while Redis is down.
-const HYPE_FLEET: &str = r#"
-[[rooms]]
-id = "hype"
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "20s"
-on_store_error = "admit_at_floor_rate"
-floor_rate_per_minute = 600
+/// A hyped drop for a fleet that keeps admitting at a floor rate while Redis is down; four
+/// joins a minute per address, counted fleet-wide.
+fn hype_fleet() -> Room {
+    let bot = Bot::enforce().always(8).max_difficulty(12).no_pressure();
+    let room = Room::new("hype").rate(600).capacity(1000).poll("1s");
+    room.windows("60s", "20s")
+        .floor_rate(600)
+        .bot(bot.limit("joins_per_minute_per_ip", 4))
+}
 
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 8
-max_difficulty = 12
-pressure_joins_per_second = 0
-
-[rooms.bot.limits]
-joins_per_minute_per_ip = 4
-"#;
+/// `c` gets a challenge from `issuer` and solves it; `redeemer` accepts the solution, and
+/// `replayer` then refuses it as replayed.
+async fn redeem_then_replay(issuer: &Node, redeemer: &Node, replayer: &Node, c: &reqwest::Client) {
+    let (challenge, difficulty) = fetch_challenge(issuer, c, "/echo").await;
+    let counter = solve(&challenge, difficulty);
+    let (code, ans, _) = submit(redeemer, c, "hype", &challenge, counter).await;
+    assert_eq!(code, 200, "{ans}");
+    let replayed = submit(replayer, c, "hype", &challenge, counter).await;
+    assert_refused(&replayed, 409, "replayed");
+}
 
 /// A fleet: a solution redeemed on node A is refused on node B (and the other way round)
 /// through the Redis both share; the replay keys expire with their challenges; joins per
@@ -38,34 +37,15 @@ joins_per_minute_per_ip = 4
 async fn replayed_solutions_are_refused_across_nodes_through_redis() {
     let mut redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = start_on_redis(origin.addr, &redis.url(), HYPE_FLEET).await;
-    let b = start_on_redis(origin.addr, &redis.url(), HYPE_FLEET).await;
+    let [a, b] = fleet(origin.addr, &redis.url(), hype_fleet()).await;
     let shopper = client_at("100.83.0.1", BROWSER, true);
 
     // Solved on A, replayed on B.
-    let (challenge, difficulty) = fetch_challenge(&a, &shopper, "/echo").await;
-    let counter = solve(&challenge, difficulty);
-    let (code, ans, _) = submit(&a, &shopper, "hype", &challenge, counter).await;
-    assert_eq!(code, 200, "{ans}");
-    let (code, ans, _) = submit(&b, &shopper, "hype", &challenge, counter).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (409, Some("replayed")),
-        "{ans}"
-    );
+    redeem_then_replay(&a, &a, &b, &shopper).await;
 
     // Issued by A, redeemed on B first, replayed on A.
     let other = client_at("100.84.0.1", BROWSER, true);
-    let (challenge, difficulty) = fetch_challenge(&a, &other, "/echo").await;
-    let counter = solve(&challenge, difficulty);
-    let (code, ans, _) = submit(&b, &other, "hype", &challenge, counter).await;
-    assert_eq!(code, 200, "{ans}");
-    let (code, ans, _) = submit(&a, &other, "hype", &challenge, counter).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (409, Some("replayed")),
-        "{ans}"
-    );
+    redeem_then_replay(&a, &b, &a, &other).await;
 
     // One key per redeemed challenge, under the room's tag, expiring with the challenge.
     let keys: Vec<String> = redis
@@ -113,13 +93,9 @@ async fn replayed_solutions_are_refused_across_nodes_through_redis() {
     let (challenge, difficulty) = fetch_challenge(&a, &third, "/echo").await;
     redis.kill();
     let counter = solve(&challenge, difficulty);
-    let (code, ans, headers) = submit(&a, &third, "hype", &challenge, counter).await;
-    assert_eq!(
-        (code, ans["error"].as_str()),
-        (503, Some("replay_store_error")),
-        "{ans}"
-    );
-    assert!(retry_after(&headers) >= 1);
+    let answer = submit(&a, &third, "hype", &challenge, counter).await;
+    assert_refused(&answer, 503, "replay_store_error");
+    assert!(retry_after(&answer.2) >= 1);
 
     // Still without Redis: a shopper who solved earlier (on B) is let in at the floor rate;
     // a script is tarpitted, and the tarpit holds without the store too.

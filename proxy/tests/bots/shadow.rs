@@ -1,36 +1,20 @@
 //! Shadow mode: nothing changes for anyone, and the metrics say what enforce would have done.
 
-use testkit::Origin;
+use testkit::config::Table;
+use testkit::{Bot, Node, Origin, Room};
 
-use super::{client_at, get, start, BROWSER};
+use super::{client_at, get, trusting, BROWSER};
 
 /// Shadow mode: bots, deny-listed clients and limit breakers get exactly what they would get
 /// without bot defence, and `/metrics` says what enforce mode would have done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shadow_mode_changes_nothing_but_counts() {
     let origin = Origin::start().await;
-    let extra = r#"
-[bot]
-deny_cidrs = ["192.0.2.0/24"]
-
-[[rooms]]
-id = "calm"
-paths = ["/echo"]
-new_users_per_minute = 600
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "20s"
-
-[rooms.bot]
-mode = "shadow"
-challenge = "always"
-difficulty = 8
-
-[rooms.bot.limits]
-joins_per_minute_per_ip = 2
-"#;
-    let fg = start(origin.addr, extra).await;
+    let bot = Bot::shadow().always(8).limit("joins_per_minute_per_ip", 2);
+    let calm = Room::new("calm").rate(600).capacity(1000).poll("1s");
+    let global = Table::new().set("deny_cidrs", ["192.0.2.0/24"]);
+    let cfg = trusting(origin.addr).table("bot", global);
+    let fg = Node::start(&cfg.room(calm.windows("60s", "20s").bot(bot))).await;
     let curl = client_at("100.90.0.1", &[("user-agent", "curl/8.5.0")], false);
     for _ in 0..4 {
         let (code, _, body) = get(&fg, &curl, "/echo").await;

@@ -1,55 +1,42 @@
 //! The swarm: bots that run no JavaScript and shoppers with real browsers in one room.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use flashgate::shop::Shop;
 use serde_json::{json, Value};
+use testkit::config::Table;
 use testkit::shopper::get_json;
-use testkit::{Metrics, Node, Origin};
+use testkit::{Bot, Config, Metrics, Node, Origin, Room, Route};
 
 use super::{
-    browser_without_language, client_at, get, header_map, retry_after, start, status, BROWSER,
+    browser_without_language, client_at, get, header_map, retry_after, status, trusting, BROWSER,
     GOOGLEBOT, HEADLESS,
 };
 
-/// The swarm's room: queueing, bot defence enforced with small limits so a test reaches them.
-const SWARM: &str = r#"
-[[routes]]
-path = "/products"
-upstream = "shop"
-kind = "catalog"
-
-[bot]
-deny_cidrs = ["192.0.2.0/24"]
-crawler_cidrs = ["66.249.64.0/19"]
-
-[[rooms]]
-id = "drop"
-paths = ["/echo", "/cart", "/products"]
-new_users_per_minute = 300
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "20s"
-queueing_status_code = 202
-
-[rooms.bot]
-mode = "enforce"
-challenge = "suspicious"
-difficulty = 8
-max_difficulty = 12
-pressure_joins_per_second = 0
-
-[rooms.bot.limits]
-joins_per_minute_per_ip = 5
-polls_per_minute_per_ticket = 60
-requests_per_minute_per_ip = 600
-
-[rooms.bot.thresholds]
-tickets_per_prefix = 10
-addresses_per_token = 3
-"#;
+/// The swarm's node: a catalog route, deny and crawler lists, and one queueing room with bot
+/// defence enforced with small limits so a test reaches them.
+fn swarm(origin: SocketAddr) -> Config {
+    let lists = Table::new()
+        .set("deny_cidrs", ["192.0.2.0/24"])
+        .set("crawler_cidrs", ["66.249.64.0/19"]);
+    let bot = Bot::enforce().challenge("suspicious").set("difficulty", 8);
+    let bot = bot.max_difficulty(12).no_pressure();
+    let bot = bot
+        .limit("joins_per_minute_per_ip", 5)
+        .limit("polls_per_minute_per_ticket", 60)
+        .limit("requests_per_minute_per_ip", 600)
+        .threshold("tickets_per_prefix", 10)
+        .threshold("addresses_per_token", 3);
+    let drop = Room::new("drop").paths(&["/echo", "/cart", "/products"]);
+    let drop = drop
+        .rate(300)
+        .capacity(1000)
+        .poll("1s")
+        .windows("60s", "20s");
+    let cfg = trusting(origin).route(Route::new("/products").kind("catalog"));
+    cfg.table("bot", lists).room(drop.status_code(202).bot(bot))
+}
 
 /// One simulated client in the room's line.
 struct InLine {
@@ -85,7 +72,7 @@ async fn join_drop(fg: &Node, name: &str, http: reqwest::Client) -> InLine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bot_swarm_never_gets_ahead_of_shoppers() {
     let origin = Origin::start().await;
-    let fg = start(origin.addr, SWARM).await;
+    let fg = Node::start(&swarm(origin.addr)).await;
     fg.patch_room("drop", json!({"paused": true})).await;
 
     let (shoppers, mut bots) = arrivals(&fg).await;
@@ -188,6 +175,14 @@ async fn fast_polls_are_tarpitted_and_hammering_limited(fg: &Node, fast: &InLine
     assert!(retry_after(&limited) >= 1, "429 says when: {limited:?}");
 }
 
+/// A status poll for `drop` from a browser at `ip` carrying `token` (a ticket or a pass) in the
+/// header apps use: (status, JSON).
+async fn poll_from(fg: &Node, ip: &str, token: &str) -> (u16, Value) {
+    let copy = client_at(ip, BROWSER, false);
+    let url = fg.url("/.flashgate/status?room=drop");
+    testkit::shopper::get_app(&copy, &url, &[("x-flashgate-token", token)]).await
+}
+
 /// One ticket from many networks: refused once seen from `addresses_per_token` prefixes (a
 /// prefix is a hashed bit, so allow for a collision or two), then refused everywhere.
 async fn a_shared_ticket_is_burnt(fg: &Node) {
@@ -200,15 +195,7 @@ async fn a_shared_ticket_is_burnt(fg: &Node) {
         .to_owned();
     let mut blocked_at = None;
     for n in 1..=8u8 {
-        let copy = client_at(&format!("100.{}.0.5", 70 + n), BROWSER, false);
-        let r = copy
-            .get(format!("{}/.flashgate/status?room=drop", fg.base))
-            .header("accept", "application/json")
-            .header("x-flashgate-token", &token)
-            .send()
-            .await
-            .expect("poll");
-        let code = r.status().as_u16();
+        let (code, _) = poll_from(fg, &format!("100.{}.0.5", 70 + n), &token).await;
         if n == 1 {
             assert_eq!(code, 200, "two networks are not yet sharing");
         }
@@ -425,21 +412,12 @@ async fn a_sold_pass_is_burnt(fg: &Node, pass: &str, owner: &InLine) {
     assert!(!pass.is_empty(), "the pass token for apps");
     let mut refused = false;
     for n in 1..=8u8 {
-        let buyer = client_at(&format!("100.{}.0.7", 90 + n), BROWSER, false);
-        let r = buyer
-            .get(format!("{}/.flashgate/status?room=drop", fg.base))
-            .header("accept", "application/json")
-            .header("x-flashgate-token", pass)
-            .send()
-            .await
-            .expect("poll");
-        let code = r.status().as_u16();
+        let (code, st) = poll_from(fg, &format!("100.{}.0.7", 90 + n), pass).await;
         if code == 403 {
             refused = true;
             break;
         }
         assert_eq!(code, 200);
-        let st: Value = r.json().await.expect("status");
         assert_eq!(st["admitted"], true, "a pass works until it is seen shared");
     }
     assert!(refused, "a shared pass is refused");

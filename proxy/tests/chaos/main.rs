@@ -27,17 +27,21 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use testkit::shopper::{self, get_json, Base};
 use testkit::RedisServer;
-use testkit::{free_port, Config, Launch, Node, Origin};
+use testkit::{free_port, Bot, Config, Launch, Node, Origin, Room};
 
 // ---------------------------------------------------------------------------------------------
 // Harness: the scenario's own vocabulary over the test kit.
 
-/// A fleet node on the Redis at `url`, with `env`.
-async fn on_redis(origin: SocketAddr, url: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+/// A fleet node on the Redis at `url` running `rooms`, with `env`.
+async fn on_redis(origin: SocketAddr, url: &str, rooms: &[Room], env: &[(&str, &str)]) -> Node {
     let how = env
         .iter()
         .fold(Launch::default(), |how, (k, v)| how.env(k, v));
-    Node::launch(&Config::new(origin).redis(url).extra(extra), how).await
+    let cfg = rooms
+        .iter()
+        .cloned()
+        .fold(Config::new(origin).redis(url), Config::room);
+    Node::launch(&cfg, how).await
 }
 
 /// GET `path` through the gate as a JSON client.
@@ -51,12 +55,12 @@ async fn get(fg: &(impl Base + ?Sized), c: &reqwest::Client, path: &str) -> reqw
 
 /// Joins the line at `/echo` (the room must be holding it); returns the ticket number.
 async fn join(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> u64 {
-    shopper::join(fg, c, "/echo", &[]).await
+    shopper::join(c, &format!("{}/echo", fg.base()), &[]).await
 }
 
 /// `(status, whether the origin answered)` for `/echo`.
 async fn enter(fg: &(impl Base + ?Sized), c: &reqwest::Client) -> (u16, bool) {
-    shopper::enter(fg, c, "/echo", &[]).await
+    shopper::enter(c, &format!("{}/echo", fg.base()), &[]).await
 }
 
 /// A waiting shopper's history: the ticket must never change and the position never grow.
@@ -119,23 +123,20 @@ fn assert_within_rate(entries: &[(u64, Duration)], per_sec: f64, excess: f64, wh
     );
 }
 
-const SALE: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 240
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-"#;
+/// The sale every scenario runs: 240 new shoppers a minute (4 a second), polled every second.
+fn sale() -> Room {
+    Room::new("drop")
+        .rate(240)
+        .capacity(1000)
+        .poll("1s")
+        .windows("60s", "10s")
+}
 
-/// A Redis, the origin, and two nodes of a fleet on them running [`SALE`].
+/// A Redis, the origin, and two nodes of a fleet on them running [`sale`].
 async fn fleet_of_two() -> (RedisServer, Origin, Node, Node) {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
-    let a = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
-    let b = on_redis(origin.addr, &redis.url(), SALE, &[]).await;
+    let [a, b] = Node::fleet(&Config::new(origin.addr).redis(redis.url()).room(sale())).await;
     (redis, origin, a, b)
 }
 
@@ -196,15 +197,9 @@ async fn release_line(
 /// Holds the line on `a` and waits until `b` sees it.
 async fn pause(a: &Node, b: &Node) {
     a.patch_room("drop", json!({"paused": true})).await;
-    let c = b.shopper();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.status(&c, "drop").await["state"] != "paused" {
-        assert!(
-            Instant::now() < deadline,
-            "the pause never reached the other node"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(5);
+    b.wait_status(&b.shopper(), "drop", within, |st| st["state"] == "paused")
+        .await;
 }
 
 /// A pass holder who keeps shopping on every node in `nodes` until `stop`; returns how many

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_slow_erroring_and_down() {
     let origin = Origin::start().await;
-    let node = Node::start(&Config::new(origin.addr).read_timeout("1s").extra(SALE)).await;
+    let node = Node::start(&Config::new(origin.addr).read_timeout("1s").room(sale())).await;
     let fg = &node;
     fg.wait_room("drop", "the first slot", |r| {
         r["serving"].as_u64() >= Some(1)

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn config_reloads_under_load_lose_nothing() {
     let origin = Origin::start().await;
-    let node = Node::start(&Config::new(origin.addr).extra(SALE)).await;
+    let node = Node::start(&Config::new(origin.addr).room(sale())).await;
     let fg = &node;
     let base = fg.base.clone();
     fg.wait_room("drop", "the first slot", |r| {
@@ -181,11 +181,24 @@ async fn api_reload(fg: &Node, what: &str, bad: bool) {
 /// new route.
 fn valid_file(base: &str, i: usize) -> String {
     match i % 4 {
-        0 => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")),
-        1 => base.replace("new_users_per_minute = 240", "new_users_per_minute = 300")
-            + &format!("\n[[rooms]]\nid = \"extra{i}\"\npaths = [\"/extra\"]\nnew_users_per_minute = 60\ntotal_active_users = 10\n"),
+        0 => base.replace(
+            "claim_window = \"10s\"",
+            &format!("claim_window = \"10s\"\nmessage = \"reload {i}\""),
+        ),
+        1 => {
+            base.replace("new_users_per_minute = 240", "new_users_per_minute = 300")
+                + &Room::new(&format!("extra{i}"))
+                    .paths(&["/extra"])
+                    .capacity(10)
+                    .to_string()
+        }
         2 => base.replace("read_timeout = \"5s\"", "read_timeout = \"4s\""),
-        _ => base.replace("claim_window = \"10s\"", &format!("claim_window = \"10s\"\nmessage = \"reload {i}\"")) + "\n[[routes]]\npath = \"/products\"\nupstream = \"shop\"\nkind = \"catalog\"\n",
+        _ => {
+            base.replace(
+                "claim_window = \"10s\"",
+                &format!("claim_window = \"10s\"\nmessage = \"reload {i}\""),
+            ) + "\n[[routes]]\npath = \"/products\"\nupstream = \"shop\"\nkind = \"catalog\"\n"
+        }
     }
 }
 

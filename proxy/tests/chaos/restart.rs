@@ -43,16 +43,7 @@ async fn a_node_killed_and_restarted_keeps_every_shopper() {
     // The line moves, in order, whichever node each shopper is on.
     let (admitted, entries) = release_line(&a, &b, line).await;
     assert_eq!(admitted.len(), 8);
-    for &(ti, at_i) in &entries {
-        for &(tj, at_j) in &entries {
-            if ti < tj {
-                assert!(
-                    at_j + Duration::from_millis(600) >= at_i,
-                    "ticket {tj} entered long before ticket {ti}"
-                );
-            }
-        }
-    }
+    shopper::assert_entered_in_order(&entries, Duration::from_millis(600));
     assert_within_rate(&entries, 4.0, 0.0, "after a node restart");
     eprintln!(
         "node A killed and back in {took:?}; {} entries in order",

@@ -2,32 +2,15 @@
 
 use super::*;
 
-const SKEWED: &str = r#"
-[[rooms]]
-id = "drop"
-paths = ["/echo"]
-new_users_per_minute = 240
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "60s"
-claim_window = "10s"
-token_leeway = "5s"
-
-[[rooms]]
-id = "pow"
-paths = ["/pow"]
-new_users_per_minute = 600
-total_active_users = 1000
-[rooms.bot]
-mode = "enforce"
-challenge = "always"
-difficulty = 4
-pass_binding = "none"
-[rooms.bot.thresholds]
-challenge_at = 30
-tarpit_at = 900
-block_at = 1000
-"#;
+/// The sale with a 5 s token leeway, and a room that challenges everyone.
+fn skewed() -> [Room; 2] {
+    let pow = Room::new("pow").paths(&["/pow"]).rate(600).capacity(1000);
+    let bot = Bot::enforce().always(4).set("pass_binding", "none");
+    [
+        sale().set("token_leeway", "5s"),
+        pow.bot(bot.scores(30, 900, 1000)),
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clock_skew_within_the_leeway_between_nodes() {
@@ -35,8 +18,8 @@ async fn clock_skew_within_the_leeway_between_nodes() {
     let redis = RedisServer::start();
     let origin = Origin::start().await;
     let skew = flashgate::clock::SKEW_ENV;
-    let a = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "-2000")]).await;
-    let b = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "2000")]).await;
+    let a = on_redis(origin.addr, &redis.url(), &skewed(), &[(skew, "-2000")]).await;
+    let b = on_redis(origin.addr, &redis.url(), &skewed(), &[(skew, "2000")]).await;
     let (fa, fb) = (&a, &b);
     assert!(
         fa.log_text().contains("FLASHGATE_CLOCK_SKEW_MS is set"),
@@ -108,17 +91,12 @@ async fn clock_skew_within_the_leeway_between_nodes() {
 
     // Beyond the leeway (a third node 9 s ahead of A), a ticket it mints is refused at A:
     // treated as no ticket — a new place, never a 500 and never an entry.
-    let far = on_redis(origin.addr, &redis.url(), SKEWED, &[(skew, "7000")]).await;
+    let far = on_redis(origin.addr, &redis.url(), &skewed(), &[(skew, "7000")]).await;
     fa.patch_room("drop", json!({"paused": true})).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
     let c = far.shopper();
-    while far.status(&c, "drop").await["state"] != "paused" {
-        assert!(
-            Instant::now() < deadline,
-            "the pause never reached the far node"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(5);
+    far.wait_status(&c, "drop", within, |st| st["state"] == "paused")
+        .await;
     let t = join(&far, &c).await;
     let st = fa.status(&c, "drop").await;
     assert_eq!(

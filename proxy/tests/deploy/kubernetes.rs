@@ -211,8 +211,13 @@ fn manifests_parse_and_refer_to_each_other() {
         "CPU utilisation needs a CPU request"
     );
 
-    // The config comes from the ConfigMap, mounted as a directory (a subPath mount would never
-    // see an update) at the path the container runs with.
+    config_is_mounted_from_the_config_map(d, c);
+    secrets_come_from_the_example_secret(&objects, c);
+}
+
+/// The config comes from the ConfigMap, mounted as a directory (a subPath mount would never
+/// see an update) at the path the container runs with.
+fn config_is_mounted_from_the_config_map(d: &Value, c: &Value) {
     let volumes = d["spec"]["template"]["spec"]["volumes"]
         .as_sequence()
         .expect("volumes");
@@ -241,11 +246,13 @@ fn manifests_parse_and_refer_to_each_other() {
         .map(|a| str_of(a, "args"))
         .collect();
     assert_eq!(args, ["run", "-c", file.as_str()]);
+}
 
-    // Every variable the config reads a secret from comes from the Secret, and the example
-    // Secret has each key.
-    let cfg = config_toml(&objects);
-    let secret = one(&objects, "Secret", "flashgate-secrets");
+/// Every variable the config reads a secret from comes from the Secret, and the example
+/// Secret has each key; the example Secret sits apart from the manifests.
+fn secrets_come_from_the_example_secret(objects: &[Object], c: &Value) {
+    let cfg = config_toml(objects);
+    let secret = one(objects, "Secret", "flashgate-secrets");
     let env = c["env"].as_sequence().expect("env");
     let names = env_names(&cfg);
     assert_eq!(
@@ -421,27 +428,15 @@ async fn the_shipped_config_runs_and_answers_the_probes() {
     let http = reqwest::Client::new();
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let path = str_of(&c[probe]["httpGet"]["path"], "path");
-        let r = http
-            .get(format!("{}{path}", fg.admin))
-            .send()
-            .await
-            .expect("probe");
-        assert_eq!(r.status(), 200, "{probe} {path} without a token");
+        let r = send(http.get(format!("{}{path}", fg.admin))).await;
+        assert_eq!(r.status, 200, "{probe} {path} without a token");
     }
-    let r = http
-        .get(format!("{}/api/rooms", fg.admin))
-        .send()
-        .await
-        .expect("api");
-    assert_eq!(r.status(), 401, "the API wants the token");
-    let r = http
-        .get(format!("{}/api/rooms/drop", fg.admin))
-        .bearer_auth(TEST_TOKEN)
-        .send()
-        .await
-        .expect("api");
-    assert_eq!(r.status(), 200);
-    let report: serde_json::Value = r.json().await.expect("report");
+    let rooms = format!("{}/api/rooms", fg.admin);
+    let r = send(http.get(&rooms)).await;
+    assert_eq!(r.status, 401, "the API wants the token");
+    let r = send(http.get(format!("{rooms}/drop")).bearer_auth(TEST_TOKEN)).await;
+    assert_eq!(r.status, 200);
+    let report = r.json();
     assert_eq!(report["store_ok"], true, "on Redis: {report}");
 
     let health = dockerfile().healthcheck(admin);

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value;
+use testkit::shopper::send;
 use testkit::RedisServer;
 use testkit::{cli, free_port, Config, Launch, Node, Origin};
 

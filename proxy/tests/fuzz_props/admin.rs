@@ -14,16 +14,16 @@ fn json_value() -> impl Strategy<Value = Value> {
         (0usize..3000).prop_map(|n| Value::String("m".repeat(n))),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
-        let key = prop_oneof![
-            Just("new_users_per_minute".to_owned()),
-            Just("total_active_users".to_owned()),
-            Just("paused".to_owned()),
-            Just("queue_all".to_owned()),
-            Just("drain".to_owned()),
-            Just("sold_out".to_owned()),
-            Just("message".to_owned()),
-            "[a-z_]{0,12}",
+        let fields = &[
+            "new_users_per_minute",
+            "total_active_users",
+            "paused",
+            "queue_all",
+            "drain",
+            "sold_out",
+            "message",
         ];
+        let key = prop_oneof![7 => word(fields), 1 => "[a-z_]{0,12}"];
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             proptest::collection::btree_map(key, inner, 0..6)

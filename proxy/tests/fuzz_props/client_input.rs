@@ -4,14 +4,8 @@ use super::*;
 
 /// Cookie-header-ish bytes: mostly `name=value; ` pairs (some of them ours), sometimes noise.
 fn cookie_header() -> impl Strategy<Value = Vec<u8>> {
-    let name = prop_oneof![
-        Just("fg_p_drop".to_owned()),
-        Just("fg_t_drop".to_owned()),
-        Just("fg_c_drop".to_owned()),
-        Just(" fg_x".to_owned()),
-        Just("shop_cart".to_owned()),
-        "[ -~]{0,12}",
-    ];
+    let ours = &["fg_p_drop", "fg_t_drop", "fg_c_drop", " fg_x", "shop_cart"];
+    let name = prop_oneof![5 => word(ours), 1 => "[ -~]{0,12}"];
     let value = prop_oneof!["[ -~]{0,24}", Just("\"quoted;x\"".to_owned())];
     let pair = (name, value).prop_map(|(n, v)| format!("{n}={v}"));
     prop_oneof![
@@ -39,23 +33,10 @@ fn xff() -> impl Strategy<Value = String> {
 }
 
 fn path_like() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        Just("/".to_owned()),
-        Just("//".to_owned()),
-        Just(".".to_owned()),
-        Just("..".to_owned()),
-        Just("%2e".to_owned()),
-        Just("%2F".to_owned()),
-        Just("%5c".to_owned()),
-        Just("\\".to_owned()),
-        Just(";x=1".to_owned()),
-        Just("drops".to_owned()),
-        Just("%64".to_owned()),
-        Just("%".to_owned()),
-        Just("%zz".to_owned()),
-        "[a-z0-9]{1,4}",
-        "\\PC{1,3}",
+    let tricks = &[
+        "/", "//", ".", "..", "%2e", "%2F", "%5c", "\\", ";x=1", "drops", "%64", "%", "%zz",
     ];
+    let piece = prop_oneof![13 => word(tricks), 1 => "[a-z0-9]{1,4}", 1 => "\\PC{1,3}"];
     proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
 }
 

@@ -2,125 +2,16 @@
 
 use super::*;
 
-/// A config exercising most sections (memory store, inline secrets, loopback only: nothing in
-/// it resolves names or reads files, so mutations stay fast and hermetic).
-const RICH: &str = r##"
-[server]
-listen = ["127.0.0.1:8080"]
-admin_listen = "127.0.0.1:9901"
-threads = 2
-trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
-grace_period = "5s"
-
-[keys]
-active = 2
-[[keys.key]]
-id = 1
-secret = "fuzz-secret-one-fuzz-secret-one-0123456789"
-[[keys.key]]
-id = 2
-secret = "fuzz-secret-two-fuzz-secret-two-0123456789"
-
-[store]
-kind = "memory"
-snapshot_interval = "200ms"
-
-[cache]
-max_bytes = "64MiB"
-max_object = "1MiB"
-default_ttl = "10s"
-
-[bot]
-table_slots = 4096
-replay_slots = 4096
-allow_cidrs = ["203.0.113.0/24"]
-deny_headers = [{ name = "user-agent", contains = "EvilScraper" }]
-
-[upstreams.shop]
-servers = ["127.0.0.1:3000"]
-connect_timeout = "1s"
-read_timeout = "10s"
-max_concurrent = 100
-optional_share = 0.5
-latency_target = "800ms"
-health_check = { kind = "http", path = "/healthz", interval = "1s" }
-
-[[routes]]
-path = "/"
-upstream = "shop"
-
-[[routes]]
-path = "/products"
-upstream = "shop"
-kind = "catalog"
-cache_ttl = "5s"
-stale_if_error = "5m"
-latency_budget = "300ms"
-
-[[routes]]
-path = "/checkout"
-upstream = "shop"
-kind = "essential"
-
-[[rooms]]
-id = "drop"
-hosts = ["shop.test"]
-paths = ["/drops"]
-methods = ["GET", "POST"]
-new_users_per_minute = 600
-total_active_users = 5000
-session_duration = "10m"
-queueing_method = "fifo"
-queueing_status_code = 202
-binding = "ip_prefix"
-ip_prefix_v4 = 24
-ip_prefix_v6 = 64
-on_store_error = "admit_at_floor_rate"
-floor_rate_per_minute = 60
-message = "Big drop"
-[rooms.page]
-title = "Aurora"
-logo_url = "/logo.svg"
-brand_color = "#112233"
-background_color = "#fff"
-[rooms.bot]
-mode = "enforce"
-challenge = "suspicious"
-difficulty = 18
-[rooms.bot.limits]
-joins_per_minute_per_ip = 30
-[rooms.bot.thresholds]
-challenge_at = 30
-tarpit_at = 60
-block_at = 100
-[rooms.origin_aware]
-min_factor = 0.3
-[[rooms.events]]
-name = "launch"
-prequeue_at = "+1m"
-starts_at = "+5m"
-ends_at = "+1h"
-shuffle = true
-new_users_per_minute = 300
-
-[[rooms]]
-id = "checkout"
-paths = ["/checkout"]
-new_users_per_minute = 60
-total_active_users = 100
-"##;
+/// A config exercising most sections: `tests/fixtures/fuzz/rich.toml` (memory store, inline
+/// secrets, loopback only: nothing in it resolves names or reads files, so mutations stay fast
+/// and hermetic).
+const RICH: &str = include_str!("../fixtures/fuzz/rich.toml");
 
 /// The shipped example configs, with their secrets inlined, plus [`RICH`].
 fn seeds() -> Vec<String> {
     let mut seeds = vec![RICH.to_owned()];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("config/ exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    for f in files {
+    for f in testkit::toml_files(&dir) {
         let text = std::fs::read_to_string(&f).expect("readable config");
         let text = text
             .lines()

@@ -38,6 +38,12 @@ use waitroom::{Overrides, UnixMillis};
 
 const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 
+/// One of `words`, each as likely as the others (what `prop_oneof![Just(..), ..]` of them
+/// draws); weight it by their number beside other strategies.
+fn word(words: &'static [&'static str]) -> impl Strategy<Value = String> + Clone {
+    proptest::sample::select(words).prop_map(str::to_owned)
+}
+
 /// `n` cases, or `FLASHGATE_FUZZ_CASES` of them for a longer local run
 /// (`FLASHGATE_FUZZ_CASES=100000 cargo test --release -p flashgate --test fuzz_props`).
 fn cases(n: u32) -> ProptestConfig {

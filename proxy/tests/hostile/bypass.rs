@@ -36,20 +36,11 @@ async fn a_room_cannot_be_bypassed_by_path_or_host_tricks() {
                 "GET {p} HTTP/1.1\r\nHost: {h}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
             )
             .into_bytes();
-            tasks.push(tokio::spawn(async move {
-                let r = exchange(
-                    port,
-                    &bytes,
-                    Duration::from_millis(300),
-                    Duration::from_secs(3),
-                )
-                .await;
-                (p, h, r)
-            }));
+            tasks.push(probe(port, bytes, (p, h)));
         }
     }
     for t in tasks {
-        let (p, h, r) = t.await.expect("exchange");
+        let ((p, h), r) = t.await.expect("exchange");
         assert!(
             r.status.is_some_and(|s| s < 500),
             "{p} on {h}: {:?}",
@@ -68,13 +59,7 @@ async fn a_room_cannot_be_bypassed_by_path_or_host_tricks() {
         }
     }
     // Pipelined: an innocent request, then a protected one in the same write.
-    let r = exchange(
-        port,
-        &req("GET /open HTTP/1.1\nHost: shop.test\n\nGET //drops/x HTTP/1.1\nHost: shop.test\nAccept: application/json\nConnection: close\n\n"),
-        Duration::from_millis(300),
-        Duration::from_secs(3),
-    )
-    .await;
+    let r = ask(port, &req("GET /open HTTP/1.1\nHost: shop.test\n\nGET //drops/x HTTP/1.1\nHost: shop.test\nAccept: application/json\nConnection: close\n\n")).await;
     // Pingora does not pipeline: it answers the first and closes. Either way the second is
     // never forwarded; if it is answered, it is queued.
     let text = String::from_utf8_lossy(&r.raw);

@@ -7,21 +7,49 @@ async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
     let origin = RawOrigin::start().await;
     let (mut fg, port) = start(&origin).await;
     let client = reqwest::Client::new();
-    let base = fg.base.clone();
+    let open = fg.url("/open");
     // Warm up (thread pools, connection pools, allocator arenas).
     for _ in 0..200 {
-        let r = client
-            .get(format!("{base}/open"))
-            .send()
-            .await
-            .expect("warm-up request");
-        assert_eq!(r.status(), 200);
+        assert_eq!(shopper::get(&client, &open, &[]).await.status, 200);
     }
     let rss_before = fg.rss_kib();
 
-    // A slowloris crowd: 200 connections trickling a request head, a byte every 100 ms, for 3 s.
-    const SLOW: usize = 200;
-    let trickle = Duration::from_secs(3);
+    let (served, worst) = slowloris_leaves_shoppers_served(port, &client, &open).await;
+    let flood_took = flood(port).await;
+
+    let rss_after = fg.rss_kib();
+    let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "slowloris: {SLOW} connections for {TRICKLE:?}, {served} shopper requests meanwhile, \
+         worst {worst:?}; flood: 16 x 150 x (malformed + join + empty connection) in \
+         {flood_took:?}; RSS {} MiB -> {} MiB",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(rss_before > 0, "RSS readable from /proc");
+    assert!(
+        growth_mib < 64,
+        "RSS grew by {growth_mib} MiB under a bounded flood"
+    );
+    let after = shopper::get(&client, &open, &[]).await;
+    assert_eq!(after.status, 200, "served after the flood");
+    assert!(fg.is_running());
+    fg.assert_no_panic();
+}
+
+/// How many slowloris connections.
+const SLOW: usize = 200;
+/// How long they trickle.
+const TRICKLE: Duration = Duration::from_secs(3);
+
+/// A slowloris crowd: [`SLOW`] connections trickling a request head, a byte every 100 ms, for
+/// [`TRICKLE`]; meanwhile shoppers at `open` are served promptly. Returns (requests served, the
+/// slowest).
+async fn slowloris_leaves_shoppers_served(
+    port: u16,
+    client: &reqwest::Client,
+    open: &str,
+) -> (usize, Duration) {
     let mut slow = Vec::new();
     for i in 0..SLOW {
         slow.push(tokio::spawn(async move {
@@ -30,7 +58,7 @@ async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
             };
             let head = format!("GET /drops/{i} HTTP/1.1\r\nHost: shop.test\r\nX-Slow: ");
             let _ = c.write_all(head.as_bytes()).await;
-            let until = Instant::now() + trickle;
+            let until = Instant::now() + TRICKLE;
             let mut sent = 0;
             while Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -42,19 +70,13 @@ async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
             sent
         }));
     }
-    // Meanwhile shoppers are served promptly.
     let mut worst = Duration::ZERO;
     let shopping = Instant::now();
     let mut served = 0;
-    while shopping.elapsed() < trickle {
-        let t = Instant::now();
-        let r = client
-            .get(format!("{base}/open"))
-            .send()
-            .await
-            .expect("a shopper is served during slowloris");
-        assert_eq!(r.status(), 200);
-        worst = worst.max(t.elapsed());
+    while shopping.elapsed() < TRICKLE {
+        let r = shopper::get(client, open, &[]).await;
+        assert_eq!(r.status, 200, "a shopper is served during slowloris");
+        worst = worst.max(r.took);
         served += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -65,9 +87,12 @@ async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
         worst < Duration::from_secs(1),
         "a shopper waited {worst:?} behind {SLOW} slowloris connections"
     );
+    (served, worst)
+}
 
-    // A flood: the malformed corpus over and over, new arrivals, and connections opened and
-    // dropped without a byte.
+/// A flood: the malformed corpus over and over, new arrivals (each queued), and connections
+/// opened and dropped without a byte. Returns how long it took.
+async fn flood(port: u16) -> Duration {
     let corpus = Arc::new(corpus());
     let flood_started = Instant::now();
     let mut flood = Vec::new();
@@ -106,27 +131,5 @@ async fn slowloris_and_floods_leave_shoppers_served_and_memory_bounded() {
     for f in flood {
         f.await.expect("flood worker");
     }
-    let flood_took = flood_started.elapsed();
-    let rss_after = fg.rss_kib();
-    let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
-    eprintln!(
-        "slowloris: {SLOW} connections for {trickle:?}, {served} shopper requests meanwhile, \
-         worst {worst:?}; flood: 16 x 150 x (malformed + join + empty connection) in \
-         {flood_took:?}; RSS {} MiB -> {} MiB",
-        rss_before / 1024,
-        rss_after / 1024
-    );
-    assert!(rss_before > 0, "RSS readable from /proc");
-    assert!(
-        growth_mib < 64,
-        "RSS grew by {growth_mib} MiB under a bounded flood"
-    );
-    let r = client
-        .get(format!("{base}/open"))
-        .send()
-        .await
-        .expect("served after the flood");
-    assert_eq!(r.status(), 200);
-    assert!(fg.is_running());
-    fg.assert_no_panic();
+    flood_started.elapsed()
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use testkit::{Config, Node};
+use testkit::{shopper, Config, Node, Room, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -166,6 +166,26 @@ impl Reply {
     }
 }
 
+/// [`exchange`] with a 300 ms idle time and a 3 s limit.
+async fn ask(port: u16, bytes: &[u8]) -> Reply {
+    exchange(
+        port,
+        bytes,
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    )
+    .await
+}
+
+/// [`ask`] on a task of its own; `tag` comes back with the reply.
+fn probe<T: Send + 'static>(
+    port: u16,
+    bytes: Vec<u8>,
+    tag: T,
+) -> tokio::task::JoinHandle<(T, Reply)> {
+    tokio::spawn(async move { (tag, ask(port, &bytes).await) })
+}
+
 /// Writes `bytes` (as much as the server takes) and reads until the server closes, the
 /// connection goes idle for `idle` after a response started, or `limit` passes.
 async fn exchange(port: u16, bytes: &[u8], idle: Duration, limit: Duration) -> Reply {
@@ -210,19 +230,13 @@ enum Want {
     Queued,
 }
 
-const ROOM: &str = r#"
-[[routes]]
-path = "/static"
-upstream = "shop"
-kind = "bypass"
-
-[[rooms]]
-id = "drop"
-hosts = ["shop.test"]
-paths = ["/drops"]
-new_users_per_minute = 60
-total_active_users = 100
-"#;
+/// A bypass route (`/static`) and a room over `/drops` on `shop.test`.
+fn config(origin: &RawOrigin) -> Config {
+    let drop = Room::new("drop").hosts(&["shop.test"]).paths(&["/drops"]);
+    Config::new(origin.addr)
+        .route(Route::new("/static").kind("bypass"))
+        .room(drop)
+}
 
 fn req(head: &str) -> Vec<u8> {
     head.replace('\n', "\r\n").into_bytes()
@@ -315,63 +329,45 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         ("large cookie (12 KB)", [b"GET /drops/x HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\nCookie: fg_p_drop=".as_slice(), &vec![b'A'; 12_000], b"\r\nConnection: close\r\n\r\n"].concat(), Want::Queued),
         ("oversized cookie (60 KB)", [b"GET /drops/x HTTP/1.1\r\nHost: shop.test\r\nCookie: fg_p_drop=".as_slice(), &vec![b'A'; 60_000], b"\r\nConnection: close\r\n\r\n"].concat(), Want::Refused),
     ];
-    // Smuggling: every inner request targets the protected path; none may reach the origin.
-    let inner = "GET /drops/smuggled HTTP/1.1\r\nHost: shop.test\r\n\r\n";
-    c.push((
-        "CL.TE smuggling",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE.CL smuggling",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n",
-            inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE obfuscated (tab)",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "TE obfuscated (case)",
-        format!(
-            "POST /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\ntransfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n{inner}",
-            5 + inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "GET with a body hiding a request",
-        format!(
-            "GET /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{inner}",
-            inner.len()
-        )
-        .into_bytes(),
-        Want::Clean,
-    ));
-    c.push((
-        "chunk extension hiding a request",
-        format!("POST /open HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"\r\n{inner}\"\r\nabc\r\n0\r\n\r\n").into_bytes(),
-        Want::Clean,
-    ));
+    c.extend(smuggling());
     c
 }
 
+/// Smuggling: every inner request targets the protected path; none may reach the origin.
+fn smuggling() -> Vec<(&'static str, Vec<u8>, Want)> {
+    let inner = "GET /drops/smuggled HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let post = "POST /open HTTP/1.1\r\nHost: shop.test\r\n";
+    // A `Content-Length` that covers a zero chunk and the inner request, and a
+    // `Transfer-Encoding` header as written here: the two framings disagree.
+    let cl_te = |te: &str| {
+        let cl = 5 + inner.len();
+        format!("{post}Content-Length: {cl}\r\n{te}\r\n\r\n0\r\n\r\n{inner}")
+    };
+    let te_cl = format!(
+        "{post}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n",
+        inner.len()
+    );
+    let get_body = format!(
+        "GET /open HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let extension =
+        format!("{post}Transfer-Encoding: chunked\r\n\r\n3;x=\"\r\n{inner}\"\r\nabc\r\n0\r\n\r\n");
+    [
+        ("CL.TE smuggling", cl_te("Transfer-Encoding: chunked")),
+        ("TE.CL smuggling", te_cl),
+        ("TE obfuscated (tab)", cl_te("Transfer-Encoding:\tchunked")),
+        ("TE obfuscated (case)", cl_te("transfer-encoding: CHUNKED")),
+        ("GET with a body hiding a request", get_body),
+        ("chunk extension hiding a request", extension),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, text.into_bytes(), Want::Clean))
+    .collect()
+}
+
 async fn start(origin: &RawOrigin) -> (Node, u16) {
-    let fg = Node::start(&Config::new(origin.addr).extra(ROOM)).await;
+    let fg = Node::start(&config(origin)).await;
     // Hold the line: whatever reaches the room is queued, so anything at the origin under
     // /drops got past the room.
     fg.patch_room("drop", json!({"paused": true})).await;

@@ -10,20 +10,11 @@ async fn malformed_and_smuggled_requests_get_clean_answers() {
 
     let mut tasks = Vec::new();
     for (name, bytes, want) in corpus() {
-        tasks.push(tokio::spawn(async move {
-            let r = exchange(
-                port,
-                &bytes,
-                Duration::from_millis(300),
-                Duration::from_secs(3),
-            )
-            .await;
-            (name, want, r)
-        }));
+        tasks.push(probe(port, bytes, (name, want)));
     }
     let mut table = Vec::new();
     for t in tasks {
-        let (name, want, r) = t.await.expect("exchange");
+        let ((name, want), r) = t.await.expect("exchange");
         table.push(format!("{name:40} {:?}", r.status));
         match want {
             Want::Refused => assert!(
@@ -47,11 +38,9 @@ async fn malformed_and_smuggled_requests_get_clean_answers() {
     eprintln!("{}", table.join("\n"));
 
     // Smuggling left no trace at the origin, and the next client gets its own answer.
-    let r = exchange(
+    let r = ask(
         port,
         &req("GET /after HTTP/1.1\nHost: shop.test\nConnection: close\n\n"),
-        Duration::from_millis(300),
-        Duration::from_secs(3),
     )
     .await;
     assert_eq!(r.status, Some(200));

@@ -5,17 +5,13 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_api_needs_the_token_and_audits_changes() {
     let origin = Origin::start().await;
-    let cfg = base(&origin)
-        .admin_token(ADMIN_TOKEN)
-        .extra(room("drop", "/echo", 60, "hello"));
-    let node = start(&cfg).await;
+    let node = with_token(&origin, "hello").await;
     let c = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", node.admin);
 
     // Health and readiness are for probes: no token.
     for p in ["/healthz", "/readyz"] {
-        let r = c.get(url(p)).send().await.expect("probe");
-        assert_eq!(r.status(), 200, "{p}");
+        assert_eq!(shopper::send(c.get(url(p))).await.status, 200, "{p}");
     }
     // Everything else: 401 without the token, with a wrong one, or with another scheme.
     for (m, p) in [
@@ -27,24 +23,25 @@ async fn admin_api_needs_the_token_and_audits_changes() {
         ("POST", "/api/cache/purge"),
     ] {
         let m = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
-        let none = c.request(m.clone(), url(p)).send().await.expect("admin");
-        assert_eq!(none.status(), 401, "{m} {p} without a token");
-        let body: Value = none.json().await.expect("json error");
-        assert_eq!(body["error"], "missing or wrong bearer token");
+        let none = shopper::send(c.request(m.clone(), url(p))).await;
+        assert_eq!(none.status, 401, "{m} {p} without a token");
+        assert_eq!(none.json()["error"], "missing or wrong bearer token");
         let wrong = c
             .request(m.clone(), url(p))
-            .bearer_auth("ops-admin-token-7f3a9c2e1b5d4a61")
-            .send()
-            .await
-            .expect("admin");
-        assert_eq!(wrong.status(), 401, "{m} {p} with a wrong token");
+            .bearer_auth("ops-admin-token-7f3a9c2e1b5d4a61");
+        assert_eq!(
+            shopper::send(wrong).await.status,
+            401,
+            "{m} {p} with a wrong token"
+        );
         let basic = c
             .request(m, url(p))
-            .header("authorization", format!("Basic {ADMIN_TOKEN}"))
-            .send()
-            .await
-            .expect("admin");
-        assert_eq!(basic.status(), 401, "{p} with another scheme");
+            .header("authorization", format!("Basic {ADMIN_TOKEN}"));
+        assert_eq!(
+            shopper::send(basic).await.status,
+            401,
+            "{p} with another scheme"
+        );
     }
 
     // PATCH: applied, visible on GET, audited with who, before and after.
@@ -82,33 +79,18 @@ async fn admin_api_needs_the_token_and_audits_changes() {
     // Bad requests get clear answers.
     let send = |m: &str, p: &str, body: &'static str| {
         let m = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
-        c.request(m, url(p))
-            .bearer_auth(ADMIN_TOKEN)
-            .body(body)
-            .send()
+        shopper::send(c.request(m, url(p)).bearer_auth(ADMIN_TOKEN).body(body))
     };
-    let r = send("PATCH", "/api/rooms/drop", "{not json")
-        .await
-        .expect("admin");
-    assert_eq!(r.status(), 400);
-    let r = send("PATCH", "/api/rooms/drop", r#"{"pause": true}"#)
-        .await
-        .expect("admin");
-    assert_eq!(r.status(), 422);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["error"],
-        "pause: unknown field"
-    );
-    let r = send("PATCH", "/api/rooms/drop", r#"{"new_users_per_minute": 0}"#)
-        .await
-        .expect("admin");
-    assert_eq!(r.status(), 422);
-    let r = send("GET", "/api/rooms/nope", "").await.expect("admin");
-    assert_eq!(r.status(), 404);
-    let r = send("DELETE", "/api/rooms/drop", "").await.expect("admin");
-    assert_eq!(r.status(), 405);
-    let r = send("GET", "/api/nothing", "").await.expect("admin");
-    assert_eq!(r.status(), 404);
+    let r = send("PATCH", "/api/rooms/drop", "{not json").await;
+    assert_eq!(r.status, 400);
+    let r = send("PATCH", "/api/rooms/drop", r#"{"pause": true}"#).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"], "pause: unknown field");
+    let r = send("PATCH", "/api/rooms/drop", r#"{"new_users_per_minute": 0}"#).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(send("GET", "/api/rooms/nope", "").await.status, 404);
+    assert_eq!(send("DELETE", "/api/rooms/drop", "").await.status, 405);
+    assert_eq!(send("GET", "/api/nothing", "").await.status, 404);
     // Nothing of that changed the room.
     assert_eq!(node.room("drop").await["new_users_per_minute"], 90);
     let (code, rooms) = node.admin_req("GET", "/api/rooms", None).await;
@@ -120,18 +102,18 @@ async fn admin_api_needs_the_token_and_audits_changes() {
 async fn readyz_follows_the_store_and_metrics_show_its_errors() {
     let origin = Origin::start().await;
     let mut redis = RedisServer::start();
+    let store = Table::new()
+        .set("kind", "redis")
+        .set("url", redis.url())
+        .set("snapshot_interval", "50ms");
     let cfg = base(&origin)
-        .store(format!(
-            "kind = \"redis\"\nurl = \"{}\"\nsnapshot_interval = \"50ms\"",
-            redis.url()
-        ))
-        .extra(room("drop", "/echo", 60, "hi"));
+        .store(store.to_string())
+        .room(room("drop", "/echo", 60, "hi"));
     let node = start(&cfg).await;
+    let c = reqwest::Client::new();
     let readyz = || async {
-        let r = reqwest::get(format!("{}/readyz", node.admin))
-            .await
-            .expect("admin");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+        let r = shopper::send(c.get(format!("{}/readyz", node.admin))).await;
+        (r.status, r.body)
     };
     wait_for("ready", Duration::from_secs(20), || async {
         readyz().await.0 == 200
@@ -146,10 +128,8 @@ async fn readyz_follows_the_store_and_metrics_show_its_errors() {
     .await;
     assert_eq!(readyz().await.1, "store unavailable\n");
     // An arrival while the store is down: counted as a store error, and it gets an answer.
-    let r = reqwest::get(format!("{}/echo", node.base))
-        .await
-        .expect("gate answers");
-    assert!(r.status().as_u16() < 600);
+    let r = shopper::send(c.get(node.url("/echo"))).await;
+    assert!(r.status < 600, "the gate answers");
     wait_for("store metrics", Duration::from_secs(20), || async {
         let m = node.metrics_text().await;
         m.contains("flashgate_store_errors_total{") && m.contains("flashgate_store_degraded 1")

@@ -7,7 +7,7 @@ async fn upgrade_hands_the_sockets_over_without_dropping_requests() {
     let origin = Origin::with_latency(Duration::from_millis(20)).await;
     let cfg = base(&origin)
         .server_line("grace_period = \"1s\"")
-        .extra(room("drop", "/echo", 6000, "hi"));
+        .room(room("drop", "/echo", 6000, "hi"));
     let mut old = start(&cfg).await;
     let load = Load::start(&old.base, 4, true);
     load.advance(20).await;
@@ -103,7 +103,7 @@ async fn json_logs_never_carry_secrets() {
         .admin_token(ADMIN_TOKEN)
         .server_line("log_format = \"json\"\ngrace_period = \"1s\"")
         .secret_env("FG_OPS_KEY")
-        .extra(room("drop", "/echo", 600, "hi"));
+        .room(room("drop", "/echo", 600, "hi"));
     let how = Launch {
         rust_log: Some("debug"),
         ..info()
@@ -121,53 +121,36 @@ async fn json_logs_never_carry_secrets() {
         .cookie_store(true)
         .build()
         .expect("client");
-    let r = shopper
-        .get(format!("{}/echo", node.base))
-        .send()
-        .await
-        .expect("queued");
-    let ticket = r
-        .headers()
-        .get("x-flashgate-token")
-        .and_then(|v| v.to_str().ok())
-        .expect("ticket")
-        .to_owned();
+    let r = shopper::get(&shopper, &node.url("/echo"), &[]).await;
+    let ticket = r.header("x-flashgate-token").expect("ticket").to_owned();
     secrets.push(ticket.clone());
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": false})))
         .await;
     node.wait_admitted(&shopper, "drop", Duration::from_secs(20))
         .await;
-    let r = shopper
-        .get(format!("{}/echo", node.base))
-        .send()
-        .await
-        .expect("entry");
-    assert_eq!(r.status(), 200);
-    let pass = set_cookies(&r)
-        .iter()
-        .find_map(|c| c.strip_prefix("fg_p_drop="))
+    let r = shopper::get(&shopper, &node.url("/echo"), &[]).await;
+    assert_eq!(r.status, 200);
+    let pass = r
+        .set_cookie("fg_p_drop")
+        .and_then(|c| c.strip_prefix("fg_p_drop="))
         .and_then(|v| v.split(';').next())
         .map(str::to_owned);
     let pass = pass.expect("pass");
     assert!(!pass.is_empty());
     secrets.push(pass.clone());
-    let r = reqwest::Client::new()
-        .get(format!("{}/echo", node.base))
-        .header("x-flashgate-token", &pass)
-        .send()
-        .await
-        .expect("with the pass in a header");
-    assert_eq!(r.status(), 200);
+    let plain = reqwest::Client::new();
+    let r = shopper::get(&plain, &node.url("/echo"), &[("x-flashgate-token", &pass)]).await;
+    assert_eq!(r.status, 200, "with the pass in a header");
     // A wrong admin token must not be logged either.
     let wrong = "ops-wrong-token-9d8c7b6a5f4e3d2c";
     secrets.push(wrong.to_owned());
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/rooms", node.admin))
-        .bearer_auth(wrong)
-        .send()
-        .await
-        .expect("admin");
-    assert_eq!(r.status(), 401);
+    let r = shopper::send(
+        plain
+            .get(format!("{}/api/rooms", node.admin))
+            .bearer_auth(wrong),
+    )
+    .await;
+    assert_eq!(r.status, 401);
     // A refused reload prints the config's problem, not its secrets.
     std::fs::write(
         &node.config,

@@ -19,29 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::shopper::{get_json, set_cookies, Events};
+use testkit::config::Table;
+use testkit::shopper::{self, get_json, set_cookies, Events};
 use testkit::{
-    cli, free_port, wait_for, Config, Launch, Metrics, Node, Origin, Ready, RedisServer,
+    cli, free_port, wait_for, Config, Launch, Metrics, Node, Origin, Ready, RedisServer, Room,
 };
 
 const ADMIN_TOKEN: &str = "ops-admin-token-7f3a9c2e1b5d4a60";
 
-/// A room on the origin's `/echo`, with `rate` and `message` to change on reload.
-fn room(id: &str, path: &str, rate: u32, message: &str) -> String {
-    format!(
-        r#"
-[[rooms]]
-id = "{id}"
-paths = ["{path}"]
-new_users_per_minute = {rate}
-total_active_users = 1000
-poll_interval = "1s"
-abandon_after = "30s"
-claim_window = "10s"
-queueing_status_code = 202
-message = "{message}"
-"#
-    )
+/// A room on the origin's `path`, with `rate` and `message` to change on reload.
+fn room(id: &str, path: &str, rate: u32, message: &str) -> Room {
+    let room = Room::new(id).paths(&[path]).rate(rate).capacity(1000);
+    room.poll("1s")
+        .windows("30s", "10s")
+        .status_code(202)
+        .message(message)
 }
 
 /// This file's base config: the origin with a 10 s read timeout (a slow origin under reloads).
@@ -61,6 +53,12 @@ fn info() -> Launch {
 
 async fn start(cfg: &Config) -> Node {
     Node::launch(cfg, info()).await
+}
+
+/// A node whose admin API wants [`ADMIN_TOKEN`], with the room `drop` showing `message`.
+async fn with_token(origin: &Origin, message: &str) -> Node {
+    let cfg = base(origin).admin_token(ADMIN_TOKEN);
+    start(&cfg.room(room("drop", "/echo", 60, message))).await
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_page_after_traffic() {
     let origin = Origin::start().await;
-    let cfg = base(&origin).extra(room("drop", "/echo", 600, "hi"));
+    let cfg = base(&origin).room(room("drop", "/echo", 600, "hi"));
     let node = start(&cfg).await;
     let (code, _) = node
         .admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": true})))
@@ -23,12 +23,8 @@ async fn metrics_page_after_traffic() {
     node.wait_admitted(&shopper, "drop", Duration::from_secs(20))
         .await;
     for _ in 0..3 {
-        let r = shopper
-            .get(format!("{}/echo", node.base))
-            .send()
-            .await
-            .expect("forwarded");
-        assert_eq!(r.status(), 200);
+        let r = shopper::get(&shopper, &node.url("/echo"), &[]).await;
+        assert_eq!(r.status, 200, "forwarded");
     }
     let r = reqwest::get(format!("{}/products", node.base))
         .await

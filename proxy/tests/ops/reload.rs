@@ -6,7 +6,7 @@ use super::*;
 async fn reload_by_sighup_and_api_under_load_drops_nothing() {
     // A slow origin keeps requests in flight at every moment of the reloads.
     let origin = Origin::with_latency(Duration::from_millis(40)).await;
-    let mut cfg = base(&origin).extra(room("drop", "/echo", 6000, "before"));
+    let mut cfg = base(&origin).room(room("drop", "/echo", 6000, "before"));
     let node = start(&cfg).await;
     assert_eq!(node.room("drop").await["new_users_per_minute"], 6000);
 
@@ -27,11 +27,10 @@ async fn reload_by_sighup_and_api_under_load_drops_nothing() {
     .await;
 
     // 1. SIGHUP: a new rate, a new message, a new room.
-    cfg.extra = format!(
-        "{}{}",
+    cfg.rest.rooms = vec![
         room("drop", "/echo", 7000, "after SIGHUP"),
-        room("extra", "/cart", 30, "new room")
-    );
+        room("extra", "/cart", 30, "new room"),
+    ];
     node.rewrite(&cfg);
     node.signal("HUP");
     node.wait_log("the SIGHUP reload", |l| {
@@ -53,11 +52,10 @@ async fn reload_by_sighup_and_api_under_load_drops_nothing() {
     load.advance(20).await;
 
     // 2. The admin API: answers only once the new config is in force.
-    cfg.extra = format!(
-        "{}{}",
+    cfg.rest.rooms = vec![
         room("drop", "/echo", 7000, "after API"),
-        room("extra", "/cart", 45, "new room")
-    );
+        room("extra", "/cart", 45, "new room"),
+    ];
     node.rewrite(&cfg);
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
     assert_eq!(code, 200, "{body}");
@@ -92,12 +90,12 @@ async fn reload_by_sighup_and_api_under_load_drops_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reload_refuses_bad_files_and_restart_only_changes() {
     let origin = Origin::start().await;
-    let mut cfg = base(&origin).extra(room("drop", "/echo", 60, "steady"));
+    let mut cfg = base(&origin).room(room("drop", "/echo", 60, "steady"));
     let node = start(&cfg).await;
     let file = node.config.display().to_string();
 
     // An invalid value: refused with FILE: dotted.key: reason, the old config stays.
-    cfg.extra = room("drop", "/echo", 0, "steady");
+    cfg.rest.rooms = vec![room("drop", "/echo", 0, "steady")];
     node.rewrite(&cfg);
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
     let expected = format!("{file}: rooms[0].new_users_per_minute: must be > 0");
@@ -149,20 +147,16 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
         )
         .as_str()
     );
-    let r = reqwest::get(format!("{}/products", node.base))
-        .await
-        .expect("old listener still serves");
-    assert_eq!(r.status(), 200);
+    let r = shopper::get(&reqwest::Client::new(), &node.url("/products"), &[]).await;
+    assert_eq!(r.status, 200, "the old listener still serves");
     assert!(reqwest::get(format!("http://127.0.0.1:{moved}/products"))
         .await
         .is_err());
 
     // So does the catalog cache's size (the cache is built at start); a restart message again.
-    cfg.extra = format!(
-        "{}\n[cache]\nmax_bytes = \"64MiB\"\n",
-        room("drop", "/echo", 60, "steady")
-    );
-    node.rewrite(&cfg);
+    cfg.rest.rooms = vec![room("drop", "/echo", 60, "steady")];
+    let cache = Table::new().set("max_bytes", "64MiB");
+    node.rewrite(&cfg.clone().table("cache", cache));
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
     assert_eq!(code, 422);
     assert!(
@@ -173,7 +167,7 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
     );
 
     // The same file without the listener change reloads.
-    cfg.extra = room("drop", "/echo", 61, "steady");
+    cfg.rest.rooms = vec![room("drop", "/echo", 61, "steady")];
     node.rewrite(&cfg);
     let (code, _) = node.admin_req("POST", "/api/reload", None).await;
     assert_eq!(code, 200);

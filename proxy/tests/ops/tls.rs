@@ -27,6 +27,16 @@ fn https_client(h2: bool) -> reqwest::Client {
     b.build().expect("https client")
 }
 
+/// The certificate a new HTTPS connection to `https` is served.
+async fn served_cert(https: &str) -> Vec<u8> {
+    let r = https_client(true)
+        .get(format!("{https}/products"))
+        .send()
+        .await
+        .expect("HTTPS request");
+    peer_cert(&r)
+}
+
 fn peer_cert(r: &reqwest::Response) -> Vec<u8> {
     r.extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -43,7 +53,7 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
     let (cert, key, der1) = write_cert(&dir, "one");
     let cfg = base(&origin)
         .tls(cert.clone(), key.clone())
-        .extra(room("drop", "/echo", 600, "over TLS"));
+        .room(room("drop", "/echo", 600, "over TLS"));
     let node = start(&cfg).await;
     let https = format!("https://127.0.0.1:{}", node.cfg.tls_port);
     node.admin_req("PATCH", "/api/rooms/drop", Some(json!({"paused": true})))
@@ -110,12 +120,8 @@ async fn tls_listener_serves_the_gate_with_secure_cookies() {
         .expect("client");
     let (code, _, _) = get_json(&plain, &format!("{}/echo", node.base)).await;
     assert!(code == 200 || code == 202);
-    let r = plain
-        .get(format!("{}/echo", node.base))
-        .send()
-        .await
-        .expect("plain");
-    assert!(set_cookies(&r).iter().all(|c| !c.contains("Secure")));
+    let r = shopper::get(&plain, &node.url("/echo"), &[]).await;
+    assert!(r.set_cookies().iter().all(|c| !c.contains("Secure")));
 
     certificates_rotate_on_reload(&node, &dir, &cert, &key, &https).await;
 
@@ -154,18 +160,9 @@ async fn certificates_rotate_on_reload(
     std::fs::copy(&key2, key).expect("renew key");
     let (code, body) = node.admin_req("POST", "/api/reload", None).await;
     assert_eq!(code, 200, "{body}");
-    assert!(
-        body["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("new TLS certificate")),
-        "{body}"
-    );
-    let r = https_client(true)
-        .get(format!("{https}/products"))
-        .send()
-        .await
-        .expect("new connection");
-    assert_eq!(peer_cert(&r), der2);
+    let summary = shopper::text(&body["summary"]);
+    assert!(summary.contains("new TLS certificate"), "{body}");
+    assert_eq!(served_cert(https).await, der2, "a new connection");
 
     // A broken key is refused by name; the renewed certificate stays in service.
     std::fs::write(
@@ -180,10 +177,5 @@ async fn certificates_rotate_on_reload(
         msg.starts_with(&format!("{}: server.tls_key: ", node.config.display())),
         "{msg}"
     );
-    let r = https_client(true)
-        .get(format!("{https}/products"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(peer_cert(&r), der2);
+    assert_eq!(served_cert(https).await, der2, "still serving");
 }

@@ -6,22 +6,16 @@ use super::*;
 async fn origin_aware_admission_follows_the_origins_health() {
     let origin = Origin::start().await;
     // 1200 a minute: 20 a second while the origin is healthy, 5 at min_factor 0.25.
-    let extra = r#"
-[[rooms]]
-id = "drop"
-paths = ["/drops"]
-new_users_per_minute = 1200
-total_active_users = 100000
-tick = "200ms"
-poll_interval = "1s"
-abandon_after = "5m"
-claim_window = "2m"
-[rooms.origin_aware]
-min_factor = 0.25
-latency_target = "300ms"
-error_target = 0.05
-"#;
-    let fg = Node::start(&Config::new(origin.addr).extra(extra)).await;
+    let health = Table::new()
+        .set("min_factor", 0.25)
+        .set("latency_target", "300ms")
+        .set("error_target", 0.05);
+    let drop = Room::new("drop")
+        .paths(&["/drops"])
+        .rate(1200)
+        .capacity(100_000);
+    let drop = drop.set("tick", "200ms").poll("1s").windows("5m", "2m");
+    let fg = Node::start(&Config::new(origin.addr).room(drop.table("origin_aware", health))).await;
     let shop = &origin.shop;
     let c = shopper::client();
 

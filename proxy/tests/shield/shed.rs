@@ -3,54 +3,27 @@
 use super::*;
 
 /// `max_concurrent = 4`: essential routes may use 4 slots, default ones 2, optional ones 1.
-fn limited_pool(origin: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.limited]
-servers = ["{origin}"]
-connect_timeout = "500ms"
-read_timeout = "10s"
-max_concurrent = 4
-essential_reserve = 0.5
-optional_share = 0.25
-
-[[routes]]
-path = "/echo"
-upstream = "limited"
-
-[[routes]]
-path = "/healthz"
-upstream = "limited"
-
-[[routes]]
-path = "/cart"
-upstream = "limited"
-kind = "essential"
-
-[[routes]]
-path = "/api/inventory"
-upstream = "limited"
-kind = "optional"
-
-[[routes]]
-path = "/api/products"
-upstream = "limited"
-kind = "optional"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-"#
-    )
+fn limited_pool(origin: &Origin) -> Config {
+    let keys = Table::new()
+        .set("connect_timeout", "500ms")
+        .set("read_timeout", "10s")
+        .set("max_concurrent", 4)
+        .set("essential_reserve", 0.5)
+        .set("optional_share", 0.25);
+    let products = catalog("/api/products", Some("1s"), Some("0s"), Some("1m"));
+    let routes = vec![
+        Route::new("/cart").kind("essential"),
+        Route::new("/api/inventory").kind("optional"),
+        products.kind("optional"),
+    ];
+    own_pool(origin, "limited", keys, routes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(limited_pool(origin.addr))).await;
-    let c = shopper::client();
+    let (origin, fg, c) = start(limited_pool).await;
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    let warm = get(&c, &url("/api/products")).await;
+    let warm = get(&c, &fg.url("/api/products")).await;
     assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
 
     // Requests that hold a slot for a while: `/echo` answers after 4 s.
@@ -62,7 +35,7 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
         }),
     );
     let hog = |n: u64| {
-        let (c, u) = (c.clone(), url(&format!("/echo?hog={n}")));
+        let (c, u) = (c.clone(), fg.url(&format!("/echo?hog={n}")));
         tokio::spawn(async move { get(&c, &u).await })
     };
     let first = hog(1);
@@ -72,16 +45,16 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     .await;
 
     // One slot taken: optional routes (1 slot) are shed, the others pass.
-    let shed = get(&c, &url("/api/inventory")).await;
+    let shed = get(&c, &fg.url("/api/inventory")).await;
     assert_shed(&shed, 1);
     assert_eq!(shop.path_requests("/api/inventory"), 0);
     assert_eq!(
-        get(&c, &url("/healthz")).await.status,
+        get(&c, &fg.url("/healthz")).await.status,
         200,
         "default routes pass"
     );
     assert_eq!(
-        get(&c, &url("/cart")).await.status,
+        get(&c, &fg.url("/cart")).await.status,
         200,
         "essential routes pass"
     );
@@ -93,20 +66,20 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     .await;
 
     // Two taken: default routes (2 slots) are shed too; essential ones keep their share.
-    assert_eq!(get(&c, &url("/healthz")).await.status, 503);
-    assert_eq!(get(&c, &url("/api/inventory")).await.status, 503);
+    assert_eq!(get(&c, &fg.url("/healthz")).await.status, 503);
+    assert_eq!(get(&c, &fg.url("/api/inventory")).await.status, 503);
     for _ in 0..3 {
-        let g = get(&c, &url("/cart")).await;
+        let g = get(&c, &fg.url("/cart")).await;
         assert_eq!(g.status, 200, "essential routes still pass");
     }
     assert_eq!(shop.path_requests("/cart"), 4);
     // A shed optional route with a cached copy gets the copy (once past its 1 s TTL).
-    let g = get_until(
+    let g = past_ttl(
         &c,
-        &url("/api/products"),
+        &fg,
+        "/api/products",
         Duration::from_secs(5),
         "a stale copy",
-        |g| g.cache() != Some("hit"),
     )
     .await;
     assert_eq!((g.status, g.cache()), (200, Some("stale")));
@@ -132,7 +105,7 @@ async fn a_saturated_pool_sheds_optional_routes_before_essential_ones() {
     }
     let g = get_until(
         &c,
-        &url("/api/inventory"),
+        &fg.url("/api/inventory"),
         Duration::from_secs(5),
         "capacity",
         |g| g.status == 200,

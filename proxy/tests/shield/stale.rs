@@ -5,11 +5,8 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
     let origin = Origin::start().await;
-    let extra = catalog_route(
-        "/products",
-        "cache_ttl = \"1s\"\nstale_while_revalidate = \"30s\"",
-    );
-    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let products = catalog("/products", Some("1s"), Some("30s"), None);
+    let fg = Node::start(&Config::new(origin.addr).route(products)).await;
     let c = shopper::client();
     let shop = &origin.shop;
     let url = format!("{}/products", fg.base);
@@ -95,13 +92,13 @@ async fn a_slow_origin_is_hidden_by_stale_while_revalidate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() {
-    let origin = Origin::start().await;
-    let fg = Node::start(&Config::new(origin.addr).extra(slow_pool_routes(origin.addr))).await;
-    let c = shopper::client();
+    let (origin, fg, c) = start(slow_pool_routes).await;
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
-    assert_eq!(get(&c, &url("/products")).await.cache(), Some("miss"));
+    assert_eq!(
+        get(&c, &fg.url("/api/products")).await.cache(),
+        Some("miss")
+    );
+    assert_eq!(get(&c, &fg.url("/products")).await.cache(), Some("miss"));
 
     // The origin turns slow (but for its health check); a dozen uncached requests tell the
     // pool's p95 (10 samples needed).
@@ -115,7 +112,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     );
     let mut slow = JoinSet::new();
     for i in 0..12 {
-        let (c, u) = (c.clone(), url(&format!("/echo?n={i}")));
+        let (c, u) = (c.clone(), fg.url(&format!("/echo?n={i}")));
         slow.spawn(async move { get(&c, &u).await });
     }
     while let Some(g) = slow.join_next().await {
@@ -131,7 +128,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
 
     // The pool's p95 is above its latency target: optional routes are shed, with a
     // Retry-After of about the p95; the others still go to the origin.
-    let shed = get(&c, &url("/api/inventory")).await;
+    let shed = get(&c, &fg.url("/api/inventory")).await;
     assert_shed(&shed, 2);
     assert_eq!(shop.path_requests("/api/inventory"), 0);
     let slow_shed = fg.metrics().await.first(
@@ -143,10 +140,10 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
         ],
     );
     assert_eq!(slow_shed, Some(1.0));
-    assert_eq!(get(&c, &url("/healthz")).await.status, 200);
+    assert_eq!(get(&c, &fg.url("/healthz")).await.status, 200);
 
     // With a budget: the stale copy at once, and one refresh behind it.
-    let g = get(&c, &url("/api/products")).await;
+    let g = get(&c, &fg.url("/api/products")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.cache(), Some("stale"));
     assert!(g.took < FAST, "{:?}", g.took);
@@ -157,7 +154,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     )
     .await;
     for _ in 0..20 {
-        let g = get(&c, &url("/api/products")).await;
+        let g = get(&c, &fg.url("/api/products")).await;
         assert!(
             matches!(g.cache(), Some("stale" | "hit")),
             "{:?}",
@@ -173,7 +170,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
     // Without one: the first request revalidates through the proxy and pays the origin's
     // latency (a documented limit); requests meanwhile get the stale copy at once.
     let leader = {
-        let (c, u) = (c.clone(), url("/products"));
+        let (c, u) = (c.clone(), fg.url("/products"));
         tokio::spawn(async move { get(&c, &u).await })
     };
     wait_until(
@@ -182,7 +179,7 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
         || (shop.path_requests("/products") == 2).then_some(()),
     )
     .await;
-    let meanwhile = get(&c, &url("/products")).await;
+    let meanwhile = get(&c, &fg.url("/products")).await;
     assert_eq!(meanwhile.cache(), Some("stale"));
     assert!(meanwhile.took < FAST, "{:?}", meanwhile.took);
     let leader = leader.await.expect("leader");
@@ -195,37 +192,30 @@ async fn a_slow_pool_serves_stale_within_the_budget_and_sheds_optional_routes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     let origin = Origin::start().await;
-    let extra = [
-        catalog_route(
-            "/products",
-            "cache_ttl = \"1s\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"1m\"",
-        ),
-        // A short stale-if-error window, to see it end.
-        catalog_route(
-            "/api/products",
-            "cache_ttl = \"1s\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"1s\"",
-        ),
-    ]
-    .concat();
-    let fg = Node::start(&Config::new(origin.addr).extra(&extra)).await;
+    let products = catalog("/products", Some("1s"), Some("0s"), Some("1m"));
+    // A short stale-if-error window, to see it end.
+    let api = catalog("/api/products", Some("1s"), Some("0s"), Some("1s"));
+    let fg = Node::start(&Config::new(origin.addr).route(products).route(api)).await;
     let c = shopper::client();
     let shop = &origin.shop;
-    let url = |p: &str| format!("{}{p}", fg.base);
-    let warm = get(&c, &url("/products")).await;
+    let warm = get(&c, &fg.url("/products")).await;
     assert_eq!((warm.status, warm.cache()), (200, Some("miss")));
     let api_warmed = Instant::now();
-    assert_eq!(get(&c, &url("/api/products")).await.cache(), Some("miss"));
+    assert_eq!(
+        get(&c, &fg.url("/api/products")).await.cache(),
+        Some("miss")
+    );
 
     shop.set_failing(Some(500));
     // Uncached routes show the origin's error as it is.
-    assert_eq!(get(&c, &url("/echo")).await.status, 500);
+    assert_eq!(get(&c, &fg.url("/echo")).await.status, 500);
 
     // A short window: hits for 1 s (TTL), stale copies for 1 s more (stale-if-error), then the
     // origin's error shows.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answers = Vec::new();
     let failed = loop {
-        let g = get(&c, &url("/api/products")).await;
+        let g = get(&c, &fg.url("/api/products")).await;
         if g.status != 200 {
             break g;
         }
@@ -250,12 +240,12 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
 
     // Once the copy is past its TTL, a request goes to the origin, gets a 500, and the gate
     // answers with the stale copy instead (upstream_response_filter → fail_to_proxy).
-    let g = get_until(
+    let g = past_ttl(
         &c,
-        &url("/products"),
+        &fg,
+        "/products",
         Duration::from_secs(10),
         "a revalidation",
-        |g| g.cache() != Some("hit"),
     )
     .await;
     assert_eq!(g.status, 200, "the 500 never reaches the shopper");
@@ -273,7 +263,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
         "the origin was asked, and failed"
     );
     for _ in 0..3 {
-        let g = get(&c, &url("/products")).await;
+        let g = get(&c, &fg.url("/products")).await;
         assert_eq!((g.status, g.cache()), (200, Some("stale")));
         assert_eq!(g.body, warm.body);
     }
@@ -283,7 +273,7 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     shop.set_down(true);
     let before = shop.stats().requests;
     for _ in 0..3 {
-        let g = get(&c, &url("/products")).await;
+        let g = get(&c, &fg.url("/products")).await;
         assert_eq!((g.status, g.cache()), (200, Some("stale")), "origin down");
         assert_eq!(g.body, warm.body);
     }
@@ -302,56 +292,28 @@ async fn origin_errors_and_outages_are_answered_with_the_stale_copy() {
     shop.set_down(false);
     let back = get_until(
         &c,
-        &url("/products"),
+        &fg.url("/products"),
         Duration::from_secs(10),
         "a fresh fill",
         |g| g.cache() == Some("miss"),
     )
     .await;
     assert_eq!(back.status, 200);
-    assert_eq!(get(&c, &url("/products")).await.cache(), Some("hit"));
+    assert_eq!(get(&c, &fg.url("/products")).await.cache(), Some("hit"));
 }
 
-/// Catalog routes without stale-while-revalidate: past its TTL a copy is only good for
-/// errors, or while the pool is slower than the route's latency budget.
-fn slow_pool_routes(origin: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.storefront]
-servers = ["{origin}"]
-read_timeout = "10s"
-latency_target = "1s"
-
-[[routes]]
-path = "/echo"
-upstream = "storefront"
-
-[[routes]]
-path = "/healthz"
-upstream = "storefront"
-
-[[routes]]
-path = "/api/inventory"
-upstream = "storefront"
-kind = "optional"
-
-[[routes]]
-path = "/api/products"
-upstream = "storefront"
-kind = "catalog"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-latency_budget = "300ms"
-
-[[routes]]
-path = "/products"
-upstream = "storefront"
-kind = "catalog"
-cache_ttl = "1s"
-stale_while_revalidate = "0s"
-stale_if_error = "1m"
-"#,
-        origin = origin
-    )
+/// Catalog routes without stale-while-revalidate on a pool that should answer within 1 s: past
+/// its TTL a copy is only good for errors, or while the pool is slower than the route's
+/// latency budget.
+fn slow_pool_routes(origin: &Origin) -> Config {
+    let keys = Table::new()
+        .set("read_timeout", "10s")
+        .set("latency_target", "1s");
+    let api = catalog("/api/products", Some("1s"), Some("0s"), Some("1m"));
+    let routes = vec![
+        Route::new("/api/inventory").kind("optional"),
+        api.set("latency_budget", "300ms"),
+        catalog("/products", Some("1s"), Some("0s"), Some("1m")),
+    ];
+    own_pool(origin, "storefront", keys, routes)
 }
