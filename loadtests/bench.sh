@@ -15,7 +15,8 @@
 # FLASHGATE_BIN_BASE=path/to/flashgate adds a node of that build (memory store, the same config
 # and key) and its pass, status-poll and new-arrival rows (`base_*`), interleaved with this
 # build's in every round: compare two builds in one run. ONLY="bare_pingora flashgate_pass ..."
-# runs just those saturation rows (and no fixed-rate rows).
+# runs just those saturation rows (and no fixed-rate rows). SHOP_BIN_BASE=path/to/flashgate adds
+# that build's demo shop as `base_origin` (the origin's direct row of two builds).
 #
 # Everything listens on 127.0.0.1 only; every proxy gets one worker thread; wrk uses one thread
 # and 32 connections. With two or more cores the proxies (nginx, bare Pingora, the Flashgate
@@ -55,6 +56,13 @@ SLOW_MS=2000
 
 "${on_load[@]}" $BIN/flashgate shop --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$ORIGIN/healthz
+# SHOP_BIN_BASE=path/to/flashgate: that build's demo shop too (`base_origin`, right after
+# `origin` in every round): compare the benchmark origin of two builds.
+if [ -n "${SHOP_BIN_BASE:-}" ]; then
+  ORIGINB=$(port)
+  "${on_load[@]}" "$SHOP_BIN_BASE" shop --listen 127.0.0.1:$ORIGINB >/dev/null 2>&1 & pids+=($!)
+  wait_http http://127.0.0.1:$ORIGINB/healthz
+fi
 # The slow origin: the same shop, every response delayed by SLOW_MS.
 "${on_load[@]}" $BIN/flashgate shop --listen 127.0.0.1:$SLOW --latency-ms $SLOW_MS >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:$SLOW/healthz
@@ -172,6 +180,7 @@ issued=$(curl -s -o /dev/null -D - http://127.0.0.1:$FGR/healthz | grep -ci '^se
 names=(origin nginx bare_pingora flashgate_pass flashgate_status flashgate_arrival_memory flashgate_arrival_redis)
 declare -A url hdr rps p50 p99 reqs
 url[origin]=http://127.0.0.1:$ORIGIN/healthz;            hdr[origin]=""
+url[base_origin]=http://127.0.0.1:${ORIGINB:-0}/healthz;  hdr[base_origin]=""
 url[nginx]=http://127.0.0.1:$NGINX/healthz;              hdr[nginx]=""
 url[bare_pingora]=http://127.0.0.1:$BARE/healthz;        hdr[bare_pingora]=""
 url[flashgate_pass]=http://127.0.0.1:$FG/healthz;        hdr[flashgate_pass]="Cookie: $PASS"
@@ -231,6 +240,7 @@ else
   slow_note="the slow-origin cache rows were skipped: no cached answer after a warm-up (flashgate $fg_hit, nginx $ng_hit)."
   echo "bench: $slow_note"
 fi
+if [ -n "${SHOP_BIN_BASE:-}" ]; then names=(origin base_origin "${names[@]:1}"); fi
 if [ -n "${ONLY:-}" ]; then read -r -a names <<<"$ONLY"; fixed_names=(); fi
 declare -A f50 f99 f999 fmax fach slow_bad slow_stale
 
@@ -343,6 +353,9 @@ mkdir -p loadtests/results
   echo "| flashgate_status / flashgate_pass | $(ratio "${mr[flashgate_status]}" "${mr[flashgate_pass]}") | ≥ 2 |"
   echo "| flashgate_arrival_memory / flashgate_pass | $(ratio "${mr[flashgate_arrival_memory]}" "${mr[flashgate_pass]}") | |"
   echo "| flashgate_arrival_redis / flashgate_arrival_memory | $(ratio "${mr[flashgate_arrival_redis]}" "${mr[flashgate_arrival_memory]}") | |"
+  if has base_origin; then
+    echo "| origin / base_origin (the demo shop of SHOP_BIN_BASE; median of per-round ratios) | $(round_ratios origin base_origin) | ≥ 1 |"
+  fi
   if has base_flashgate_pass; then
     echo
     echo "This build against FLASHGATE_BIN_BASE, the median of the per-round ratios:"

@@ -81,11 +81,3 @@ fn relative_event_times_and_defaults() {
     assert_eq!(c.routes.len(), 2);
 }
 
-#[test]
-fn prefixes_match_whole_segments() {
-    assert!(prefix_matches("/", "/anything"));
-    assert!(prefix_matches("/drops", "/drops"));
-    assert!(prefix_matches("/drops", "/drops/aurora"));
-    assert!(prefix_matches("/drops/", "/drops/aurora"));
-    assert!(!prefix_matches("/drops", "/dropship"));
-}
