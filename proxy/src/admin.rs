@@ -304,7 +304,7 @@ impl ServeHttp for Admin {
                         tracing::info!(target: "flashgate::audit", purge = %v, purged = n, "cache purged");
                         json(200, serde_json::json!({ "purged": n }).to_string())
                     }
-                    Err(e) => error(400, &e),
+                    Err(e) => error(400, &e.to_string()),
                 }
             }
             ("GET", "/api/cache") => json(

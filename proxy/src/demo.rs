@@ -22,9 +22,17 @@ pub struct DemoPorts {
 }
 
 /// Loads the demo config with the given addresses.
-pub fn demo_config(ports: DemoPorts) -> Result<Config, String> {
-    let mut cfg = Config::parse("config/demo.toml", DEMO_TOML, crate::clock::now())
-        .map_err(|e| e.to_string())?;
+/// Why the demo did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Build(#[from] crate::server::BuildError),
+}
+
+pub fn demo_config(ports: DemoPorts) -> Result<Config, crate::config::ConfigError> {
+    let mut cfg = Config::parse("config/demo.toml", DEMO_TOML, crate::clock::now())?;
     cfg.server.listen = vec![ports.proxy];
     cfg.server.admin_listen = ports.admin;
     for u in cfg.upstreams.values_mut() {
@@ -60,7 +68,7 @@ impl BackgroundService for ShopService {
 }
 
 /// Runs the demo until interrupted.
-pub fn run(ports: DemoPorts) -> Result<(), String> {
+pub fn run(ports: DemoPorts) -> Result<(), DemoError> {
     let cfg = demo_config(ports)?;
     let (mut server, _node) = crate::server::build(&cfg, None, false)?;
     server.add_service(background_service(

@@ -78,7 +78,10 @@ pub enum NodeError {
     Upstreams(std::io::Error),
     /// The bot defence's shared Redis could not be set up.
     #[error("{file}: {reason}")]
-    BotRedis { file: String, reason: String },
+    BotRedis {
+        file: String,
+        reason: crate::store::UrlError,
+    },
 }
 
 impl Node {

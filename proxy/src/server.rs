@@ -34,8 +34,23 @@ pub fn server_conf(cfg: &Config) -> ServerConf {
     }
 }
 
+/// Why a node could not be built from a config that parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store's URL makes no client: names the config file and `store.url`.
+    #[error("{}: {source}", file.display())]
+    Store {
+        file: PathBuf,
+        source: crate::store::UrlError,
+    },
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
+}
+
 /// The store a config asks for.
-pub fn store_for(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+pub fn store_for(cfg: &Config) -> Result<Arc<dyn Store>, BuildError> {
     store_with_metrics(cfg, None)
 }
 
@@ -45,15 +60,19 @@ pub fn store_for(cfg: &Config) -> Result<Arc<dyn Store>, String> {
 pub fn store_with_metrics(
     cfg: &Config,
     metrics: Option<Arc<Metrics>>,
-) -> Result<Arc<dyn Store>, String> {
+) -> Result<Arc<dyn Store>, BuildError> {
     match &cfg.store {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreKind::Redis {
             url,
             cluster,
             batch_window,
-        } => crate::store::redis_stack(url, *cluster, *batch_window, metrics)
-            .map_err(|e| format!("{}: {e}", cfg.source.display())),
+        } => crate::store::redis_stack(url, *cluster, *batch_window, metrics).map_err(|source| {
+            BuildError::Store {
+                file: cfg.source.clone(),
+                source,
+            }
+        }),
     }
 }
 
@@ -64,7 +83,7 @@ pub fn build(
     cfg: &Config,
     path: Option<PathBuf>,
     upgrade: bool,
-) -> Result<(Server, Arc<Node>), String> {
+) -> Result<(Server, Arc<Node>), BuildError> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
@@ -75,9 +94,13 @@ pub fn build(
     let metrics = Arc::new(Metrics::new());
     let store = store_with_metrics(cfg, Some(metrics.clone()))?;
     let (events, events_service) = Events::new(&cfg.events, &metrics);
-    let node = Arc::new(
-        Node::new(cfg.clone(), store, metrics.clone(), events, path).map_err(|e| e.to_string())?,
-    );
+    let node = Arc::new(Node::new(
+        cfg.clone(),
+        store,
+        metrics.clone(),
+        events,
+        path,
+    )?);
 
     let gate = Gate {
         node: node.clone(),
@@ -104,7 +127,7 @@ pub fn build(
         for addr in &tls.listen {
             proxy.add_listener(
                 ListenerConfig::tcp(addr.to_string())
-                    .tls(certs.settings().map_err(|e| e.to_string())?)
+                    .tls(certs.settings()?)
                     .l4_buffer(l4_buffer),
             );
         }

@@ -126,7 +126,7 @@ impl fmt::Debug for RedisShared {
 impl RedisShared {
     /// Shared state on `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
-    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
+    pub fn new(url: &str, cluster: bool) -> Result<Self, crate::store::UrlError> {
         Ok(Self {
             redis: LazyRedis::new(url, cluster)?,
             join_limit: Script::new(JOIN_LIMIT),

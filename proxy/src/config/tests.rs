@@ -80,4 +80,3 @@ fn relative_event_times_and_defaults() {
     assert_eq!(e.starts_at, t0().plus(Duration::from_secs(60)));
     assert_eq!(c.routes.len(), 2);
 }
-

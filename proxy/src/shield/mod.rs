@@ -65,7 +65,7 @@ pub use policy::NotStored;
 pub use refresh::{FetchError, FetchRequest, FetchTarget, Fetched, Fetcher, HttpFetcher};
 pub use settings::{CacheSettings, OriginAware, PoolShield, RouteShield};
 pub use shed::{Permit, Priority, Shed, ShedReason};
-pub use store::{CacheStatus, Entry, Purge, CACHE_HEADER, CACHE_HEADER_NAME};
+pub use store::{CacheStatus, Entry, Purge, PurgeError, CACHE_HEADER, CACHE_HEADER_NAME};
 
 use fill::{register, FillMap};
 use key::variant_key;

@@ -233,45 +233,60 @@ pub enum Purge {
     All,
 }
 
+/// Why a purge request was refused (answered 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeError {
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("{0}: unknown field (url, prefix, all, host)")]
+    UnknownField(String),
+    #[error("{0}: must be a string")]
+    NotAString(&'static str),
+    #[error("{0}: must start with '/'")]
+    NotAPath(&'static str),
+    #[error("all: purges every host; drop host, or use prefix \"/\" with host")]
+    AllWithHost,
+    #[error("give exactly one of url, prefix or \"all\": true")]
+    NotOne,
+}
+
 impl Purge {
     /// Reads the admin API's JSON body: `{"url": "/products/x?a=1"}`, `{"prefix":
     /// "/products"}` or `{"all": true}`, each with an optional `"host"`.
-    pub fn from_json(v: &serde_json::Value) -> Result<Purge, String> {
-        let obj = v.as_object().ok_or("body must be a JSON object")?;
+    pub fn from_json(v: &serde_json::Value) -> Result<Purge, PurgeError> {
+        let obj = v.as_object().ok_or(PurgeError::NotAnObject)?;
         for k in obj.keys() {
             if !["url", "prefix", "all", "host"].contains(&k.as_str()) {
-                return Err(format!("{k}: unknown field (url, prefix, all, host)"));
+                return Err(PurgeError::UnknownField(k.clone()));
             }
         }
         let host = match obj.get("host") {
             None | Some(serde_json::Value::Null) => None,
             Some(h) => Some(
                 h.as_str()
-                    .ok_or("host: must be a string")?
+                    .ok_or(PurgeError::NotAString("host"))?
                     .to_ascii_lowercase(),
             ),
         };
-        let slash = |k: &str, s: &str| -> Result<String, String> {
-            if s.starts_with('/') {
-                Ok(s.to_owned())
-            } else {
-                Err(format!("{k}: must start with '/'"))
+        let path = |k: &'static str, v: &serde_json::Value| -> Result<String, PurgeError> {
+            match v.as_str() {
+                Some(s) if s.starts_with('/') => Ok(s.to_owned()),
+                Some(_) => Err(PurgeError::NotAPath(k)),
+                None => Err(PurgeError::NotAString(k)),
             }
         };
         match (obj.get("url"), obj.get("prefix"), obj.get("all")) {
             (Some(u), None, None) => Ok(Purge::Key {
                 host,
-                path_and_query: slash("url", u.as_str().ok_or("url: must be a string")?)?,
+                path_and_query: path("url", u)?,
             }),
             (None, Some(p), None) => Ok(Purge::Prefix {
                 host,
-                path: slash("prefix", p.as_str().ok_or("prefix: must be a string")?)?,
+                path: path("prefix", p)?,
             }),
             (None, None, Some(serde_json::Value::Bool(true))) if host.is_none() => Ok(Purge::All),
-            (None, None, Some(serde_json::Value::Bool(true))) => {
-                Err("all: purges every host; drop host, or use prefix \"/\" with host".into())
-            }
-            _ => Err("give exactly one of url, prefix or \"all\": true".into()),
+            (None, None, Some(serde_json::Value::Bool(true))) => Err(PurgeError::AllWithHost),
+            _ => Err(PurgeError::NotOne),
         }
     }
 }

@@ -56,6 +56,11 @@ use std::time::Duration;
 use waitroom::Store;
 
 pub use self::batch::BatchingStore;
+
+/// The store's Redis URL makes no client (the message names `store.url`).
+#[derive(Debug, thiserror::Error)]
+#[error("store.url: {0}")]
+pub struct UrlError(#[from] ::redis::RedisError);
 pub use self::breaker::{Breaker, BreakerConfig};
 pub use self::redis::RedisStore;
 use crate::metrics::Metrics;
@@ -67,7 +72,7 @@ pub fn redis_stack(
     cluster: bool,
     batch_window: Duration,
     metrics: Option<Arc<Metrics>>,
-) -> Result<Arc<dyn Store>, String> {
+) -> Result<Arc<dyn Store>, UrlError> {
     let redis = RedisStore::new(url, cluster)?;
     let breaker = Arc::new(Breaker::new(redis, BreakerConfig::default(), metrics));
     Ok(Arc::new(BatchingStore::new(breaker, batch_window)))

@@ -198,7 +198,7 @@ pub(crate) struct LazyRedis {
 impl LazyRedis {
     /// A client for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node. No I/O.
-    pub(crate) fn new(url: &str, cluster: bool) -> Result<Self, String> {
+    pub(crate) fn new(url: &str, cluster: bool) -> Result<Self, super::UrlError> {
         let target = if cluster {
             ClusterClient::builder(vec![url])
                 .connection_timeout(CONNECT_TIMEOUT)
@@ -208,8 +208,7 @@ impl LazyRedis {
                 .map(|c| Target::Cluster(Box::new(c)))
         } else {
             redis::Client::open(url).map(Target::Single)
-        }
-        .map_err(|e| format!("store.url: {e}"))?;
+        }?;
         Ok(Self {
             target,
             conn: OnceCell::new(),
@@ -310,7 +309,7 @@ fn bad(what: &str) -> StoreError {
 impl RedisStore {
     /// A store for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
     /// client with `url` as the seed node.
-    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
+    pub fn new(url: &str, cluster: bool) -> Result<Self, super::UrlError> {
         Ok(Self {
             url: url.to_owned(),
             redis: LazyRedis::new(url, cluster)?,
