@@ -182,3 +182,37 @@ async fn reload_refuses_bad_files_and_restart_only_changes() {
         "{m}"
     );
 }
+
+/// A reload does not cut server-sent events: a stream opened before it stays with its room's
+/// hub (the room as it was; the view and its change signal carry over), one opened after it
+/// goes to the new room's hub, and both are pushed the room's next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_streams_are_pushed_across_a_reload() {
+    let origin = Origin::start().await;
+    let mut cfg = base(&origin).room(room("drop", "/echo", 60, "steady"));
+    let node = start(&cfg).await;
+    node.patch_room("drop", json!({"paused": true})).await;
+    let open = |c: reqwest::Client| {
+        let node = &node;
+        async move {
+            let _ = get_json(&c, &node.url("/echo")).await; // a ticket
+            let mut sse = Events::open(&c, &node.url("/.flashgate/events?room=drop")).await;
+            assert_eq!(sse.next(Duration::from_secs(20)).await["state"], "paused");
+            sse
+        }
+    };
+    let mut before = open(node.shopper()).await;
+
+    cfg.rest.rooms = vec![room("drop", "/echo", 120, "reloaded")];
+    node.rewrite(&cfg);
+    let (code, body) = node.admin_req("POST", "/api/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let mut after = open(node.shopper()).await;
+    assert_eq!(node.metric("flashgate_event_streams").await, 2.0);
+
+    node.patch_room("drop", json!({"paused": false})).await;
+    for sse in [&mut before, &mut after] {
+        sse.next_where(Duration::from_secs(10), |st| st["admitted"] == true)
+            .await;
+    }
+}
