@@ -72,6 +72,17 @@ pub(crate) async fn respond_with(
     Ok(())
 }
 
+/// The head of a server-sent-events stream (no length: the body lasts until the stream ends),
+/// with the room cookies `out` sets.
+pub(crate) fn event_stream_head(out: &Outgoing) -> Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(200, Some(5))?;
+    h.insert_header("content-type", "text/event-stream")?;
+    h.insert_header("cache-control", "no-store")?;
+    h.insert_header("x-accel-buffering", "no")?;
+    out.write(&mut h)?;
+    Ok(h)
+}
+
 /// A response written by the gate itself, setting no room cookie.
 pub(crate) async fn respond(
     s: &mut Session,

@@ -24,13 +24,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, watch};
 
 use super::credentials::Outgoing;
+use super::reply::event_stream_head;
 use super::status::Asker;
 use super::Gate;
 use crate::clock;
@@ -61,11 +61,7 @@ impl Gate {
         changes: watch::Receiver<u64>,
         out: Outgoing,
     ) -> Result<()> {
-        let mut h = ResponseHeader::build(200, Some(5))?;
-        h.insert_header("content-type", "text/event-stream")?;
-        h.insert_header("cache-control", "no-store")?;
-        h.insert_header("x-accel-buffering", "no")?;
-        out.write(&mut h)?;
+        let h = event_stream_head(&out)?;
         let json = first.to_json();
         let open = Bytes::from(format!("retry: 2000\ndata: {json}\n\n"));
         let watch = Watch::new(asker, room, &first, &json, *changes.borrow());
@@ -73,9 +69,10 @@ impl Gate {
         let gauge = self.node.metrics.event_streams.clone();
         gauge.inc();
         let held = Open(gauge);
-        if detachable(s) && !watch.schedule.done {
-            s.write_response_header(Box::new(h.clone()), false).await?;
-            s.write_response_body(Some(open), false).await?;
+        let leaves = detachable(s) && !watch.schedule.done;
+        s.write_response_header(Box::new(h.clone()), false).await?;
+        s.write_response_body(Some(open), false).await?;
+        if leaves {
             let sock = detach(s, h).await?;
             self.hubs.hand_over(
                 room,
@@ -87,8 +84,6 @@ impl Gate {
             );
             return Ok(());
         }
-        s.write_response_header(Box::new(h), false).await?;
-        s.write_response_body(Some(open), false).await?;
         run_on_pingora(s, room, watch, changes).await?;
         drop(held);
         Ok(())
@@ -116,6 +111,10 @@ async fn run_on_pingora(
             Step::Nothing => {}
             Step::End => break,
             Step::Write(chunk) => s.write_response_body(Some(chunk), false).await?,
+            Step::KeepAlive => {
+                let chunk = Bytes::from_static(KEEP_ALIVE);
+                s.write_response_body(Some(chunk), false).await?
+            }
         }
     }
     s.write_response_body(None, true).await
@@ -243,9 +242,8 @@ impl Hub {
                 let keep = match h.watch.step(room, now) {
                     Step::Nothing => true,
                     Step::End => false,
-                    Step::Write(chunk) => {
-                        (chunk.as_ref() != KEEP_ALIVE || h.still_there()) && h.send(&chunk)
-                    }
+                    Step::Write(chunk) => h.send(&chunk),
+                    Step::KeepAlive => h.still_there() && h.send(KEEP_ALIVE),
                 } && !h.watch.schedule.done;
                 if keep {
                     let at = h.watch.schedule.next_wake();
@@ -293,6 +291,7 @@ enum Step {
     Nothing,
     End,
     Write(Bytes),
+    KeepAlive,
 }
 
 impl Watch {
@@ -321,7 +320,7 @@ impl Watch {
                     self.schedule.wrote(now);
                     Step::Write(Bytes::from(format!("data: {json}\n\n")))
                 } else if keep_alive {
-                    Step::Write(Bytes::from_static(KEEP_ALIVE))
+                    Step::KeepAlive
                 } else {
                     Step::Nothing
                 }
