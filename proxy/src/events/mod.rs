@@ -50,6 +50,7 @@
 //! restart (a reload keeps the running stream).
 
 mod buffer;
+mod file_sink;
 pub mod id;
 mod resp;
 pub mod schema;
