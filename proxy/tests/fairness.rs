@@ -13,7 +13,16 @@ const SHOPPERS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_shoppers_enter_in_ticket_order_at_the_rate() {
-    let room = Room::new("drop").capacity(1000).poll("1s");
+    // No-show compensation off: every shopper here shows up, but on a loaded machine one may
+    // claim later than the claim window (or be refused by the minute cap until the next
+    // minute); the controller would then learn a "no-show" and, as designed, let the serving
+    // number run ahead of the plain rate, which is not what this test measures. (Seen once in
+    // four CI runs: serving 95 after 90.3 s against 94 allowed.) Compensation has its own
+    // tests in `waitroom` (controller and simulation).
+    let room = Room::new("drop")
+        .capacity(1000)
+        .poll("1s")
+        .set("max_noshow_compensation", 0.0);
     let (origin, fg) = testkit::shop_with([room.windows("60s", "10s")]).await;
     let fg = Arc::new(fg);
     // Everyone arrives while the line is held, as in a launch burst.
