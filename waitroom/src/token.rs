@@ -26,6 +26,7 @@
 //! A bad token is never an error for the shopper: the gate treats it as "no token" and queues.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -89,7 +90,21 @@ pub enum KeyError {
 pub struct KeyRing {
     keys: Vec<(KeyId, hmac::Key)>,
     active: usize,
+    /// Passes this ring has authenticated, by token text (shared by the ring's clones).
+    verified: Arc<quick_cache::sync::Cache<String, Pass>>,
 }
+
+/// How many authenticated passes a [`KeyRing`] remembers (about 300 bytes each).
+///
+/// An admitted shopper sends the same pass with every request until it is renewed (once a
+/// minute at most), and authenticating it again — base64, HMAC-SHA256, parsing — was ~6,600
+/// of the ~114,000 instructions a forwarded request cost a node (`loadtests/pass-callgrind.sh`,
+/// 2026-12-08). A hit compares the token text and clones the claims instead; room, client
+/// binding and expiry are still checked on every request. Only authenticated tokens are
+/// stored, so a forger cannot fill it, and a new ring (a reload, a key rotation) starts empty,
+/// so a removed key's passes are not honoured from memory. Beyond this many concurrent
+/// passes the misses cost what every request cost before.
+const VERIFIED_PASSES: usize = 32_768;
 
 impl fmt::Debug for KeyRing {
     // Never print key material.
@@ -122,7 +137,11 @@ impl KeyRing {
             .iter()
             .position(|(id, _)| *id == active)
             .ok_or(KeyError::NoActive(active))?;
-        Ok(Self { keys: out, active })
+        Ok(Self {
+            keys: out,
+            active,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_PASSES)),
+        })
     }
 
     /// The key id new tokens are signed with.
@@ -246,8 +265,24 @@ impl KeyRing {
         Ok(t)
     }
 
-    /// Verifies a pass for `expect.room` and the client binding, and checks its expiry.
+    /// Verifies a pass for `expect.room` and the client binding, and checks its expiry. A
+    /// token this ring authenticated before is not authenticated again (see
+    /// [`VERIFIED_PASSES`]).
     pub fn verify_pass(&self, token: &str, expect: &Expect<'_>) -> Result<Pass, TokenError> {
+        let p = match self.verified.get(token) {
+            Some(p) => p,
+            None => {
+                let p = self.open_pass(token)?;
+                self.verified.insert(token.to_owned(), p.clone());
+                p
+            }
+        };
+        expect.check(&p.room, p.binding, p.admitted_at, p.expires_at)?;
+        Ok(p)
+    }
+
+    /// Authenticates and decodes a pass; checks nothing else.
+    fn open_pass(&self, token: &str) -> Result<Pass, TokenError> {
         let opened = self.open(token, KIND_PASS)?;
         let mut r = Reader::new(&opened.body()[3..]);
         let room = r.room()?;
@@ -266,7 +301,6 @@ impl KeyRing {
             },
         };
         r.finish()?;
-        expect.check(&p.room, p.binding, p.admitted_at, p.expires_at)?;
         Ok(p)
     }
 
@@ -578,6 +612,50 @@ mod tests {
         e.binding = 78;
         assert_eq!(r.verify_pass(&tok, &e), Err(TokenError::WrongClient));
         assert!(matches!(r.inspect(&tok), Ok(Inspected::Pass(_))));
+    }
+
+    #[test]
+    fn a_remembered_pass_is_still_checked_and_a_new_ring_forgets_it() {
+        let r = ring();
+        let p = Pass {
+            room: "drop".into(),
+            event: 0,
+            ticket: 9,
+            admitted_at: 100,
+            checkin_minute: 1,
+            expires_at: 400,
+            binding: 5,
+            fixed_session: false,
+        };
+        let tok = r.sign_pass(&p);
+        assert_eq!(r.verify_pass(&tok, &expect(200)), Ok(p.clone()));
+        // Remembered now: room, client and expiry are checked all the same.
+        let mut other_room = expect(200);
+        other_room.room = "checkout";
+        assert_eq!(r.verify_pass(&tok, &other_room), Err(TokenError::WrongRoom));
+        let mut other_client = expect(200);
+        other_client.binding = 6;
+        assert_eq!(
+            r.verify_pass(&tok, &other_client),
+            Err(TokenError::WrongClient)
+        );
+        assert_eq!(r.verify_pass(&tok, &expect(403)), Err(TokenError::Expired));
+        assert_eq!(r.clone().verify_pass(&tok, &expect(300)), Ok(p));
+        // A token differing in one character is not the remembered one.
+        let mut forged = tok.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        assert_eq!(
+            r.verify_pass(&forged, &expect(200)),
+            Err(TokenError::BadSignature)
+        );
+        // A ring without the key that signed it (a rotation that dropped key 2) refuses it.
+        let rotated = KeyRing::new(&[(1, &[7u8; 32])], 1).expect("valid ring");
+        assert_eq!(
+            rotated.verify_pass(&tok, &expect(200)),
+            Err(TokenError::UnknownKey(2))
+        );
     }
 
     #[test]
