@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::LoadBalancer;
+use pingora::lb::{Backend, LoadBalancer};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,6 +56,23 @@ pub fn fetch_targets(pools: &Pools) -> BTreeMap<String, FetchTarget> {
 pub struct Pool {
     pub cfg: Upstream,
     pub lb: Arc<LoadBalancer<RoundRobin>>,
+    /// The pool's only server, when it has one (most shops): chosen without the load
+    /// balancer's selection, whose iterator, seen-set and readiness lookup cost ~1,800
+    /// instructions a forwarded request (`loadtests/pass-callgrind.sh`, 2026-12-08); its
+    /// health is still asked of the load balancer.
+    pub single: Option<Backend>,
+}
+
+impl Pool {
+    /// A healthy server not in `tried`.
+    pub fn select(&self, tried: &[Backend]) -> Option<Backend> {
+        match &self.single {
+            Some(b) => (tried.is_empty() && self.lb.backends().ready(b)).then(|| b.clone()),
+            None => self
+                .lb
+                .select_with(b"", 256, |b, healthy| healthy && !tried.contains(b)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -100,7 +117,19 @@ pub fn build(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<Pools> {
                 Arc::new(lb)
             }
         };
-        pools.insert(name.clone(), Pool { cfg: u.clone(), lb });
+        let backends = lb.backends().get_backend();
+        let single = match backends.len() {
+            1 => backends.iter().next().cloned(),
+            _ => None,
+        };
+        pools.insert(
+            name.clone(),
+            Pool {
+                cfg: u.clone(),
+                lb,
+                single,
+            },
+        );
     }
     Ok(pools)
 }

@@ -76,18 +76,16 @@ impl Client {
     /// The `X-Forwarded-For` the origin gets: a trusted chain extended by the peer, anything
     /// else replaced by it; `None` without a peer address (a Unix socket).
     pub(crate) fn forwarded_for(&self, req: &RequestHeader) -> Option<String> {
-        use std::fmt::Write as _;
         let peer = self.peer?;
         let chain = req.headers.get(X_FORWARDED_FOR);
         let mut value = String::with_capacity(48);
-        match chain.and_then(|v| v.to_str().ok()) {
-            Some(chain) if self.peer_trusted => {
-                let _ = write!(value, "{chain}, {peer}");
-            }
-            _ => {
-                let _ = write!(value, "{peer}");
+        if let Some(chain) = chain.and_then(|v| v.to_str().ok()) {
+            if self.peer_trusted {
+                value.push_str(chain);
+                value.push_str(", ");
             }
         }
+        push_ip(&mut value, peer);
         Some(value)
     }
 
@@ -269,4 +267,45 @@ pub(crate) fn find(live: &Live, host: &str, path: &str, method: &str) -> Result<
         kind: Some(kind),
         room,
     })
+}
+
+/// Appends `ip` as text: an IPv4 address through `itoa` (a quarter of the instructions of
+/// `Display`, which runs on every forwarded request), IPv6 through `Display`.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_ip;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "203.0.113.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("an address");
+            let mut out = String::from("x, ");
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x, {ip}"));
+        }
+    }
 }

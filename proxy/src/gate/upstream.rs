@@ -215,19 +215,16 @@ impl Gate {
             Error::explain(ErrorType::InternalError, "route names an unknown pool")
         })?;
         let tried = &ctx.shield.tried;
-        let backend = pool
-            .lb
-            .select_with(b"", 256, |b, healthy| healthy && !tried.contains(b))
-            .ok_or_else(|| {
-                if tried.is_empty() {
-                    Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
-                } else {
-                    // A retry (e.g. after a pooled connection the origin had closed) with every
-                    // server already tried: the origin failed, which is a 502 like the first
-                    // failure, not "no healthy server".
-                    Error::explain(ErrorType::HTTPStatus(502), "every upstream server failed")
-                }
-            })?;
+        let backend = pool.select(tried).ok_or_else(|| {
+            if tried.is_empty() {
+                Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
+            } else {
+                // A retry (e.g. after a pooled connection the origin had closed) with every
+                // server already tried: the origin failed, which is a 502 like the first
+                // failure, not "no healthy server".
+                Error::explain(ErrorType::HTTPStatus(502), "every upstream server failed")
+            }
+        })?;
         let mut peer = HttpPeer::new(&backend, false, String::new());
         peer.options.connection_timeout = Some(pool.cfg.connect_timeout);
         peer.options.read_timeout = Some(pool.cfg.read_timeout);
