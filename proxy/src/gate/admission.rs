@@ -121,7 +121,8 @@ impl Gate {
                 };
                 match renewed.filter(|_| first || p.ticket == 0) {
                     Some(r) => {
-                        ctx.out.set_pass(&ctx.live.config.keys, &r, now);
+                        let st = &mut **ctx;
+                        st.out.set_pass(&st.live.config.keys, &r, now);
                         ctx.pass = Some(r);
                     }
                     None => ctx.pass = Some(p),
@@ -260,7 +261,8 @@ impl Gate {
 
     /// A new pass: sent in place of the ticket, counted as an admission.
     fn let_in(&self, ctx: &mut Ctx, room: &RoomRuntime, pass: waitroom::Pass, now: UnixMillis) {
-        ctx.out.set_pass(&ctx.live.config.keys, &pass, now);
+        let st = &mut **ctx;
+        st.out.set_pass(&st.live.config.keys, &pass, now);
         ctx.out.ticket = super::credentials::CookieOp::Clear;
         ctx.pass = Some(pass);
         ctx.outcome = Outcome::Admitted;

@@ -152,9 +152,12 @@ impl Gate {
         room: &RoomRuntime,
         w: &WaitInfo,
     ) -> Result<()> {
-        let keys = &ctx.live.config.keys;
-        ctx.out
-            .set_ticket(keys, &w.renewed, room.cfg.settings.abandon_after);
+        let st = &mut **ctx;
+        st.out.set_ticket(
+            &st.live.config.keys,
+            &w.renewed,
+            room.cfg.settings.abandon_after,
+        );
         let status = Status::waiting(room.id(), w);
         let headers = [("retry-after", w.poll_after.as_secs().max(1).to_string())];
         let code = room.cfg.status_code;
