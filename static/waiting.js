@@ -15,6 +15,9 @@
   var QUEUE = { queueing: 1, paused: 1, queue_all: 1, draining: 1 };
   var es = null, pollTimer = 0, tickTimer = 0, started = false, done = false, failures = 0, lastPoll = 0;
   var skew = 0; // server clock minus local clock (ms), from the Date header
+  // The ticket an event stream renewed last (each event's id): the cookie keeps the one the
+  // stream opened with, so it goes with every request made after the stream.
+  var token = '';
   var startsAt = Date.parse(cfg.startsAt || '') || 0;
   var spoken = '', spokenAt = Date.now(), baseTitle = document.title;
 
@@ -122,6 +125,12 @@
 
   function parse(text) { try { return JSON.parse(text); } catch (e) { return null; } }
 
+  function headers() {
+    var h = { Accept: 'application/json' };
+    if (token) h['X-Flashgate-Token'] = token;
+    return h;
+  }
+
   function admit(redirect) {
     if (done) return;
     done = true;
@@ -132,7 +141,11 @@
     cfg.state = 'admitted';
     var go = $('go');
     if (go) go.href = url;
-    location.replace(url);
+    var enter = function () { location.replace(url); };
+    // The stream renewed the ticket in its events only: have the cookie renewed, then go in.
+    if (!token || !cfg.statusUrl) return enter();
+    fetch(cfg.statusUrl, { headers: headers(), credentials: 'same-origin', cache: 'no-store' })
+      .then(enter, enter);
   }
 
   function offline(bad) {
@@ -150,7 +163,7 @@
     clearTimeout(pollTimer);
     lastPoll = Date.now();
     var delay = 5000;
-    fetch(cfg.statusUrl, { headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' })
+    fetch(cfg.statusUrl, { headers: headers(), credentials: 'same-origin', cache: 'no-store' })
       .then(function (res) {
         var date = Date.parse(res.headers.get('Date') || '');
         if (date) { var k = date + 500 - Date.now(); skew = Math.abs(k) > 2000 && Math.abs(k) < 864e5 ? k : 0; }
@@ -184,10 +197,11 @@
         var open = false;
         es = new EventSource(cfg.eventsUrl);
         es.onopen = function () { open = true; offline(false); };
-        es.onmessage = function (e) { apply(parse(e.data)); };
+        es.onmessage = function (e) { if (e.lastEventId) token = e.lastEventId; apply(parse(e.data)); };
+        es.addEventListener('renew', function (e) { if (e.lastEventId) token = e.lastEventId; });
         es.onerror = function () {
-          // The server ends a stream now and then, before the ticket it renewed lapses: the
-          // browser reconnects by itself after the stream's `retry`, with the renewed ticket.
+          // The server ends a stream now and then: the browser reconnects by itself after the
+          // stream's `retry`, sending the last renewed ticket as Last-Event-ID.
           if (open && es && es.readyState === EventSource.CONNECTING) { open = false; return; }
           // It could not (re)connect: poll instead, spread out so that a server restart
           // doesn't cause a stampede.

@@ -365,6 +365,61 @@ async fn server_sent_events_carry_the_status() {
     assert_eq!((code, st["admitted"].clone()), (200, json!(true)));
 }
 
+/// An open stream keeps its shopper's place however long it lasts: every event renews the
+/// ticket in its `id`, which a reconnecting browser sends back as `Last-Event-ID` (and the
+/// waiting page as `X-Flashgate-Token`), though the cookie's ticket lapsed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_stream_keeps_the_place_after_the_cookie_lapses() {
+    let origin = Origin::start().await;
+    let room = Room::new("drop")
+        .poll("1s")
+        .set("abandon_after", "3s")
+        .set("token_leeway", "0s");
+    let fg = Node::start(&Config::new(origin.addr).room(room)).await;
+    fg.patch_room("drop", json!({"paused": true})).await;
+    // An app-like client: the test says which cookie goes with each request.
+    let c = shopper::client();
+    let (_, st, headers) = get_json(&c, &fg.url("/echo")).await;
+    let ticket = st["ticket"].as_u64().expect("a ticket");
+    let cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()
+                .filter(|kv| kv.starts_with("fg_t_drop="))
+        })
+        .expect("the ticket cookie")
+        .to_owned();
+    let events = fg.url("/.flashgate/events?room=drop");
+    let with_cookie = [("cookie", cookie.as_str())];
+    let mut sse = Events::open_with(&c, &events, &with_cookie).await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await["ticket"], ticket);
+    // Keep-alives (one a second here) renew the ticket; read them for twice abandon_after.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let id = sse
+        .read_until(until, Duration::from_secs(10))
+        .await
+        .expect("renewed tickets");
+    drop(sse);
+    let status = fg.url("/.flashgate/status?room=drop");
+    // The ticket the stream opened with has lapsed: alone, it holds no place any more.
+    let (_, st) = shopper::get_app(&c, &status, &with_cookie).await;
+    assert_ne!(st["ticket"], ticket, "{st}");
+    // The stream's last id holds it, as the browser sends it on reconnecting...
+    let resumed = [("cookie", cookie.as_str()), ("last-event-id", id.as_str())];
+    let mut sse = Events::open_with(&c, &events, &resumed).await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await["ticket"], ticket);
+    // ... and as the page sends it with a poll.
+    let polled = [
+        ("cookie", cookie.as_str()),
+        ("x-flashgate-token", id.as_str()),
+    ];
+    let (_, st) = shopper::get_app(&c, &status, &polled).await;
+    assert_eq!(st["ticket"], ticket, "{st}");
+}
+
 #[tokio::test]
 async fn check_and_run_reject_a_bad_config_with_its_key() {
     let bad = concat!(

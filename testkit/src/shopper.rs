@@ -251,17 +251,30 @@ pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Re
 pub struct Events {
     response: reqwest::Response,
     buf: String,
+    /// The `id` of the last event read that had one (the ticket the stream renewed last).
+    pub last_id: Option<String>,
 }
 
 impl Events {
     /// Opens `url` as an event stream: it must answer 200 `text/event-stream`.
     pub async fn open(c: &reqwest::Client, url: &str) -> Self {
-        let response = c.get(url).send().await.expect("event stream");
+        Self::open_with(c, url, &[]).await
+    }
+
+    /// Opens `url` as an event stream with `headers` (a reconnecting browser's
+    /// `Last-Event-ID`, say).
+    pub async fn open_with(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut req = c.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = req.send().await.expect("event stream");
         assert_eq!(response.status(), 200, "event stream status");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self {
             response,
             buf: String::new(),
+            last_id: None,
         }
     }
 
@@ -277,8 +290,11 @@ impl Events {
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+                    self.last_id = Some(id.to_owned());
+                }
                 let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                    continue; // a comment (keep-alive) or `retry:` alone
+                    continue; // a keep-alive (a comment, or a `renew` event: no data) or `retry:`
                 };
                 let st: Value = serde_json::from_str(data)
                     .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
@@ -298,6 +314,28 @@ impl Events {
 }
 
 impl Events {
+    /// Reads the stream until `at` (keep-alives included, so this returns soon after `at`),
+    /// at most `limit` after the call; the `id` read last.
+    pub async fn read_until(&mut self, at: Instant, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < at {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+                    self.last_id = Some(id.to_owned());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk())
+                .await
+                .expect("a keep-alive in time")
+                .expect("read the stream")
+                .expect("the stream still open");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        self.last_id.clone()
+    }
+
     /// Waits (up to `limit`) for the stream to end; `None` when it ended with no more bytes,
     /// else what came instead (events already read but not returned are not looked at).
     pub async fn end(&mut self, limit: Duration) -> Option<String> {

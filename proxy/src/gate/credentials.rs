@@ -23,6 +23,8 @@ use crate::rooms::RoomRuntime;
 /// Header carrying a ticket or pass for apps that keep no cookies (both directions).
 pub const TOKEN_HEADER: &str = "x-flashgate-token";
 pub(crate) const TOKEN_NAME: http::HeaderName = http::HeaderName::from_static(TOKEN_HEADER);
+/// What a reconnecting `EventSource` sends back: the id of the last event it saw.
+const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
 
 /// The request's verified tokens for one room.
 #[derive(Debug, Default)]
@@ -62,7 +64,6 @@ impl Credentials {
         let header_token = req.headers.get(TOKEN_NAME).and_then(|v| v.to_str().ok());
         let (pass_cookie, ticket_cookie) = room_cookies(cookies(), room.id());
         let pass_tok = pass_cookie.or(header_token);
-        let ticket_tok = ticket_cookie.or(header_token);
 
         let mut c = Credentials {
             binding: expect.binding,
@@ -78,12 +79,29 @@ impl Credentials {
                 Err(_) => {}
             }
         }
-        // The header holding a valid pass holds no ticket: don't verify it twice.
-        let same_as_pass = c.pass.is_some() && ticket_tok == pass_tok;
-        if let Some(t) = ticket_tok.filter(|_| !same_as_pass) {
+        // A ticket from the cookie, else the token header, else `Last-Event-ID`: an event
+        // stream renews its ticket in each event's id (see `push`), which the browser sends
+        // back when it reconnects, and the waiting page sends in the token header, while the
+        // cookie still holds the ticket the stream opened with. The first valid one counts; a
+        // header holding a valid pass holds no ticket (not verified twice).
+        let from_stream = match c.pass {
+            None => req.headers.get(LAST_EVENT_ID).and_then(|v| v.to_str().ok()),
+            Some(_) => None,
+        };
+        for t in [ticket_cookie, header_token, from_stream]
+            .into_iter()
+            .flatten()
+        {
+            if c.pass.is_some() && Some(t) == pass_tok {
+                continue;
+            }
             match keys.verify_ticket(t, &expect) {
-                Ok(tk) => c.ticket = Some(tk),
-                Err(TokenError::Expired) => {
+                Ok(tk) => {
+                    c.ticket = Some(tk);
+                    c.expired_ticket = None;
+                    break;
+                }
+                Err(TokenError::Expired) if c.expired_ticket.is_none() => {
                     c.expired_ticket = keys.verify_ticket(t, &ignoring_expiry(&expect)).ok();
                 }
                 Err(_) => {}
@@ -164,6 +182,14 @@ impl Outgoing {
             token: keys.sign_ticket(t),
             max_age,
         };
+    }
+
+    /// The ticket token this response sets, if it sets one.
+    pub(crate) fn ticket_token(&self) -> Option<&str> {
+        match &self.ticket {
+            CookieOp::Set { token, .. } => Some(token),
+            CookieOp::Keep | CookieOp::Clear => None,
+        }
     }
 
     /// Whether there is anything to write.

@@ -34,6 +34,7 @@ use super::reply::event_stream_head;
 use super::status::Asker;
 use super::Gate;
 use crate::clock;
+use crate::node::Live;
 use crate::pages::Status;
 use crate::rooms::RoomRuntime;
 
@@ -43,7 +44,8 @@ mod schedule;
 use detach::{detach, detachable};
 use schedule::{Schedule, Wake};
 
-/// A comment line that keeps intermediaries from timing an idle stream out.
+/// What an idle stream writes now and then so that intermediaries do not time it out, when it
+/// has no ticket to renew (see [`Watch::step`]).
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// A hub looks at its streams at most this often (besides room changes): keep-alives and
 /// lifetimes need no finer clock, and a pass looks at every stream of the room.
@@ -60,11 +62,15 @@ impl Gate {
         first: Status,
         changes: watch::Receiver<u64>,
         out: Outgoing,
+        live: Arc<Live>,
     ) -> Result<()> {
         let h = event_stream_head(&out)?;
         let json = first.to_json();
-        let open = Bytes::from(format!("retry: 2000\ndata: {json}\n\n"));
-        let watch = Watch::new(asker, room, &first, &json, *changes.borrow());
+        let open = Bytes::from(format!(
+            "retry: 2000\n{}data: {json}\n\n",
+            IdLine(out.ticket_token())
+        ));
+        let watch = Watch::new(asker, room, live, &first, &json, *changes.borrow());
         self.node.metrics.event_streams_opened.inc();
         let gauge = self.node.metrics.event_streams.clone();
         gauge.inc();
@@ -110,9 +116,7 @@ async fn run_on_pingora(
         match watch.step(room, Instant::now()) {
             Step::Nothing => {}
             Step::End => break,
-            Step::Write(chunk) => s.write_response_body(Some(chunk), false).await?,
-            Step::KeepAlive => {
-                let chunk = Bytes::from_static(KEEP_ALIVE);
+            Step::Write(chunk) | Step::KeepAlive(chunk) => {
                 s.write_response_body(Some(chunk), false).await?
             }
         }
@@ -243,7 +247,7 @@ impl Hub {
                     Step::Nothing => true,
                     Step::End => false,
                     Step::Write(chunk) => h.send(&chunk),
-                    Step::KeepAlive => h.still_there() && h.send(KEEP_ALIVE),
+                    Step::KeepAlive(chunk) => h.still_there() && h.send(&chunk),
                 } && !h.watch.schedule.done;
                 if keep {
                     let at = h.watch.schedule.next_wake();
@@ -278,6 +282,8 @@ async fn sleep_until(at: Option<Instant>) {
 #[derive(Debug)]
 struct Watch {
     asker: Asker,
+    /// The config the stream opened under: its keys sign the renewed tickets.
+    live: Arc<Live>,
     schedule: Schedule,
     /// A hash of the last answer written (answers are compared, not kept).
     last: u64,
@@ -291,14 +297,23 @@ enum Step {
     Nothing,
     End,
     Write(Bytes),
-    KeepAlive,
+    /// Nothing new to say, but the stream should show it is alive (if the client still is).
+    KeepAlive(Bytes),
 }
 
 impl Watch {
-    fn new(asker: Asker, room: &RoomRuntime, first: &Status, json: &str, generation: u64) -> Self {
+    fn new(
+        asker: Asker,
+        room: &RoomRuntime,
+        live: Arc<Live>,
+        first: &Status,
+        json: &str,
+        generation: u64,
+    ) -> Self {
         let spread = asker.ticket.as_ref().map_or(0, |t| t.number);
         Self {
             asker,
+            live,
             schedule: Schedule::new(Instant::now(), &room.cfg.settings, first, spread),
             last: hash(json),
             generation,
@@ -306,25 +321,48 @@ impl Watch {
     }
 
     /// Wakes at `now`: the new answer if it changed, a keep-alive when one is due, or nothing.
+    ///
+    /// Whatever it writes renews the shopper's ticket in the event's `id`: the browser sends
+    /// the last id back as `Last-Event-ID` when it reconnects, and the waiting page sends it
+    /// as `X-Flashgate-Token` before it leaves the stream (to poll, or to go in). So an open
+    /// stream keeps its place for as long as its client takes what it writes, as polling
+    /// would, and a stream need not end before the ticket its response set lapses. A
+    /// keep-alive is an empty `renew` event (the page only keeps its id).
     fn step(&mut self, room: &RoomRuntime, now: Instant) -> Step {
         match self.schedule.on_wake(now) {
             Wake::Nothing => Step::Nothing,
             Wake::End => Step::End,
             Wake::Recompute { keep_alive } => {
-                let (st, _) = self.asker.status(room, clock::now());
+                let (st, renewed) = self.asker.status(room, clock::now());
                 let json = st.to_json();
                 self.schedule.recomputed(now, &st);
+                let token = renewed.map(|t| self.live.config.keys.sign_ticket(&t));
+                let id = IdLine(token.as_deref());
                 let h = hash(&json);
                 if h != self.last {
                     self.last = h;
                     self.schedule.wrote(now);
-                    Step::Write(Bytes::from(format!("data: {json}\n\n")))
-                } else if keep_alive {
-                    Step::KeepAlive
-                } else {
+                    Step::Write(Bytes::from(format!("{id}data: {json}\n\n")))
+                } else if !keep_alive {
                     Step::Nothing
+                } else if token.is_some() {
+                    Step::KeepAlive(Bytes::from(format!("event: renew\n{id}data\n\n")))
+                } else {
+                    Step::KeepAlive(Bytes::from_static(KEEP_ALIVE))
                 }
             }
+        }
+    }
+}
+
+/// An event's `id:` line holding a renewed ticket, or nothing.
+struct IdLine<'a>(Option<&'a str>);
+
+impl std::fmt::Display for IdLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(token) => write!(f, "id: {token}\n"),
+            None => Ok(()),
         }
     }
 }

@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 
 use crate::pages::Status;
 
-/// How often an idle stream writes [`super::KEEP_ALIVE`] (and looks at its answer again, which may
-/// drift with the measured admission rate though the room did not change).
+/// How often an idle stream writes at most: a keep-alive that renews its ticket (and a look at
+/// its answer, which may drift with the measured admission rate though the room did not
+/// change). More often in a room whose tickets lapse sooner (a third of `abandon_after`).
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(25);
-/// The longest a stream lasts; see [`Schedule`].
-const MAX_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// How long a stream lasts (less up to an eighth, spread by ticket); see [`Schedule`].
+const LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The quickest a stream near the front of the line is pushed a new answer.
 const FRONT_GAP: Duration = Duration::from_secs(1);
 
@@ -21,14 +22,15 @@ const FRONT_GAP: Duration = Duration::from_secs(1);
 /// pushes at most once per gap: one second near the front of the line (a serving-number change
 /// reaches those shoppers within a second), the status's `poll_after` elsewhere (so a stream
 /// never costs more than the polling it replaces). It verifies no token: the credentials were
-/// read once when it opened, and it ends (the browser reconnects with the ticket the stream's
-/// response renewed) `abandon_after` less a margin (an eighth of it, at least two poll
-/// intervals) after it opened, before that ticket would lapse. It also ends once the answer is
-/// final (admitted, sold out, closed).
+/// read once when it opened. Every write renews the ticket (see `Watch::step`), so the stream
+/// keeps the place while it lasts; it ends after [`LIFETIME`] (so that its client comes back
+/// through the load balancer now and then, and its credentials are read again), and once the
+/// answer is final (admitted, sold out, closed).
 #[derive(Debug)]
 pub(super) struct Schedule {
     end: Instant,
     keep_alive_at: Instant,
+    keep_alive_every: Duration,
     /// Not before: the end of the current push gap.
     next_push: Instant,
     gap: Duration,
@@ -50,26 +52,25 @@ pub(super) enum Wake {
 }
 
 impl Schedule {
-    /// `spread` (the ticket's number) shortens the lifetime by up to half the margin, so that
-    /// streams opened together (after a restart, say) do not all reconnect in the same second.
+    /// `spread` (the ticket's number) shortens the lifetime by up to an eighth, so that streams
+    /// opened together (after a restart, say) do not all reconnect in the same second.
     pub(super) fn new(
         now: Instant,
         settings: &waitroom::RoomSettings,
         first: &Status,
         spread: u64,
     ) -> Self {
-        // The stream's response renewed the ticket for `abandon_after`; the browser reconnects
-        // (after the stream's `retry`, 2 s) with that ticket well before it lapses.
-        let margin = (settings.abandon_after / 8).max(settings.poll_interval * 2);
         let sixty_fourths = (spread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32;
-        let lifetime = settings
-            .abandon_after
-            .saturating_sub(margin + margin / 2 * sixty_fourths / 64)
-            .clamp(Duration::from_secs(1), MAX_LIFETIME);
+        let lifetime = LIFETIME - LIFETIME / 8 * sixty_fourths / 64;
+        // Renewed at least three times per `abandon_after`: the last renewal is still good for
+        // two thirds of it when the browser reconnects (after the stream's `retry`, 2 s).
+        let keep_alive_every =
+            (settings.abandon_after / 3).clamp(Duration::from_secs(1), KEEP_ALIVE_EVERY);
         let gap = push_gap(first);
         Self {
             end: now + lifetime,
-            keep_alive_at: now + KEEP_ALIVE_EVERY,
+            keep_alive_at: now + keep_alive_every,
+            keep_alive_every,
             next_push: now + gap,
             gap,
             dirty: false,
@@ -91,7 +92,7 @@ impl Schedule {
         }
         let keep_alive = now >= self.keep_alive_at;
         if keep_alive {
-            self.keep_alive_at = now + KEEP_ALIVE_EVERY;
+            self.keep_alive_at = now + self.keep_alive_every;
         }
         if (self.dirty && now >= self.next_push) || keep_alive {
             return Wake::Recompute { keep_alive };
@@ -108,7 +109,7 @@ impl Schedule {
 
     pub(super) fn wrote(&mut self, now: Instant) {
         self.next_push = now + self.gap;
-        self.keep_alive_at = now + KEEP_ALIVE_EVERY;
+        self.keep_alive_at = now + self.keep_alive_every;
     }
 }
 
@@ -162,29 +163,41 @@ mod tests {
         assert_eq!(s.on_wake(at), Wake::Recompute { keep_alive: true });
         s.recomputed(at, &waiting(500, 20_000));
         assert_eq!(s.next_wake(), at + KEEP_ALIVE_EVERY);
-        // abandon_after 120 s, poll 5 s: the stream ends at 105 s.
+        // Ticket 0: the whole lifetime, ten minutes (abandon_after, 120 s, does not end it).
         assert_eq!(
-            s.on_wake(t0 + Duration::from_secs(104)),
+            s.on_wake(t0 + LIFETIME - Duration::from_secs(1)),
             Wake::Recompute { keep_alive: true }
         );
-        assert_eq!(s.on_wake(t0 + Duration::from_secs(105)), Wake::End);
+        assert_eq!(s.on_wake(t0 + LIFETIME), Wake::End);
     }
 
     #[test]
-    fn streams_opened_together_end_apart_and_before_their_ticket_lapses() {
+    fn keep_alives_renew_a_ticket_three_times_before_it_would_lapse() {
+        let t0 = Instant::now();
+        let mut quick = settings();
+        quick.abandon_after = Duration::from_secs(6);
+        let s = Schedule::new(t0, &quick, &waiting(500, 20_000), 0);
+        assert_eq!(s.next_wake(), t0 + Duration::from_secs(2));
+        quick.abandon_after = Duration::from_secs(2);
+        let s = Schedule::new(t0, &quick, &waiting(500, 20_000), 0);
+        assert_eq!(
+            s.next_wake(),
+            t0 + Duration::from_secs(1),
+            "at most once a second"
+        );
+    }
+
+    #[test]
+    fn streams_opened_together_end_apart() {
         let t0 = Instant::now();
         let ends: std::collections::BTreeSet<_> = (1..=100)
             .map(|n| Schedule::new(t0, &settings(), &waiting(500, 5_000), n).end)
             .collect();
-        // abandon_after 120 s, margin 15 s: between 97.5 s and 105 s, spread out.
+        // Between 525 s and 600 s, spread out.
         assert!(ends.len() > 30, "{} distinct ends", ends.len());
         let (first, last) = (*ends.first().expect("some"), *ends.last().expect("some"));
-        assert!(
-            first >= t0 + Duration::from_millis(97_500),
-            "{:?}",
-            first - t0
-        );
-        assert!(last <= t0 + Duration::from_secs(105), "{:?}", last - t0);
+        assert!(first >= t0 + LIFETIME * 7 / 8, "{:?}", first - t0);
+        assert!(last <= t0 + LIFETIME, "{:?}", last - t0);
     }
 
     #[test]
