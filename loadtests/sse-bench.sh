@@ -5,7 +5,8 @@
 # when all are open and at the end) and the node's CPU per waiter-second (user + system time over
 # the hold, from /proc), also less the idle node's own CPU (measured for IDLE=30 s before). Streams the node ends
 # are reopened at once with their renewed ticket, as a browser does, so the figure includes
-# reconnections: hold longer than a stream's lifetime (3/4 of abandon_after, 90 s by default).
+# reconnections (with the last event id, as a browser sends it): hold longer than a stream's
+# lifetime (15 minutes less up to an eighth) to see them.
 #
 #   loadtests/sse-bench.sh [WAITERS] [HOLD_SECONDS] [ROUNDS]   (default 9000, 120, 1)
 #

@@ -154,11 +154,13 @@ async fn hold(
 ) {
     let mut ready = Some(ready);
     let mut buf = vec![0u8; 2048];
+    // The ticket the stream renewed last (its events' ids), sent back as a browser does.
+    let mut last_id: Option<String> = None;
     loop {
         if deadline.get().is_some_and(|d| Instant::now() >= *d) {
             return;
         }
-        let opened = open(target, room, &ticket, &mut buf).await;
+        let opened = open(target, room, &ticket, last_id.as_deref(), &mut buf).await;
         let (mut stream, renewed, first) = match opened {
             Ok(o) => o,
             Err(e) => {
@@ -179,7 +181,7 @@ async fn hold(
                 counts.reopened.fetch_add(1, Ordering::Relaxed);
             }
         }
-        count(&first, counts);
+        count(&first, counts, &mut last_id);
         loop {
             let read = match deadline.get() {
                 Some(d) => {
@@ -199,7 +201,7 @@ async fn hold(
             };
             match read {
                 Ok(0) => break, // the node ended the stream: reopen
-                Ok(n) => count(&buf[..n], counts),
+                Ok(n) => count(&buf[..n], counts, &mut last_id),
                 Err(_) => {
                     counts.errors.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -209,12 +211,16 @@ async fn hold(
     }
 }
 
-fn count(bytes: &[u8], counts: &Counts) {
+/// Counts what `bytes` hold and notes the last event id (each event arrives in one write).
+fn count(bytes: &[u8], counts: &Counts, last_id: &mut Option<String>) {
     let text = String::from_utf8_lossy(bytes);
     let data = text.matches("data: ").count() as u64;
-    let kept = text.matches(": keep-alive").count() as u64;
+    let kept = (text.matches(": keep-alive").count() + text.matches("event: renew").count()) as u64;
     counts.data.fetch_add(data, Ordering::Relaxed);
     counts.keep_alives.fetch_add(kept, Ordering::Relaxed);
+    if let Some(id) = text.lines().filter_map(|l| l.strip_prefix("id: ")).last() {
+        *last_id = Some(id.to_owned());
+    }
 }
 
 /// Opens a stream: returns it, the renewed ticket cookie, and the bytes read after the head.
@@ -222,19 +228,24 @@ async fn open(
     target: &str,
     room: &str,
     ticket: &str,
+    last_id: Option<&str>,
     buf: &mut [u8],
 ) -> Result<(TcpStream, Option<String>, Vec<u8>), String> {
     let mut s = TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let mut headers = vec![
+        format!("Cookie: {ticket}"),
+        "Accept: text/event-stream".into(),
+    ];
+    if let Some(id) = last_id {
+        headers.push(format!("Last-Event-ID: {id}"));
+    }
     let req = request_bytes(
         "GET",
         target,
         &format!("/.flashgate/events?room={room}"),
-        &[
-            format!("Cookie: {ticket}"),
-            "Accept: text/event-stream".into(),
-        ],
+        &headers,
         b"",
     );
     s.write_all(&req).await.map_err(|e| format!("write: {e}"))?;

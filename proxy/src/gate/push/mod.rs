@@ -284,6 +284,8 @@ struct Watch {
     asker: Asker,
     /// The config the stream opened under: its keys sign the renewed tickets.
     live: Arc<Live>,
+    /// When the ticket is renewed next (the stream's response renewed it when it opened).
+    renew_at: Instant,
     schedule: Schedule,
     /// A hash of the last answer written (answers are compared, not kept).
     last: u64,
@@ -311,10 +313,12 @@ impl Watch {
         generation: u64,
     ) -> Self {
         let spread = asker.ticket.as_ref().map_or(0, |t| t.number);
+        let now = Instant::now();
         Self {
             asker,
             live,
-            schedule: Schedule::new(Instant::now(), &room.cfg.settings, first, spread),
+            renew_at: now + renew_every(&room.cfg.settings),
+            schedule: Schedule::new(now, &room.cfg.settings, first, spread),
             last: hash(json),
             generation,
         }
@@ -322,12 +326,14 @@ impl Watch {
 
     /// Wakes at `now`: the new answer if it changed, a keep-alive when one is due, or nothing.
     ///
-    /// Whatever it writes renews the shopper's ticket in the event's `id`: the browser sends
-    /// the last id back as `Last-Event-ID` when it reconnects, and the waiting page sends it
-    /// as `X-Flashgate-Token` before it leaves the stream (to poll, or to go in). So an open
-    /// stream keeps its place for as long as its client takes what it writes, as polling
-    /// would, and a stream need not end before the ticket its response set lapses. A
-    /// keep-alive is an empty `renew` event (the page only keeps its id).
+    /// What it writes renews the shopper's ticket in the event's `id` once a third of
+    /// `abandon_after` has passed since the last renewal (and in a final answer): the browser
+    /// sends the last id back as `Last-Event-ID` when it reconnects, and the waiting page
+    /// sends it as `X-Flashgate-Token` before it leaves the stream (to poll, or to go in). So
+    /// an open stream keeps its place for as long as its client takes what it writes, as
+    /// polling would, and a stream need not end before the ticket its response set lapses. A
+    /// keep-alive that renews is an empty `renew` event (the page only keeps its id); one that
+    /// does not is a comment.
     fn step(&mut self, room: &RoomRuntime, now: Instant) -> Step {
         match self.schedule.on_wake(now) {
             Wake::Nothing => Step::Nothing,
@@ -336,7 +342,13 @@ impl Watch {
                 let (st, renewed) = self.asker.status(room, clock::now());
                 let json = st.to_json();
                 self.schedule.recomputed(now, &st);
-                let token = renewed.map(|t| self.live.config.keys.sign_ticket(&t));
+                let due = now >= self.renew_at || self.schedule.done;
+                let token = renewed
+                    .filter(|_| due)
+                    .map(|t| self.live.config.keys.sign_ticket(&t));
+                if token.is_some() {
+                    self.renew_at = now + renew_every(&room.cfg.settings);
+                }
                 let id = IdLine(token.as_deref());
                 let h = hash(&json);
                 if h != self.last {
@@ -353,6 +365,12 @@ impl Watch {
             }
         }
     }
+}
+
+/// How often a stream renews its ticket: three times per `abandon_after`, so that the last
+/// renewal is good for two thirds of it when the browser reconnects.
+fn renew_every(settings: &waitroom::RoomSettings) -> Duration {
+    settings.abandon_after / 3
 }
 
 /// An event's `id:` line holding a renewed ticket, or nothing.
