@@ -147,7 +147,8 @@ fn dockerfile_stages_and_commands_are_sane() {
         "same Debian as the builder"
     );
 
-    // Build: cmake for Pingora's zlib-ng, then the release build of the flashgate package.
+    // Build: cmake for Pingora's zlib-ng, then the production build (release with LTO) of the
+    // flashgate package.
     let runs = build.all("RUN").join("\n");
     assert!(
         runs.contains("apt-get install") && runs.contains(" cmake"),
@@ -164,7 +165,10 @@ fn dockerfile_stages_and_commands_are_sane() {
         .position(|w| *w == "build")
         .expect("cargo build");
     let build_args = &words[at..];
-    assert!(build_args.contains(&"--release"), "{cargo}");
+    assert!(
+        build_args.windows(2).any(|w| w == ["--profile", "production"]),
+        "{cargo}"
+    );
     assert!(
         build_args.contains(&"--locked"),
         "the Cargo.lock as committed: {cargo}"
@@ -174,7 +178,7 @@ fn dockerfile_stages_and_commands_are_sane() {
         "{cargo}"
     );
     assert!(
-        cargo.contains("target/release/flashgate /out/flashgate"),
+        cargo.contains("target/production/flashgate /out/flashgate"),
         "{cargo}"
     );
 
