@@ -2,7 +2,9 @@
 # child processes killed on exit, free loopback ports, waiting for a server to answer.
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# SIGINT: a fast shutdown (Pingora and nginx both stop at once; on SIGTERM Pingora waits out its
+# grace period, and a bare Pingora was seen still running, spinning, minutes after a run).
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 # A free TCP port on 127.0.0.1.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
