@@ -46,6 +46,7 @@ macro_rules! store_layer {
 pub mod batch;
 pub mod breaker;
 pub mod codec;
+pub mod connect;
 pub mod local;
 pub mod lua;
 pub mod redis;
@@ -59,9 +60,14 @@ pub use self::batch::BatchingStore;
 
 /// The store's Redis URL makes no client (the message names `store.url`).
 #[derive(Debug, thiserror::Error)]
-#[error("store.url: {0}")]
-pub struct UrlError(#[from] ::redis::RedisError);
+pub enum UrlError {
+    #[error("store.url: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("store.url: {0}")]
+    Sentinel(#[from] connect::BadSentinelUrl),
+}
 pub use self::breaker::{Breaker, BreakerConfig};
+pub use self::connect::{ClientIdentity, RedisTls};
 pub use self::redis::RedisStore;
 use crate::metrics::Metrics;
 
@@ -70,10 +76,11 @@ use crate::metrics::Metrics;
 pub fn redis_stack(
     url: &str,
     cluster: bool,
+    tls: Option<&RedisTls>,
     batch_window: Duration,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Arc<dyn Store>, UrlError> {
-    let redis = RedisStore::new(url, cluster)?;
+    let redis = RedisStore::with_tls(url, cluster, tls)?;
     let breaker = Arc::new(Breaker::new(redis, BreakerConfig::default(), metrics));
     Ok(Arc::new(BatchingStore::new(breaker, batch_window)))
 }
