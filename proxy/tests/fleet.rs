@@ -307,25 +307,30 @@ async fn polls_cost_redis_nothing(redis: &RedisServer, a: &Arc<Node>, b: &Arc<No
     );
 }
 
-/// A fleet on a Redis that speaks only TLS to it and wants a client certificate
-/// (`tls-auth-clients yes`): `rediss://` and `[store.tls]` (CA, certificate, key) give the
-/// store, the event stream (sharing the store's Redis) and bot defence one TLS connection
-/// each. A shopper joins at one node and enters at the other; the events arrive.
+/// A fleet on a Redis that speaks only TLS to it, wants a client certificate
+/// (`tls-auth-clients yes`) and an ACL user with docs/redis.md's rules: `rediss://` and
+/// `[store.tls]` (CA, certificate, key) give the store, the event stream (sharing the store's
+/// Redis) and bot defence one TLS connection each. A shopper joins at one node and enters at
+/// the other; a pause reaches both; the events arrive; nothing was refused by the ACL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_on_a_tls_redis_with_client_certificates() {
     let pki = testkit::TestPki::new(true);
     let redis = RedisServer::start_tls(pki.server.clone());
+    // An ACL user with no more than docs/redis.md's rules.
+    redis.acl_user("flashgate", "fg-secret", testkit::FLASHGATE_ACL);
     let origin = Origin::start().await;
     let d = pki.dir.display();
+    let url = redis
+        .tls_url()
+        .replace("rediss://", "rediss://flashgate:fg-secret@");
     let store = format!(
-        "kind = \"redis\"\nurl = \"{}\"\nsnapshot_interval = \"50ms\"\n\
+        "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"50ms\"\n\
          [store.tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\n\
-         key_file = \"{d}/client.key\"",
-        redis.tls_url()
+         key_file = \"{d}/client.key\""
     );
     let events = testkit::config::Table::new()
         .set("sink", "redis")
-        .set("stream", "tls:events")
+        .set("stream", "flashgate:tls-events")
         .set("batch", 1);
     let room = Room::new("drop").poll("1s").bot(Bot::shadow());
     let cfg = Config::new(origin.addr)
@@ -350,7 +355,7 @@ async fn a_fleet_on_a_tls_redis_with_client_certificates() {
     assert!(redis.calls("evalsha") + redis.calls("eval") > 0);
     testkit::wait_for("the events", Duration::from_secs(10), || async {
         redis
-            .cmd::<u64>(redis::cmd("XLEN").arg("tls:events"))
+            .cmd::<u64>(redis::cmd("XLEN").arg("flashgate:tls-events"))
             .is_ok_and(|n| n >= 2)
     })
     .await;
@@ -360,6 +365,8 @@ async fn a_fleet_on_a_tls_redis_with_client_certificates() {
         keys.iter().any(|k| k.starts_with("{fg:drop}:jl:")),
         "{keys:?}"
     );
+    let acl: Vec<redis::Value> = redis.cmd(redis::cmd("ACL").arg("LOG")).expect("ACL LOG");
+    assert!(acl.is_empty(), "the ACL refused something: {acl:?}");
     a.assert_no_panic();
     b.assert_no_panic();
 }

@@ -555,9 +555,16 @@ async fn redis_store_over_tls_conformance_and_a_wrong_ca_is_refused() {
         ca: Some(pki.ca_pem.clone().into_bytes()),
         client: None,
     };
-    let store = RedisStore::with_tls(&redis.tls_url(), false, Some(&trusted)).expect("store");
+    // As an ACL user with docs/redis.md's rules: every script of the suite stays within them.
+    redis.acl_user("flashgate", "fg-secret", testkit::FLASHGATE_ACL);
+    let url = redis
+        .tls_url()
+        .replace("rediss://", "rediss://flashgate:fg-secret@");
+    let store = RedisStore::with_tls(&url, false, Some(&trusted)).expect("store");
     conformance(&store, "tls").await;
     pause_and_minute_conformance(&store, "tls-pause").await;
+    let acl: Vec<redis::Value> = redis.cmd(redis::cmd("ACL").arg("LOG")).expect("ACL LOG");
+    assert!(acl.is_empty(), "the ACL refused something: {acl:?}");
     // The data went over TLS to that server (read back on its plain port).
     let issued: u64 = redis
         .cmd(redis::cmd("GET").arg(room_keys("tls").issued))

@@ -43,7 +43,8 @@ pub use pki::TestPki;
 pub use ports::free_port;
 pub use prom::{Metrics, Sample};
 pub use redis::{
-    ClusterMember, RedisCluster, RedisSentinels, RedisServer, TlsFiles, SENTINEL_MASTER,
+    ClusterMember, RedisCluster, RedisSentinels, RedisServer, TlsFiles, FLASHGATE_ACL,
+    SENTINEL_MASTER,
 };
 pub use wait::{wait_for, wait_until, DEADLINE};
 

@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use crate::free_port;
 
+/// The least a Flashgate node needs of Redis, as `ACL SETUSER` rules (docs/redis.md, "An ACL
+/// user"): its rooms' keys and the events stream, the scripts and the commands they run, the
+/// connection's own commands, and what the Cluster client asks. Nothing else: no `KEYS`, no
+/// `FLUSHALL`, no `CONFIG`, no other key.
+pub const FLASHGATE_ACL: &str = "resetkeys ~{fg:* ~flashgate:* resetchannels -@all +@connection \
+    +evalsha +eval +script|load +get +set +incr +incrby +hget +hset +hmget +hgetall +hdel \
+    +hkeys +hincrby +getbit +setbit +expire +time +xadd +xtrim +cluster|slots +cluster|shards \
+    +readonly +asking";
+
 /// A `redis-server` child process on a free port; killed and its directory removed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -176,6 +185,21 @@ impl RedisServer {
         let client = redis::Client::open(self.url())?;
         let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
         cmd.query(&mut c)
+    }
+
+    /// Adds ACL user `user` with `password` and `rules` (as in `ACL SETUSER`, space-separated;
+    /// see [`FLASHGATE_ACL`]).
+    pub fn acl_user(&self, user: &str, password: &str, rules: &str) {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg(user)
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{password}"));
+        for r in rules.split_whitespace() {
+            cmd.arg(r);
+        }
+        self.cmd::<()>(&cmd).expect("ACL SETUSER");
     }
 
     /// Calls of one command so far (`INFO commandstats`), e.g. "evalsha".
