@@ -154,6 +154,19 @@ pub(super) fn build(
                     ))
                 }
             };
+            // The sink's own connection speaks to one server: it does not ask sentinels.
+            if url.contains("+sentinel://") {
+                let key = if e.url.is_some() {
+                    "events.url"
+                } else {
+                    "events.sink"
+                };
+                return Err(ctx.err(
+                    key,
+                    "the events sink does not follow Sentinel: give events.url the Redis to \
+                     write to (redis:// or rediss://)",
+                ));
+            }
             EventSink::Redis {
                 url,
                 stream,

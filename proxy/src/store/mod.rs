@@ -3,7 +3,9 @@
 //! A Redis-backed node stacks, from the gate inwards:
 //! [`BatchingStore`] (one `INCRBY` numbers the arrivals of a few ms) →
 //! [`Breaker`] (a dead Redis fails at once instead of costing a timeout per request) →
-//! [`RedisStore`] (one Lua script per state change, on one Cluster slot per room).
+//! [`RedisStore`] (one Lua script per state change, on one Cluster slot per room) →
+//! [`connect`] (one Redis, a Cluster or a Sentinel's master, plain or TLS; a fresh connection
+//! for each of the breaker's probes).
 //!
 //! The single-node default is `waitroom::MemoryStore`, used directly. See `docs/redis.md` for
 //! running a fleet, the key layout, and what a Redis failure costs.

@@ -309,6 +309,14 @@ async fn redis_killed_shoppers_wait_and_admissions_resume_within_a_second() {
 /// next"; newcomers get the room's waiting answer without a ticket, as JSON and as a page that
 /// reloads itself. The room's status code (202) and Retry-After everywhere, never a 5xx.
 async fn outage_answers_are_waiting_answers(fa: &Node, next: &reqwest::Client, ticket: u64) {
+    // Its status says "next" too, not "admitted" (the page would reload into "you're next"
+    // at once, again and again): it is asked again at the room's cadence.
+    let st = fa.status(next, "drop").await;
+    assert_eq!(st["admitted"], false, "{st}");
+    assert_eq!(
+        (st["ticket"].as_u64(), st["position"].as_u64()),
+        (Some(ticket), Some(1))
+    );
     for _ in 0..3 {
         let r = get(fa, next, "/echo").await;
         let code = r.status().as_u16();
