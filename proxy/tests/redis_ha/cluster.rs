@@ -31,6 +31,7 @@ fn rooms_on_two_masters(cluster: &RedisCluster) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_six_node_cluster_fails_over_twice_mid_sale() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start(3);
     let (a, b) = rooms_on_two_masters(&cluster);
     // The nodes connect as an ACL user with docs/redis.md's rules, on every cluster node.
