@@ -21,6 +21,7 @@ async fn consumer_reads_acks_and_counts_admissions() {
             url: redis.url(),
             stream: "shop:events".into(),
             maxlen: NonZeroU64::new(10_000).expect("non-zero"),
+            tls: None,
         },
         buffer: NonZeroUsize::new(1_000).expect("non-zero"),
         batch: NonZeroUsize::new(64).expect("non-zero"),

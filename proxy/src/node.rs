@@ -111,13 +111,16 @@ impl Node {
         );
         // A fleet shares single use of solutions and the joins-per-address limit through the
         // store's Redis (one connection, made lazily inside the runtime that first uses it).
-        if let StoreKind::Redis { url, cluster, .. } = &config.store {
-            let shared = Arc::new(RedisShared::new(url, *cluster).map_err(|reason| {
-                NodeError::BotRedis {
+        if let StoreKind::Redis {
+            url, cluster, tls, ..
+        } = &config.store
+        {
+            let shared = Arc::new(RedisShared::new(url, *cluster, tls.as_ref()).map_err(
+                |reason| NodeError::BotRedis {
                     file: config.source.display().to_string(),
                     reason,
-                }
-            })?);
+                },
+            )?);
             bot = bot
                 .with_replay(shared.clone())
                 .with_shared_join_limit(shared);

@@ -67,12 +67,12 @@ pub fn store_with_metrics(
             url,
             cluster,
             batch_window,
-        } => crate::store::redis_stack(url, *cluster, *batch_window, metrics).map_err(|source| {
-            BuildError::Store {
+            tls,
+        } => crate::store::redis_stack(url, *cluster, tls.as_ref(), *batch_window, metrics)
+            .map_err(|source| BuildError::Store {
                 file: cfg.source.clone(),
                 source,
-            }
-        }),
+            }),
     }
 }
 

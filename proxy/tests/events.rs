@@ -29,6 +29,7 @@ fn config_at(url: &str, stream: &str, buffer: usize, batch: usize) -> EventsConf
             url: url.into(),
             stream: stream.into(),
             maxlen: NonZeroU64::new(100_000).expect("non-zero"),
+            tls: None,
         },
         buffer: NonZeroUsize::new(buffer).expect("non-zero"),
         batch: NonZeroUsize::new(batch).expect("non-zero"),
@@ -352,6 +353,7 @@ async fn the_stream_stays_bounded() {
         url: redis.url(),
         stream: "test:bounded".into(),
         maxlen: NonZeroU64::new(100).expect("non-zero"),
+        tls: None,
     };
     let (events, svc) = Events::new(&cfg, &metrics);
     let running = start(svc.expect("service"));
@@ -501,5 +503,54 @@ async fn a_read_only_redis_gets_the_batch_again_on_the_same_connection() {
         "the same connection throughout"
     );
     assert_none_dropped(&metrics);
+    running.stop().await;
+}
+
+/// `rediss://`: the sink speaks TLS (rustls), trusting `[store.tls]`'s CA and presenting its
+/// client certificate to a Redis that requires one; with a CA that did not sign the server's
+/// certificate nothing is written and the failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_to_a_tls_redis_and_a_wrong_ca_sends_nothing() {
+    let pki = testkit::TestPki::new(true);
+    let redis = RedisServer::start_tls(pki.server.clone());
+    let tls = |ca: String| flashgate::store::RedisTls {
+        ca: Some(ca.into_bytes()),
+        client: Some(flashgate::store::ClientIdentity {
+            cert: pki.client_cert.clone().into_bytes(),
+            key: pki.client_key.clone().into_bytes(),
+        }),
+    };
+    let with = |stream: &str, tls| {
+        let mut cfg = config_at(&redis.tls_url(), stream, 1_000, 64);
+        cfg.sink = EventSink::Redis {
+            url: redis.tls_url(),
+            stream: stream.into(),
+            maxlen: NonZeroU64::new(100_000).expect("non-zero"),
+            tls: Some(tls),
+        };
+        cfg
+    };
+
+    let metrics = Metrics::new();
+    let (events, svc) = Events::new(&with("test:tls", tls(pki.ca_pem.clone())), &metrics);
+    let running = start(svc.expect("service"));
+    for t in 1..=10 {
+        events.emit(issued("drop", t));
+    }
+    let sent = metrics.events_sent.with_label_values(&["ticket_issued"]);
+    until("all sent over TLS", 20, || sent.get() == 10).await;
+    // Read back on the server's plain port.
+    assert_eq!(
+        tickets_at(&redis.url(), "test:tls"),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_none_dropped(&metrics);
+    running.stop().await;
+
+    let stranger = testkit::TestPki::new(false);
+    let metrics = Metrics::new();
+    let cfg = with("test:stranger", tls(stranger.ca_pem.clone()));
+    let running = ten_until_refused(&cfg, &metrics, "a refused TLS handshake").await;
+    assert_eq!(xlen(&redis, "test:stranger"), 0);
     running.stop().await;
 }

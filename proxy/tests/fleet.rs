@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 use testkit::RedisServer;
-use testkit::{shopper, Config, Node, Origin, Room};
+use testkit::{shopper, Bot, Config, Node, Origin, Room};
 
 /// Joins the line at `fg` (the room must be queueing); rooms here are told apart by host.
 async fn join(fg: &Node, c: &reqwest::Client, host: &str) -> u64 {
@@ -194,20 +194,23 @@ async fn redis_outage_then_restart_empty() {
     for ((n, c, _), p) in line.iter().zip(&positions) {
         assert_eq!(&node(*n).status(c, "q").await["position"].as_u64(), p);
     }
-    // `queue`: a new arrival is asked to wait, 503 + Retry-After.
+    // `queue`: a new arrival is asked to wait: the room's waiting answer without a ticket
+    // (its status code, never a 5xx) and Retry-After.
     let r = shopper::get(
         &a.shopper(),
         &a.url("/echo"),
         &[("host", "q.test"), ("accept", "application/json")],
     )
     .await;
-    assert_eq!(r.status, 503);
+    assert_eq!(r.status, 200);
     assert!(r.header("retry-after").is_some());
+    let st = r.json();
+    assert!(st["ticket"].is_null() && st["method"].is_null(), "{st}");
     // `admit_at_floor_rate`: each node lets one in (6 a minute, no burst), then waits.
     for fg in [&a, &b] {
         assert_eq!(enter(fg, &fg.shopper(), "f.test").await, (200, true));
         let (code, entered) = enter(fg, &fg.shopper(), "f.test").await;
-        assert_eq!((code, entered), (503, false));
+        assert_eq!((code, entered), (200, false));
     }
     let m = a.metrics().await;
     assert_eq!(m.value("flashgate_store_degraded"), 1.0, "{m}");
@@ -302,4 +305,68 @@ async fn polls_cost_redis_nothing(redis: &RedisServer, a: &Arc<Node>, b: &Arc<No
         calls as f64 <= idle_rate * took * 1.5 + 10.0,
         "{calls} calls during the storm: polls reach Redis"
     );
+}
+
+/// A fleet on a Redis that speaks only TLS to it, wants a client certificate
+/// (`tls-auth-clients yes`) and an ACL user with docs/redis.md's rules: `rediss://` and
+/// `[store.tls]` (CA, certificate, key) give the store, the event stream (sharing the store's
+/// Redis) and bot defence one TLS connection each. A shopper joins at one node and enters at
+/// the other; a pause reaches both; the events arrive; nothing was refused by the ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_on_a_tls_redis_with_client_certificates() {
+    let pki = testkit::TestPki::new(true);
+    let redis = RedisServer::start_tls(pki.server.clone());
+    // An ACL user with no more than docs/redis.md's rules.
+    redis.acl_user("flashgate", "fg-secret", testkit::FLASHGATE_ACL);
+    let origin = Origin::start().await;
+    let d = pki.dir.display();
+    let url = redis
+        .tls_url()
+        .replace("rediss://", "rediss://flashgate:fg-secret@");
+    let store = format!(
+        "kind = \"redis\"\nurl = \"{url}\"\nsnapshot_interval = \"50ms\"\n\
+         [store.tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\n\
+         key_file = \"{d}/client.key\""
+    );
+    let events = testkit::config::Table::new()
+        .set("sink", "redis")
+        .set("stream", "flashgate:tls-events")
+        .set("batch", 1);
+    let room = Room::new("drop").poll("1s").bot(Bot::shadow());
+    let cfg = Config::new(origin.addr)
+        .store(store)
+        .table("events", events)
+        .room(room);
+    let [a, b] = Node::fleet(&cfg).await;
+    a.patch_room("drop", json!({"paused": true})).await;
+    let c = a.shopper();
+    let ticket = join(&a, &c, "shop.test").await;
+    b.wait_status(&c, "drop", Duration::from_secs(5), |st| {
+        st["ticket"] == ticket && st["state"] == "paused"
+    })
+    .await;
+    b.patch_room("drop", json!({"paused": false})).await;
+    b.wait_status(&c, "drop", Duration::from_secs(10), |st| {
+        st["admitted"] == true
+    })
+    .await;
+    assert_eq!(enter(&b, &c, "shop.test").await, (200, true));
+    // All of it went over TLS (the plain port is the kit's own): scripts ran, events arrived.
+    assert!(redis.calls("evalsha") + redis.calls("eval") > 0);
+    testkit::wait_for("the events", Duration::from_secs(10), || async {
+        redis
+            .cmd::<u64>(redis::cmd("XLEN").arg("flashgate:tls-events"))
+            .is_ok_and(|n| n >= 2)
+    })
+    .await;
+    // Bot defence's fleet-wide join limit, on its own connection.
+    let keys: Vec<String> = redis.cmd(redis::cmd("KEYS").arg("*")).expect("KEYS");
+    assert!(
+        keys.iter().any(|k| k.starts_with("{fg:drop}:jl:")),
+        "{keys:?}"
+    );
+    let acl: Vec<redis::Value> = redis.cmd(redis::cmd("ACL").arg("LOG")).expect("ACL LOG");
+    assert!(acl.is_empty(), "the ACL refused something: {acl:?}");
+    a.assert_no_panic();
+    b.assert_no_panic();
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use flashgate::store::local::{sync_room, Marks};
 use flashgate::store::redis::{room_keys, RedisStore};
 use flashgate::store::{redis_stack, BatchingStore};
-use testkit::RedisServer;
+use testkit::{RedisServer, TestPki};
 use waitroom::state::{AdvanceRecord, ControllerState, MinuteCount, ShuffleRange};
 use waitroom::{
     CheckIn, ClaimOutcome, ClaimRequest, HighWater, MemoryStore, Overrides, RoomSettings, Store,
@@ -449,7 +449,8 @@ async fn batching_numbers_concurrent_arrivals_with_few_redis_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_redis_fails_fast_and_a_restart_empty_is_reseeded() {
     let mut redis = RedisServer::start();
-    let store = redis_stack(&redis.url(), false, Duration::from_millis(2), None).expect("stack");
+    let store =
+        redis_stack(&redis.url(), false, None, Duration::from_millis(2), None).expect("stack");
     let settings = RoomSettings::new(
         "r",
         std::num::NonZeroU32::new(600).expect("nonzero"),
@@ -533,4 +534,87 @@ async fn dead_redis_fails_fast_and_a_restart_empty_is_reseeded() {
     assert!(s.issued >= before.issued && seed.issued >= before.issued);
     let next = store.issue("r", 1).await.expect("numbering resumes");
     assert!(next > before.issued, "no number handed out twice: {next}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS (`rediss://`): a real `redis-server` with `--tls-port`, certificates from a test CA
+// (`testkit::TestPki`).
+
+fn identity(pki: &TestPki) -> flashgate::store::ClientIdentity {
+    flashgate::store::ClientIdentity {
+        cert: pki.client_cert.clone().into_bytes(),
+        key: pki.client_key.clone().into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_over_tls_conformance_and_a_wrong_ca_is_refused() {
+    let pki = TestPki::new(false);
+    let redis = RedisServer::start_tls(pki.server.clone());
+    let trusted = flashgate::store::RedisTls {
+        ca: Some(pki.ca_pem.clone().into_bytes()),
+        client: None,
+    };
+    // As an ACL user with docs/redis.md's rules: every script of the suite stays within them.
+    redis.acl_user("flashgate", "fg-secret", testkit::FLASHGATE_ACL);
+    let url = redis
+        .tls_url()
+        .replace("rediss://", "rediss://flashgate:fg-secret@");
+    let store = RedisStore::with_tls(&url, false, Some(&trusted)).expect("store");
+    conformance(&store, "tls").await;
+    pause_and_minute_conformance(&store, "tls-pause").await;
+    let acl: Vec<redis::Value> = redis.cmd(redis::cmd("ACL").arg("LOG")).expect("ACL LOG");
+    assert!(acl.is_empty(), "the ACL refused something: {acl:?}");
+    // The data went over TLS to that server (read back on its plain port).
+    let issued: u64 = redis
+        .cmd(redis::cmd("GET").arg(room_keys("tls").issued))
+        .expect("GET");
+    assert_eq!(issued, 21);
+
+    // A certificate from another CA is refused: no call succeeds, the error says why.
+    let other = flashgate::store::RedisTls {
+        ca: Some(TestPki::new(false).ca_pem.clone().into_bytes()),
+        client: None,
+    };
+    let stranger = RedisStore::with_tls(&redis.tls_url(), false, Some(&other)).expect("store");
+    match stranger.issue("tls", 1).await {
+        Err(StoreError::Unavailable(e)) => assert!(
+            e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"),
+            "{e}"
+        ),
+        r => panic!("a server signed by an unknown CA answered: {r:?}"),
+    }
+    // Without a CA of its own, the system's roots do not know the test CA either.
+    let system = RedisStore::new(&redis.tls_url(), false).expect("store");
+    assert!(system.issue("tls", 1).await.is_err());
+    // Plain Redis protocol on the TLS port is no answer.
+    let plain = redis.tls_url().replace("rediss://", "redis://");
+    let plain = RedisStore::new(&plain, false).expect("store");
+    assert!(plain.issue("tls", 1).await.is_err());
+    assert_eq!(
+        store.issue("tls", 1).await,
+        Ok(22),
+        "the trusted store still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_the_client_certificate() {
+    let pki = TestPki::new(true);
+    let redis = RedisServer::start_tls(pki.server.clone());
+    let ca_only = flashgate::store::RedisTls {
+        ca: Some(pki.ca_pem.clone().into_bytes()),
+        client: None,
+    };
+    let anonymous = RedisStore::with_tls(&redis.tls_url(), false, Some(&ca_only)).expect("store");
+    assert!(
+        anonymous.issue("m", 1).await.is_err(),
+        "a client without a certificate was served"
+    );
+    let with_cert = flashgate::store::RedisTls {
+        client: Some(identity(&pki)),
+        ..ca_only
+    };
+    let store = RedisStore::with_tls(&redis.tls_url(), false, Some(&with_cert)).expect("store");
+    assert_eq!(store.issue("m", 1).await, Ok(1));
 }

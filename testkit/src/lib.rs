@@ -29,6 +29,7 @@
 pub mod config;
 mod node;
 mod origin;
+mod pki;
 mod ports;
 mod prom;
 mod redis;
@@ -38,9 +39,13 @@ mod wait;
 pub use config::{Bot, Config, Room, Route, Secret, Store};
 pub use node::{cli, flashgate_bin, Launch, Node, Ready};
 pub use origin::Origin;
+pub use pki::TestPki;
 pub use ports::free_port;
 pub use prom::{Metrics, Sample};
-pub use redis::RedisServer;
+pub use redis::{
+    ClusterMember, RedisCluster, RedisSentinels, RedisServer, TlsFiles, FLASHGATE_ACL,
+    SENTINEL_MASTER,
+};
 pub use wait::{wait_for, wait_until, DEADLINE};
 
 /// The demo shop, and a node in front of it running `rooms` (the most common set-up).

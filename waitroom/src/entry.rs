@@ -118,6 +118,20 @@ impl<'a> Entry<'a> {
         self.issued
     }
 
+    /// What the shopper is told when the store did not answer the last step: a claim that
+    /// could not be made is "you're next" ([`Finish::Next`]: the ticket's turn has come, it
+    /// enters once the store answers); a number that could not be issued has no answer here
+    /// (`None`: there is no ticket to wait with).
+    pub fn unanswered(&self) -> Option<Finish> {
+        match (self.claiming, &self.ticket) {
+            (Some(_), Some(_)) => match self.next() {
+                Step::Done(f) => Some(f),
+                Step::Issue | Step::Claim(_) => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Feeds the last answer in; returns what to do next. An input that does not answer the
     /// last step (an `Issued` nobody asked for, say) ends the exchange as [`Finish::Stuck`].
     pub fn step(&mut self, input: Input) -> Step {

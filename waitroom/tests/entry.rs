@@ -148,6 +148,33 @@ fn a_full_room_says_next() {
 }
 
 #[test]
+fn a_claim_the_store_did_not_answer_is_next_and_a_failed_issue_has_no_answer() {
+    let s = settings();
+    let v = busy(&s);
+    // Ticket 7's turn came; its claim went out and nothing came back: "you're next".
+    let mut e = holder_of_7(&v, &s, false);
+    assert!(matches!(e.step(Input::Start), Step::Claim(ref r) if r.ticket == 7));
+    let Some(Finish::Next(w)) = e.unanswered() else {
+        panic!("expected next, got {:?}", e.unanswered())
+    };
+    assert_eq!(
+        (w.renewed.number, w.position, w.ahead),
+        (7, Some(1), Some(0))
+    );
+    // Nobody admitted: the claim was never answered, so a later one may still enter.
+    assert!(matches!(
+        e.step(Input::Claimed(ClaimOutcome::Entered)),
+        Step::Done(Finish::Entered { .. })
+    ));
+    // A newcomer whose number could not be issued: no ticket, nothing to wait with.
+    let mut e = Entry::new(&v, &s, None, 0, false, NOW);
+    assert_eq!(e.step(Input::Start), Step::Issue);
+    assert_eq!(e.unanswered(), None);
+    // Before any step there is nothing in flight either.
+    assert_eq!(holder_of_7(&v, &s, false).unanswered(), None);
+}
+
+#[test]
 fn a_sold_out_room_rejects_without_a_store_call() {
     let s = settings();
     let v = view(

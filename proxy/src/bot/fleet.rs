@@ -45,7 +45,7 @@ use waitroom::UnixMillis;
 
 use super::challenge::ChallengeId;
 use super::replay::{ReplayError, ReplayGuard};
-use crate::store::redis::{Conn, LazyRedis, CALL_TIMEOUT};
+use crate::store::redis::{Conn, LazyRedis, RedisTls, CALL_TIMEOUT};
 
 /// Kept on top of a challenge's remaining lifetime (tolerated clock difference between nodes).
 pub const SKEW_MARGIN: Duration = Duration::from_secs(5);
@@ -124,11 +124,15 @@ impl fmt::Debug for RedisShared {
 }
 
 impl RedisShared {
-    /// Shared state on `url` (`redis://`, `unix://`); `cluster` uses the Cluster
-    /// client with `url` as the seed node.
-    pub fn new(url: &str, cluster: bool) -> Result<Self, crate::store::UrlError> {
+    /// Shared state on the store's Redis: `url` (`redis://`, `rediss://`, `unix://`,
+    /// `redis+sentinel://`), `cluster` with `url` as the seed node, `tls` for `rediss`.
+    pub fn new(
+        url: &str,
+        cluster: bool,
+        tls: Option<&RedisTls>,
+    ) -> Result<Self, crate::store::UrlError> {
         Ok(Self {
-            redis: LazyRedis::new(url, cluster)?,
+            redis: LazyRedis::new(url, cluster, tls)?,
             join_limit: Script::new(JOIN_LIMIT),
             down_until: AtomicU64::new(0),
         })
@@ -145,10 +149,15 @@ impl RedisShared {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "bot defence: redis {what} failed");
+                // The next call connects anew (a restarted Redis, a Sentinel failover).
+                if crate::store::connect::needs_new_connection(&e) {
+                    self.redis.forget();
+                }
                 None
             }
             Err(_) => {
                 tracing::debug!("bot defence: redis {what}: no answer within {CALL_TIMEOUT:?}");
+                self.redis.forget();
                 None
             }
         }
@@ -255,8 +264,8 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused_without_io_and_debug_hides_it() {
-        assert!(RedisShared::new("not a url", false).is_err());
-        let r = RedisShared::new("redis://user:secret@127.0.0.1:1", false).expect("parses");
+        assert!(RedisShared::new("not a url", false, None).is_err());
+        let r = RedisShared::new("redis://user:secret@127.0.0.1:1", false, None).expect("parses");
         let shown = format!("{r:?}");
         assert!(!shown.contains("secret"), "{shown}");
     }
@@ -265,7 +274,7 @@ mod tests {
     /// skipped for a while, so an outage costs no join a timeout).
     #[test]
     fn an_unreachable_redis_refuses_solutions_and_skips_the_join_limit() {
-        let r = RedisShared::new("redis://127.0.0.1:1", false).expect("parses");
+        let r = RedisShared::new("redis://127.0.0.1:1", false, None).expect("parses");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

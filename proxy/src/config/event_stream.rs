@@ -131,6 +131,11 @@ pub(super) fn build(
 
     let sink = match kind {
         "redis" => {
+            // `[store.tls]` serves every rediss:// connection of the node.
+            let tls = match store {
+                StoreKind::Redis { tls, .. } => tls.clone(),
+                StoreKind::Memory => None,
+            };
             let url = match (&e.url, store) {
                 (Some(u), _) => u.clone(),
                 (
@@ -149,10 +154,24 @@ pub(super) fn build(
                     ))
                 }
             };
+            // The sink's own connection speaks to one server: it does not ask sentinels.
+            if url.contains("+sentinel://") {
+                let key = if e.url.is_some() {
+                    "events.url"
+                } else {
+                    "events.sink"
+                };
+                return Err(ctx.err(
+                    key,
+                    "the events sink does not follow Sentinel: give events.url the Redis to \
+                     write to (redis:// or rediss://)",
+                ));
+            }
             EventSink::Redis {
                 url,
                 stream,
                 maxlen,
+                tls,
             }
         }
         "file" => {
@@ -237,6 +256,7 @@ mod tests {
                 url: "redis://10.0.0.5:6379/2".into(),
                 stream: DEFAULT_STREAM.into(),
                 maxlen: NonZeroU64::new(100_000).expect("non-zero"),
+                tls: None,
             }
         );
         assert_eq!(e.node, "edge-1");

@@ -145,6 +145,20 @@ pub struct StoreSection {
     /// How long new arrivals are collected to be numbered with one Redis call ("0ms": off).
     #[serde(default = "default_batch_window")]
     pub batch_window: String,
+    /// TLS to Redis beyond the `rediss://` URL: a CA and a client certificate.
+    pub tls: Option<StoreTlsSection>,
+}
+
+/// `[store.tls]`: PEM files, read when the config is loaded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTlsSection {
+    /// The CA certificate(s) that sign the Redis server's certificate (default: the system's).
+    pub ca_file: Option<String>,
+    /// A client certificate chain, for Redis set up with `tls-auth-clients yes`.
+    pub cert_file: Option<String>,
+    /// The client certificate's private key.
+    pub key_file: Option<String>,
 }
 
 impl Default for StoreSection {
@@ -155,6 +169,7 @@ impl Default for StoreSection {
             cluster: false,
             snapshot_interval: default_snapshot_interval(),
             batch_window: default_batch_window(),
+            tls: None,
         }
     }
 }

@@ -108,6 +108,8 @@ pub enum StoreKind {
         cluster: bool,
         /// Arrivals collected into one ticket-numbering call (zero: no batching).
         batch_window: Duration,
+        /// `[store.tls]`: the CA and client certificate for `rediss` URLs.
+        tls: Option<crate::store::RedisTls>,
     },
 }
 
@@ -239,20 +241,117 @@ impl Ctx<'_> {
 /// A Redis URL Flashgate can connect to: `redis://` or `unix://`, and one redis-rs reads.
 /// `rediss://` is refused here rather than at the first connection: this build has no TLS client
 /// for Redis (reach a TLS-only Redis through a local TLS tunnel, e.g. stunnel on 127.0.0.1).
+/// A Redis URL: `redis://`, `rediss://` (TLS), `unix://`, or a Sentinel URL
+/// (`redis+sentinel://`, `rediss+sentinel://`).
 fn check_redis_url(ctx: &Ctx<'_>, key: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("rediss://") {
+    use crate::store::connect::SentinelUrl;
+    match SentinelUrl::parse(url) {
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => {}
+        Err(e) => return Err(ctx.err(key, e.to_string())),
+    }
+    if !["redis://", "rediss://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
         return Err(ctx.err(
             key,
-            "rediss:// (TLS) is not supported: use redis:// (on a private network, or to a local \
-             TLS tunnel) or unix://",
+            "must start with redis://, rediss:// (TLS), unix:// or redis+sentinel://",
         ));
-    }
-    if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-        return Err(ctx.err(key, "must start with redis:// or unix://"));
     }
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(|_| ())
         .map_err(|e| ctx.err(key, format!("not a Redis URL: {e}")))
+}
+
+/// The store's Redis URL: with `cluster`, one or more seed nodes (comma-separated URLs, all
+/// plain or all TLS); a Sentinel URL names a master, not a Cluster.
+fn check_store_url(ctx: &Ctx<'_>, url: &str, cluster: bool) -> Result<(), ConfigError> {
+    if !cluster {
+        return check_redis_url(ctx, "store.url", url);
+    }
+    if url.contains("+sentinel://") {
+        return Err(ctx.err(
+            "store.url",
+            "a Sentinel URL names one master, not a Cluster: set cluster = false",
+        ));
+    }
+    let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
+    for seed in &seeds {
+        check_redis_url(ctx, "store.url", seed)?;
+    }
+    let tls = seeds[0].starts_with("rediss://");
+    if seeds.iter().any(|s| s.starts_with("rediss://") != tls) {
+        return Err(ctx.err(
+            "store.url",
+            "the seed nodes must be all redis:// or all rediss://",
+        ));
+    }
+    Ok(())
+}
+
+/// `[store.tls]`: the PEM files read and checked now (a CA that parses, a client certificate
+/// that matches its key), each problem naming its key and file.
+fn build_store_tls(
+    ctx: &Ctx<'_>,
+    t: &file::StoreTlsSection,
+) -> Result<crate::store::RedisTls, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let ca = match &t.ca_file {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| ctx.err("store.tls.ca_file", format!("cannot read {path}: {e}")))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    ctx.err(
+                        "store.tls.ca_file",
+                        format!("{path}: not a PEM certificate ({e})"),
+                    )
+                })?;
+            if certs.is_empty() {
+                return Err(ctx.err(
+                    "store.tls.ca_file",
+                    format!("{path}: no PEM certificate in the file"),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    let client = match (&t.cert_file, &t.key_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ctx.err(
+                "store.tls.key_file",
+                "cert_file needs the certificate's key_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.err(
+                "store.tls.cert_file",
+                "key_file needs the certificate it belongs to (cert_file)",
+            ))
+        }
+        (Some(c), Some(k)) => {
+            crate::tls::load(Path::new(c), Path::new(k)).map_err(|e| {
+                let which = match e.file {
+                    crate::tls::PemFile::Cert => "store.tls.cert_file",
+                    crate::tls::PemFile::Key => "store.tls.key_file",
+                };
+                ctx.err(which, e.reason)
+            })?;
+            let read = |p: &str, key: &str| {
+                std::fs::read(p).map_err(|e| ctx.err(key, format!("cannot read {p}: {e}")))
+            };
+            Some(crate::store::ClientIdentity {
+                cert: read(c, "store.tls.cert_file")?,
+                key: read(k, "store.tls.key_file")?,
+            })
+        }
+    };
+    Ok(crate::store::RedisTls { ca, client })
 }
 
 impl Config {
@@ -653,14 +752,23 @@ fn build_store(
     s: &file::StoreSection,
 ) -> Result<(StoreKind, Duration), ConfigError> {
     let kind = match (s.kind.as_str(), &s.url) {
+        ("memory", None) if s.tls.is_some() => {
+            return Err(ctx.err("store.tls", "only used with kind = \"redis\""))
+        }
         ("memory", None) => StoreKind::Memory,
         ("memory", Some(_)) => return Err(ctx.err("store.url", "only used with kind = \"redis\"")),
         ("redis", Some(url)) => {
-            check_redis_url(ctx, "store.url", url)?;
+            check_store_url(ctx, url, s.cluster)?;
+            let tls = match &s.tls {
+                None => None,
+                Some(t) if url.contains("rediss") => Some(build_store_tls(ctx, t)?),
+                Some(_) => return Err(ctx.err("store.tls", "only used with a rediss:// (TLS) url")),
+            };
             StoreKind::Redis {
                 url: url.clone(),
                 cluster: s.cluster,
                 batch_window: Duration::ZERO,
+                tls,
             }
         }
         ("redis", None) => return Err(ctx.err("store.url", "kind = \"redis\" needs a url")),
@@ -678,10 +786,13 @@ fn build_store(
         ));
     }
     let kind = match kind {
-        StoreKind::Redis { url, cluster, .. } => StoreKind::Redis {
+        StoreKind::Redis {
+            url, cluster, tls, ..
+        } => StoreKind::Redis {
             url,
             cluster,
             batch_window: window,
+            tls,
         },
         StoreKind::Memory => StoreKind::Memory,
     };

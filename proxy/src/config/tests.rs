@@ -80,3 +80,74 @@ fn relative_event_times_and_defaults() {
     assert_eq!(e.starts_at, t0().plus(Duration::from_secs(60)));
     assert_eq!(c.routes.len(), 2);
 }
+
+#[test]
+fn store_tls_reads_the_ca_and_client_certificate_and_names_the_bad_file() {
+    use super::test_fixture::{parse, refuse, with_shop};
+    let dir = std::env::temp_dir().join(format!("flashgate-store-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = rcgen::generate_simple_self_signed(vec!["redis-ca".to_owned()]).expect("CA");
+    let client = rcgen::generate_simple_self_signed(vec!["flashgate".to_owned()]).expect("cert");
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).expect("cert");
+    let file = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).expect("write");
+        p.display().to_string()
+    };
+    let ca_file = file("ca.pem", ca.cert.pem());
+    let cert_file = file("client.pem", client.cert.pem());
+    let key_file = file("client.key", client.signing_key.serialize_pem());
+    let other_key = file("other.key", other.signing_key.serialize_pem());
+    let store = |url: &str, tls: &str| {
+        with_shop(&format!(
+            "[store]\nkind = \"redis\"\nurl = \"{url}\"\n[store.tls]\n{tls}"
+        ))
+    };
+    let all = format!(
+        "ca_file = \"{ca_file}\"\ncert_file = \"{cert_file}\"\nkey_file = \"{key_file}\"\n"
+    );
+    let c = parse("tls.toml", &store("rediss://10.0.0.5:6380", &all));
+    let StoreKind::Redis { tls: Some(t), .. } = &c.store else {
+        panic!("no TLS settings: {:?}", c.store)
+    };
+    assert_eq!(t.ca.as_deref(), Some(ca.cert.pem().as_bytes()));
+    let id = t.client.as_ref().expect("client certificate");
+    assert_eq!(id.cert, client.cert.pem().into_bytes());
+    assert!(
+        !format!("{t:?}").contains("PRIVATE"),
+        "no key material in Debug"
+    );
+    // The events sink on the store's Redis gets the same settings.
+    let events = format!(
+        "{}\n[events]\nsink = \"redis\"\n",
+        store("rediss://10.0.0.5:6380", &all)
+    );
+    let c = parse("tls-events.toml", &events);
+    assert!(matches!(
+        &c.events.sink,
+        crate::events::settings::EventSink::Redis { tls: Some(_), .. }
+    ));
+    // Sentinel over TLS takes them too.
+    parse(
+        "sentinel.toml",
+        &store("rediss+sentinel://10.0.0.5:26379/main", &all),
+    );
+
+    // Each problem names its key and file.
+    let e = refuse(
+        "bad.toml",
+        &store("rediss://h:1", &format!("ca_file = \"{key_file}\"\n")),
+    );
+    assert_eq!(e.key, "store.tls.ca_file");
+    assert!(e.reason.contains(&key_file), "{e}");
+    let mismatched = format!("cert_file = \"{cert_file}\"\nkey_file = \"{other_key}\"\n");
+    let e = refuse("bad.toml", &store("rediss://h:1", &mismatched));
+    assert_eq!(e.key, "store.tls.key_file");
+    assert!(e.reason.contains("not the certificate's key"), "{e}");
+    let e = refuse(
+        "bad.toml",
+        &store("rediss://h:1", &format!("cert_file = \"{cert_file}\"\n")),
+    );
+    assert_eq!(e.key, "store.tls.key_file");
+    let _ = std::fs::remove_dir_all(dir);
+}

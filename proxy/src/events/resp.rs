@@ -7,12 +7,19 @@
 //!
 //! redis-rs still reads the URL (host, port or unix socket path, user, password, database);
 //! the connection speaks RESP2 (no `HELLO`), authenticates with `AUTH` and selects the database
-//! with `SELECT` when the URL has them.
+//! with `SELECT` when the URL has them. A `rediss://` URL is TLS through rustls (ring), trusting
+//! `[store.tls]`'s CA (or the system's roots) and presenting its client certificate.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::store::RedisTls;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
@@ -30,8 +37,14 @@ pub enum ConnError {
     Connect { addr: String, source: io::Error },
     #[error("connect: {0}: no address")]
     NoAddress(String),
-    #[error("the events sink does not speak TLS (rediss://)")]
-    Tls,
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the events sink cannot connect to {0}")]
+    Unsupported(String),
+    #[error("TLS: {0} is not a valid server name")]
+    ServerName(String),
+    #[error("TLS: {what}: {reason}")]
+    TlsSetup { what: &'static str, reason: String },
     #[error("{0}")]
     Socket(io::Error),
     #[error("write: {0}")]
@@ -105,6 +118,7 @@ impl Frame<'_> {
 #[derive(Debug)]
 enum Socket {
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -114,6 +128,10 @@ impl Socket {
             Self::Tcp(s) => s
                 .set_read_timeout(Some(t))
                 .and_then(|()| s.set_write_timeout(Some(t))),
+            Self::Tls(s) => s
+                .sock
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.sock.set_write_timeout(Some(t))),
             Self::Unix(s) => s
                 .set_read_timeout(Some(t))
                 .and_then(|()| s.set_write_timeout(Some(t))),
@@ -125,6 +143,7 @@ impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
             Self::Unix(s) => s.read(buf),
         }
     }
@@ -134,12 +153,17 @@ impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
             Self::Unix(s) => s.write(buf),
         }
     }
 
+    /// Sockets write through; TLS may hold the end of a record until flushed.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Self::Tls(s) => s.flush(),
+            Self::Tcp(_) | Self::Unix(_) => Ok(()),
+        }
     }
 }
 
@@ -234,39 +258,86 @@ fn number(text: &[u8]) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
+/// A TCP connection to `host:port`, trying each of its addresses within `timeout`.
+fn tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnError> {
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ConnError::Connect {
+            addr: host.to_owned(),
+            source,
+        })?;
+    let mut last = ConnError::NoAddress(host.to_owned());
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                // The batch's last segment must not wait for an ACK of the one before.
+                s.set_nodelay(true).map_err(ConnError::Socket)?;
+                return Ok(s);
+            }
+            Err(source) => {
+                last = ConnError::Connect {
+                    addr: a.to_string(),
+                    source,
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The TLS client settings: `tls`'s CA (else the system's roots) and client certificate.
+fn client_config(tls: Option<&RedisTls>) -> Result<Arc<rustls::ClientConfig>, ConnError> {
+    let setup = |what, reason: String| ConnError::TlsSetup { what, reason };
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|t| t.ca.as_deref()) {
+        Some(pem) => {
+            for c in CertificateDer::pem_slice_iter(pem) {
+                roots.add(c.map_err(|e| setup("CA file", e.to_string()))?)?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "no certificate found".to_owned(), ToString::to_string);
+                return Err(setup("system roots", why));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let cfg = match tls.and_then(|t| t.client.as_ref()) {
+        None => b.with_no_client_auth(),
+        Some(id) => {
+            let chain = CertificateDer::pem_slice_iter(&id.cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| setup("client certificate", e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&id.key)
+                .map_err(|e| setup("client key", e.to_string()))?;
+            b.with_client_auth_cert(chain, key)?
+        }
+    };
+    Ok(Arc::new(cfg))
+}
+
 impl Conn {
     /// Connects to the Redis of `url` (`redis://[user:password@]host[:port][/db]` or
     /// `unix:///path`), giving up after `timeout`, authenticates and selects the database.
-    pub fn open(url: &str, timeout: Duration) -> Result<Self, ConnError> {
+    pub fn open(url: &str, timeout: Duration, tls: Option<&RedisTls>) -> Result<Self, ConnError> {
         let info = url.into_connection_info()?;
         let sock = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let addrs = (host.as_str(), *port).to_socket_addrs().map_err(|source| {
-                    ConnError::Connect {
-                        addr: host.clone(),
-                        source,
-                    }
-                })?;
-                let mut last = ConnError::NoAddress(host.clone());
-                let mut found = None;
-                for a in addrs {
-                    match TcpStream::connect_timeout(&a, timeout) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(source) => {
-                            last = ConnError::Connect {
-                                addr: a.to_string(),
-                                source,
-                            }
-                        }
-                    }
-                }
-                let s = found.ok_or(last)?;
-                // The batch's last segment must not wait for an ACK of the one before.
-                s.set_nodelay(true).map_err(ConnError::Socket)?;
-                Socket::Tcp(s)
+            ConnectionAddr::Tcp(host, port) => Socket::Tcp(tcp(host, *port, timeout)?),
+            ConnectionAddr::TcpTls { host, port, .. } => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| ConnError::ServerName(host.clone()))?;
+                let sock = tcp(host, *port, timeout)?;
+                let conn = rustls::ClientConnection::new(client_config(tls)?, name)?;
+                Socket::Tls(Box::new(rustls::StreamOwned::new(conn, sock)))
             }
             ConnectionAddr::Unix(path) => Socket::Unix(UnixStream::connect(path).map_err(
                 |source| ConnError::Connect {
@@ -274,7 +345,7 @@ impl Conn {
                     source,
                 },
             )?),
-            _ => return Err(ConnError::Tls),
+            other => return Err(ConnError::Unsupported(format!("{other:?}"))),
         };
         let mut conn = Conn {
             sock,
@@ -321,7 +392,10 @@ impl Conn {
 
     /// Writes `bytes` whole.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
-        self.sock.write_all(bytes).map_err(ConnError::Write)
+        self.sock
+            .write_all(bytes)
+            .and_then(|()| self.sock.flush())
+            .map_err(ConnError::Write)
     }
 
     /// The next reply: `Ok(Err(text))` when it is an error reply (Redis refused that command),

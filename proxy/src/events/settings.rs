@@ -20,6 +20,8 @@ pub enum EventSink {
         url: String,
         stream: String,
         maxlen: NonZeroU64,
+        /// The CA and client certificate for a `rediss://` url (`[store.tls]`).
+        tls: Option<crate::store::RedisTls>,
     },
     /// JSON lines; `path` is rotated to `path.1` … `path.<keep_files>` when it would pass
     /// `max_bytes`.

@@ -233,11 +233,10 @@ impl Sink {
                 url,
                 stream,
                 maxlen,
-            } => Self::Redis(Box::new(RedisSink::new(
-                url.clone(),
-                stream.clone(),
-                maxlen.get(),
-            ))),
+                tls,
+            } => Self::Redis(Box::new(
+                RedisSink::new(url.clone(), stream.clone(), maxlen.get()).with_tls(tls.clone()),
+            )),
             EventSink::File {
                 path,
                 max_bytes,
@@ -314,6 +313,8 @@ pub enum SinkError {
 /// holds up only delivery (reads and writes time out after [`RESPONSE_TIMEOUT`]).
 pub(super) struct RedisSink {
     url: String,
+    /// The CA and client certificate for a `rediss://` url.
+    tls: Option<crate::store::RedisTls>,
     stream: String,
     maxlen: u64,
     conn: Option<resp::Conn>,
@@ -402,6 +403,7 @@ impl RedisSink {
     pub(super) fn new(url: String, stream: String, maxlen: u64) -> Self {
         Self {
             url,
+            tls: None,
             stream,
             maxlen,
             conn: None,
@@ -409,6 +411,12 @@ impl RedisSink {
             trim_warned: false,
             pace: Pace::default(),
         }
+    }
+
+    /// Trusts `tls`'s CA and presents its client certificate on a `rediss://` url.
+    pub(super) fn with_tls(mut self, tls: Option<crate::store::RedisTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The connection, opened if need be, with its timeouts set to `timeout` (at most
@@ -419,8 +427,11 @@ impl RedisSink {
             Some(c) => c,
             None => {
                 self.trim_warned = false;
-                self.conn
-                    .insert(resp::Conn::open(&self.url, timeout.min(CONNECT_TIMEOUT))?)
+                self.conn.insert(resp::Conn::open(
+                    &self.url,
+                    timeout.min(CONNECT_TIMEOUT),
+                    self.tls.as_ref(),
+                )?)
             }
         };
         if let Err(e) = conn.set_timeout(timeout) {

@@ -37,15 +37,21 @@ pub(crate) enum Admission {
     Reject(RejectReason),
     /// Bot defence answers (challenge, limit, block).
     Bot(Verdict),
-    /// The store could not be asked and the room's policy is to keep shoppers waiting.
+    /// The store could not number a new arrival and the room's policy is to keep shoppers
+    /// waiting: the room's waiting answer without a ticket, retried by the page itself.
     Degraded(Arc<RoomView>),
 }
 
 /// Why admission could not finish the exchange with the store.
 #[derive(Debug)]
 enum Trouble {
-    /// The store failed this call.
-    Store(&'static str, StoreError),
+    /// The store failed this call; `next` is what the shopper is told instead when a ticket
+    /// whose turn came could not be claimed ("you're next", see [`Entry::unanswered`]).
+    Store {
+        op: &'static str,
+        error: StoreError,
+        next: Option<Box<WaitInfo>>,
+    },
     /// The store kept handing back used tickets.
     Stuck,
 }
@@ -155,12 +161,13 @@ impl Gate {
         loop {
             input = match entry.step(input) {
                 Step::Issue => {
-                    let number = self
-                        .node
-                        .store
-                        .issue(room.id(), 1)
-                        .await
-                        .map_err(|e| Trouble::Store("issue", e))?;
+                    let number = self.node.store.issue(room.id(), 1).await.map_err(|error| {
+                        Trouble::Store {
+                            op: "issue",
+                            error,
+                            next: None,
+                        }
+                    })?;
                     self.node
                         .metrics
                         .tickets
@@ -176,12 +183,20 @@ impl Gate {
                     Input::Issued(number)
                 }
                 Step::Claim(req) => {
-                    let outcome = self
-                        .node
-                        .store
-                        .claim(room.id(), &req)
-                        .await
-                        .map_err(|e| Trouble::Store("claim", e))?;
+                    let outcome = match self.node.store.claim(room.id(), &req).await {
+                        Ok(o) => o,
+                        Err(error) => {
+                            let next = match entry.unanswered() {
+                                Some(Finish::Next(w)) => Some(w),
+                                _ => None,
+                            };
+                            return Err(Trouble::Store {
+                                op: "claim",
+                                error,
+                                next,
+                            });
+                        }
+                    };
                     Input::Claimed(outcome)
                 }
                 Step::Done(Finish::Entered { ticket, pass }) => {
@@ -209,9 +224,9 @@ impl Gate {
         binding: u64,
         now: UnixMillis,
     ) -> Admission {
-        let (op, error) = match &trouble {
-            Trouble::Store(op, e) => (*op, Some(e)),
-            Trouble::Stuck => ("claim", None),
+        let (op, error, next) = match trouble {
+            Trouble::Store { op, error, next } => (op, Some(error), next),
+            Trouble::Stuck => ("claim", None, None),
         };
         self.node
             .metrics
@@ -223,7 +238,9 @@ impl Gate {
         tracing::debug!(
             room = room.id(),
             op,
-            error = error.map_or("ticket could not be placed".into(), |e| e.to_string()),
+            error = error
+                .as_ref()
+                .map_or("ticket could not be placed".into(), |e| e.to_string()),
             "store error; policy {:?}",
             room.cfg.on_store_error
         );
@@ -231,7 +248,9 @@ impl Gate {
         // shoppers in from this node's own GCRA bucket of `floor_rate_per_minute`. Such a pass
         // carries ticket 0 (real numbers start at 1): it is not counted in the store's active
         // users, cannot be revoked on its own, and simply expires with its session. Everyone
-        // else gets "please wait", as with `queue`.
+        // else waits, as with `queue`: a ticket whose claim failed is told "you're next" (it
+        // enters once the store answers), a new arrival gets the room's waiting answer without
+        // a ticket. Never a 5xx: the store failing is Flashgate's trouble, not the shopper's.
         let admitting = matches!(
             view.state,
             waitroom::RoomState::Idle
@@ -256,7 +275,10 @@ impl Gate {
                 .inc();
             return Admission::Forward;
         }
-        Admission::Degraded(view)
+        match next {
+            Some(w) => Admission::Next(w),
+            None => Admission::Degraded(view),
+        }
     }
 
     /// A new pass: sent in place of the ticket, counted as an admission.

@@ -217,10 +217,14 @@ impl Gate {
         }
     }
 
-    /// "Please wait" while the store cannot answer (policy `queue`): 503 with Retry-After.
+    /// "Please wait" while the store cannot number a new arrival (policy `queue`): the room's
+    /// waiting status code (200/202/429, never a 5xx: behind a CDN a 5xx becomes the CDN's error
+    /// page) with Retry-After; the page reloads itself after that long (meta refresh) and gets
+    /// its ticket once the store answers.
     async fn degraded(&self, s: &mut Session, room: &RoomRuntime, view: &RoomView) -> Result<()> {
         let retry = room.cfg.settings.poll_interval.as_secs().max(1);
         let headers = [("retry-after", retry.to_string())];
+        let code = room.cfg.status_code;
         let msg = "We're handling a lot of shoppers right now. Please stay on this page.";
         if json_wanted(s) {
             let mut st = Status::bare(
@@ -231,12 +235,12 @@ impl Gate {
                 Some(msg.into()),
             );
             st.poll_after_ms = retry * 1000;
-            respond(s, 503, JSON, st.to_json(), &headers).await
+            respond(s, code, JSON, st.to_json(), &headers).await
         } else {
             let html = self
                 .pages
                 .render_error(&room.cfg.branding, "Just a moment", msg, retry);
-            respond(s, 503, HTML, html, &headers).await
+            respond(s, code, HTML, html, &headers).await
         }
     }
 

@@ -58,8 +58,12 @@ impl Asker {
         };
         match view.decide(settings, Credential::Ticket(t), now) {
             Decision::Wait(w) => (Status::waiting(room.id(), &w), Some(w.renewed)),
-            Decision::Admit(req) if self.tarpit || !view.likely_claimable(&req) => {
-                // Your turn, but this minute's entries are used up or the room is full: next.
+            Decision::Admit(req)
+                if self.tarpit || !view.likely_claimable(&req) || !room.store_ok() =>
+            {
+                // Your turn, but this minute's entries are used up, the room is full, or the
+                // store cannot be reached to claim the entry (the page would reload into
+                // "you're next" at once, again and again): next, asked again at the cadence.
                 let mut w = view.wait_info(settings, t, Some(view.serving() + 1), now);
                 w.position = Some(1);
                 w.ahead = Some(0);

@@ -8,6 +8,12 @@
 //! - **half-open**: after the backoff, the next call is let through as a probe (the others still
 //!   fail at once); success closes the breaker, failure opens it again.
 //!
+//! The probe first replaces the store's connection with a fresh one ([`Reconnect`]): the old
+//! one may be dead (Redis restarted) and would fail the probe once more, costing a whole
+//! backoff. The backoff is short ([`BreakerConfig::max_open`] is 500 ms) because a probe costs
+//! Redis one connection and a `PING` per node: calls resume within about a second of Redis
+//! answering again (measured in `proxy/tests/chaos/store.rs`).
+//!
 //! A probe that never reports (its request was dropped) is forgotten after
 //! [`BreakerConfig::probe_timeout`], and another call probes. Answers that Redis gave but we
 //! could not use (`StoreError::Protocol`) prove Redis alive: they count as successes.
@@ -41,11 +47,20 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             threshold: 3,
-            min_open: Duration::from_millis(500),
-            max_open: Duration::from_secs(5),
+            min_open: Duration::from_millis(250),
+            max_open: Duration::from_millis(500),
             probe_timeout: Duration::from_secs(3),
         }
     }
+}
+
+/// A store whose connection can be replaced by a fresh one: the breaker's probe does so before
+/// its call.
+#[async_trait]
+pub trait Reconnect {
+    /// Opens a new connection and checks that it answers; later calls use it. An error leaves
+    /// the store as it was.
+    async fn reconnect(&self) -> StoreResult<()>;
 }
 
 /// The breaker's mode (for metrics and tests).
@@ -89,7 +104,7 @@ enum Permit {
     Probe,
 }
 
-impl<S: Store> Breaker<S> {
+impl<S: Store + Reconnect> Breaker<S> {
     pub fn new(inner: S, cfg: BreakerConfig, metrics: Option<Arc<Metrics>>) -> Self {
         if let Some(m) = &metrics {
             m.store_degraded.set(0);
@@ -213,6 +228,12 @@ impl<S: Store> Breaker<S> {
         F: Future<Output = Result<T, StoreError>>,
     {
         let permit = self.admit()?;
+        if let Permit::Probe = permit {
+            if let Err(e) = self.inner.reconnect().await {
+                self.report(permit, false, Some(&e));
+                return Err(e);
+            }
+        }
         let r = f().await;
         match &r {
             Err(e @ StoreError::Unavailable(_)) => self.report(permit, false, Some(e)),
@@ -223,7 +244,7 @@ impl<S: Store> Breaker<S> {
 }
 
 #[async_trait]
-impl<S: Store> Store for Breaker<S> {
+impl<S: Store + Reconnect> Store for Breaker<S> {
     async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         self.run(|| self.inner.issue(room, count)).await
     }
@@ -272,6 +293,15 @@ mod tests {
         inner: MemoryStore,
         down: AtomicBool,
         calls: AtomicU32,
+        reconnects: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Reconnect for Flaky {
+        async fn reconnect(&self) -> StoreResult<()> {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.check()
+        }
     }
 
     impl Flaky {
@@ -367,6 +397,10 @@ mod tests {
         }
         assert_eq!(b.mode(), Mode::Closed);
         assert_eq!(metrics.store_degraded.get(), 0);
+        // Each probe reconnected first; calls while closed never do.
+        assert_eq!(b.inner().reconnects.load(Ordering::Relaxed), 2);
+        assert_eq!(b.issue("r", 1).await.map(|_| ()), Ok(()));
+        assert_eq!(b.inner().reconnects.load(Ordering::Relaxed), 2);
         let changes = |m: &str| metrics.store_mode_changes.with_label_values(&[m]).get();
         assert_eq!(changes("open"), 2);
         assert_eq!(changes("half_open"), 2);
@@ -402,6 +436,12 @@ mod tests {
             }
             async fn reseed(&self, r: &str, m: &HighWater) -> StoreResult<()> {
                 self.0.reseed(r, m).await
+            }
+        }
+        #[async_trait]
+        impl Reconnect for Garbled {
+            async fn reconnect(&self) -> StoreResult<()> {
+                Ok(())
             }
         }
         let b = Breaker::new(Garbled::default(), cfg(), None);

@@ -3,7 +3,9 @@
 //! A Redis-backed node stacks, from the gate inwards:
 //! [`BatchingStore`] (one `INCRBY` numbers the arrivals of a few ms) →
 //! [`Breaker`] (a dead Redis fails at once instead of costing a timeout per request) →
-//! [`RedisStore`] (one Lua script per state change, on one Cluster slot per room).
+//! [`RedisStore`] (one Lua script per state change, on one Cluster slot per room) →
+//! [`connect`] (one Redis, a Cluster or a Sentinel's master, plain or TLS; a fresh connection
+//! for each of the breaker's probes).
 //!
 //! The single-node default is `waitroom::MemoryStore`, used directly. See `docs/redis.md` for
 //! running a fleet, the key layout, and what a Redis failure costs.
@@ -46,6 +48,7 @@ macro_rules! store_layer {
 pub mod batch;
 pub mod breaker;
 pub mod codec;
+pub mod connect;
 pub mod local;
 pub mod lua;
 pub mod redis;
@@ -59,9 +62,14 @@ pub use self::batch::BatchingStore;
 
 /// The store's Redis URL makes no client (the message names `store.url`).
 #[derive(Debug, thiserror::Error)]
-#[error("store.url: {0}")]
-pub struct UrlError(#[from] ::redis::RedisError);
+pub enum UrlError {
+    #[error("store.url: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("store.url: {0}")]
+    Sentinel(#[from] connect::BadSentinelUrl),
+}
 pub use self::breaker::{Breaker, BreakerConfig};
+pub use self::connect::{ClientIdentity, RedisTls};
 pub use self::redis::RedisStore;
 use crate::metrics::Metrics;
 
@@ -70,10 +78,11 @@ use crate::metrics::Metrics;
 pub fn redis_stack(
     url: &str,
     cluster: bool,
+    tls: Option<&RedisTls>,
     batch_window: Duration,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Arc<dyn Store>, UrlError> {
-    let redis = RedisStore::new(url, cluster)?;
+    let redis = RedisStore::with_tls(url, cluster, tls)?;
     let breaker = Arc::new(Breaker::new(redis, BreakerConfig::default(), metrics));
     Ok(Arc::new(BatchingStore::new(breaker, batch_window)))
 }

@@ -31,11 +31,12 @@
 //! ## Connections and failures
 //! The connection is made lazily, on first use, inside whichever Pingora runtime calls first
 //! (Pingora gives each service its own runtime; a client made before `run_forever` would be
-//! bound to a runtime that is gone). A single Redis uses the crate's `ConnectionManager`
-//! (multiplexed, reconnects with a short exponential backoff); a Cluster uses
-//! `cluster_async::ClusterConnection`. Connecting and each answer time out after
-//! [`CONNECT_TIMEOUT`] / [`RESPONSE_TIMEOUT`], and a whole call after [`CALL_TIMEOUT`], so a
-//! dead Redis fails fast; [`super::breaker`] then makes it fail at once.
+//! bound to a runtime that is gone). A single Redis (or a Sentinel's master) uses the crate's
+//! `ConnectionManager` (multiplexed, reconnects with a short exponential backoff); a Cluster
+//! uses `cluster_async::ClusterConnection` ([`super::connect`]). Connecting and each answer
+//! time out after [`CONNECT_TIMEOUT`] / [`RESPONSE_TIMEOUT`], and a whole call after
+//! [`CALL_TIMEOUT`], so a dead Redis fails fast; [`super::breaker`] then makes it fail at once,
+//! and its probe opens a fresh connection ([`Reconnect`]).
 //!
 //! The ticket-issue script refuses to number anyone while the counter is below the highest
 //! value this node has read (a Redis that restarted empty would otherwise hand out numbers
@@ -47,26 +48,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, ScriptInvocation};
-use tokio::sync::OnceCell;
 use waitroom::state::{MinuteCount, Overrides, RoomSnapshot};
 use waitroom::store::{
     CheckIn, ClaimOutcome, ClaimRequest, HighWater, Store, StoreError, StoreResult,
 };
 use waitroom::{state::ControllerState, UnixMillis};
 
+use super::breaker::Reconnect;
 use super::codec;
+pub(crate) use super::connect::{Conn, LazyRedis};
+pub use super::connect::{RedisTls, CALL_TIMEOUT, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use super::lua::Scripts;
-
-/// How long connecting to Redis may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long Redis may take to answer one command.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long one store call may take in all (connecting included).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the growing keys (bitmaps, minute buckets, claims) outlive their last write.
 pub const RETAIN: Duration = Duration::from_secs(2 * 24 * 3600);
 /// Minutes of active buckets kept (the longest session plus slack), as in the memory store.
@@ -144,110 +137,6 @@ pub fn room_keys(room: &str) -> RoomKeys {
     }
 }
 
-enum Target {
-    Single(redis::Client),
-    Cluster(Box<ClusterClient>),
-}
-
-#[derive(Clone)]
-pub(crate) enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-/// Either connection runs commands and scripts (`query_async`, `invoke_async`) the same way.
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// A Redis client built once from the config and connected lazily, inside the Pingora runtime
-/// that first uses it (services get their own runtimes). Shared by the store and by bot
-/// defence's fleet-wide state.
-pub(crate) struct LazyRedis {
-    target: Target,
-    conn: OnceCell<Conn>,
-}
-
-impl LazyRedis {
-    /// A client for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
-    /// client with `url` as the seed node. No I/O.
-    pub(crate) fn new(url: &str, cluster: bool) -> Result<Self, super::UrlError> {
-        let target = if cluster {
-            ClusterClient::builder(vec![url])
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
-                .build()
-                .map(|c| Target::Cluster(Box::new(c)))
-        } else {
-            redis::Client::open(url).map(Target::Single)
-        }?;
-        Ok(Self {
-            target,
-            conn: OnceCell::new(),
-        })
-    }
-
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
-    }
-
-    pub(crate) fn connected(&self) -> bool {
-        self.conn.initialized()
-    }
-
-    /// The connection, made on first use.
-    pub(crate) async fn conn(&self) -> redis::RedisResult<Conn> {
-        self.conn
-            .get_or_try_init(|| async {
-                match &self.target {
-                    Target::Single(c) => {
-                        let cfg = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                            // Few, quick reconnect attempts: a call waiting on a reconnect
-                            // must still fail within CALL_TIMEOUT, and the breaker spaces out
-                            // the probes anyway.
-                            .set_number_of_retries(1)
-                            .set_min_delay(Duration::from_millis(20))
-                            .set_max_delay(Duration::from_millis(100));
-                        ConnectionManager::new_lazy_with_config(c.clone(), cfg).map(Conn::Single)
-                    }
-                    Target::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
-                }
-            })
-            .await
-            .cloned()
-    }
-}
-
 /// [`Store`] on Redis. Cheap to build (no I/O); connects on first use.
 pub struct RedisStore {
     url: String,
@@ -307,12 +196,22 @@ fn bad(what: &str) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://`, `unix://`); `cluster` uses the Cluster
-    /// client with `url` as the seed node.
+    /// A store for `url` (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`); `cluster`
+    /// uses the Cluster client with `url` as the seed node.
     pub fn new(url: &str, cluster: bool) -> Result<Self, super::UrlError> {
+        Self::with_tls(url, cluster, None)
+    }
+
+    /// [`RedisStore::new`], trusting `tls`'s CA and presenting its client certificate on
+    /// `rediss` URLs.
+    pub fn with_tls(
+        url: &str,
+        cluster: bool,
+        tls: Option<&RedisTls>,
+    ) -> Result<Self, super::UrlError> {
         Ok(Self {
             url: url.to_owned(),
-            redis: LazyRedis::new(url, cluster)?,
+            redis: LazyRedis::new(url, cluster, tls)?,
             scripts: Scripts::new(),
             floors: Mutex::new(HashMap::new()),
         })
@@ -411,6 +310,14 @@ fn millis(d: Duration) -> u64 {
 }
 
 #[async_trait]
+impl Reconnect for RedisStore {
+    /// A fresh connection, checked with `PING` (see [`super::connect`]).
+    async fn reconnect(&self) -> StoreResult<()> {
+        within_call_timeout(async { self.redis.reconnect().await.map_err(unavailable) }).await
+    }
+}
+
+#[async_trait]
 impl Store for RedisStore {
     async fn issue(&self, room: &str, count: u64) -> StoreResult<u64> {
         let k = room_keys(room);
@@ -426,6 +333,14 @@ impl Store for RedisStore {
     }
 
     async fn snapshot(&self, room: &str, _now: UnixMillis) -> StoreResult<RoomSnapshot> {
+        // Snapshots come from the rooms' background refresh: the moment to check that a
+        // Sentinel's master is still the one we write to.
+        // The sentinels not answering is no reason to fail the read: the master may.
+        match tokio::time::timeout(CALL_TIMEOUT / 2, self.redis.follow_master()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "sentinel: could not ask for the master"),
+            Err(_) => tracing::debug!("sentinel: no answer about the master in time"),
+        }
         let snap = self.read(room).await?;
         self.raise_floor(room, snap.issued);
         Ok(snap)

@@ -1,4 +1,5 @@
-//! Redis: flushed mid-sale; hung (SIGSTOP) and back.
+//! Redis: flushed mid-sale; hung (SIGSTOP) and back; killed and restarted, with the time
+//! admissions take to resume.
 
 use super::*;
 
@@ -124,7 +125,8 @@ async fn redis_hangs_then_recovers() {
             "a poll waited on Redis"
         );
     }
-    // New arrivals: a clean "please wait" (503 + Retry-After) within the store's timeouts.
+    // New arrivals: the room's waiting answer without a ticket (its status code, never a
+    // 5xx, and Retry-After), within the store's timeouts.
     let mut newcomers = 0;
     let mut worst_new = Duration::ZERO;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -138,12 +140,12 @@ async fn redis_hangs_then_recovers() {
             "a new arrival waited {took:?} on a hung Redis"
         );
         let code = r.status().as_u16();
-        assert!(
-            code == 503 || code == 200,
-            "new arrival during the hang: {code}"
-        );
-        if code == 503 {
-            assert!(r.headers().get("retry-after").is_some());
+        let retry = r.headers().get("retry-after").is_some();
+        let st: Value = r.json().await.expect("JSON");
+        assert_eq!(code, 200, "new arrival during the hang: {st}");
+        assert!(st["method"].is_null(), "the origin answered: {st}");
+        if st["ticket"].is_null() {
+            assert!(retry, "no Retry-After: {st}");
             newcomers += 1;
             if newcomers >= 3 {
                 break;
@@ -208,4 +210,143 @@ fn monitor_serving(nodes: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::Jo
         }
         samples
     })
+}
+
+/// A Redis killed mid-sale and started again (empty): no shopper sees a 5xx — a new arrival
+/// gets the room's waiting answer (its status code, Retry-After, a page that reloads itself),
+/// a shopper whose turn came and whose entry cannot be claimed is told "you're next" — and
+/// once Redis answers again admissions resume within a second (the breaker's probe opens a
+/// fresh connection; the figure is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_shoppers_wait_and_admissions_resume_within_a_second() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::start().await;
+    let room = sale().status_code(202);
+    let [a, b] = Node::fleet(&Config::new(origin.addr).redis(redis.url()).room(room)).await;
+    let (fa, fb) = (&a, &b);
+
+    // Whose turn came, not yet in: joined while the line was held, then let through.
+    let _holder = holder_then_pause(fa, fb).await;
+    let next = fa.shopper();
+    let r = get(fa, &next, "/echo").await;
+    assert_eq!(r.status().as_u16(), 202, "the room's status code");
+    let st: Value = r.json().await.expect("JSON");
+    let ticket = st["ticket"].as_u64().expect("a ticket");
+    fb.patch_room("drop", json!({"paused": false})).await;
+    let within = Duration::from_secs(10);
+    fa.wait_status(&next, "drop", within, |st| st["admitted"] == true)
+        .await;
+
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fa.readyz().await != 503 || fb.readyz().await != 503 {
+        assert!(Instant::now() < deadline, "readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Three seconds of outage: long enough for a breaker that doubles its backoff to be
+    // waiting seconds between probes. Every answer meanwhile is a waiting answer.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        outage_answers_are_waiting_answers(fa, &next, ticket).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let echoes = origin.shop.stats().by_path.echo;
+
+    // Redis answers again (empty; the nodes re-seed it): how long until admissions resume.
+    redis.restart_empty();
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(20);
+    loop {
+        let (code, entered) = enter(fa, &next).await;
+        if entered {
+            break;
+        }
+        assert!(code < 500, "entering after the outage: {code}");
+        assert!(Instant::now() < deadline, "ticket {ticket} never entered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resumed = back.elapsed();
+    // A newcomer is numbered again (or let straight in, if the line is through by now).
+    let newcomer = fb.shopper();
+    let t = loop {
+        let r = get(fb, &newcomer, "/echo").await;
+        assert!(r.status().as_u16() < 500, "newcomer: {}", r.status());
+        let st: Value = r.json().await.expect("JSON");
+        if let Some(t) = st["ticket"].as_u64() {
+            break t;
+        }
+        if st["method"] == "GET" {
+            break u64::MAX; // admitted at once: no number to check
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ticket after the outage: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let numbering = back.elapsed();
+    assert!(
+        t > ticket,
+        "ticket {t} handed out again (the next was {ticket})"
+    );
+    assert!(
+        origin.shop.stats().by_path.echo > echoes,
+        "the shopper who was next entered"
+    );
+    eprintln!(
+        "Redis killed and restarted: admissions resumed {resumed:?} after Redis answered \
+         again; a newcomer was numbered {numbering:?} after"
+    );
+    assert!(
+        resumed < Duration::from_millis(1500),
+        "admissions resumed {resumed:?} after Redis answered again"
+    );
+    a.assert_no_panic();
+    b.assert_no_panic();
+}
+
+/// During the outage: the shopper whose turn came (`next`, holding `ticket`) is told "you're
+/// next"; newcomers get the room's waiting answer without a ticket, as JSON and as a page that
+/// reloads itself. The room's status code (202) and Retry-After everywhere, never a 5xx.
+async fn outage_answers_are_waiting_answers(fa: &Node, next: &reqwest::Client, ticket: u64) {
+    // Its status says "next" too, not "admitted" (the page would reload into "you're next"
+    // at once, again and again): it is asked again at the room's cadence.
+    let st = fa.status(next, "drop").await;
+    assert_eq!(st["admitted"], false, "{st}");
+    assert_eq!(
+        (st["ticket"].as_u64(), st["position"].as_u64()),
+        (Some(ticket), Some(1))
+    );
+    for _ in 0..3 {
+        let r = get(fa, next, "/echo").await;
+        let code = r.status().as_u16();
+        let retry = r.headers().get("retry-after").cloned();
+        let st: Value = r.json().await.expect("JSON");
+        assert_eq!(code, 202, "you're next, during the outage: {st}");
+        assert!(retry.is_some(), "Retry-After");
+        assert_eq!(st["ticket"], ticket, "{st}");
+        assert_eq!(
+            (st["position"].as_u64(), st["ahead"].as_u64()),
+            (Some(1), Some(0))
+        );
+    }
+    let r = get(fa, &fa.shopper(), "/echo").await;
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(r.headers().get("retry-after").is_some());
+    let st: Value = r.json().await.expect("JSON");
+    assert!(st["ticket"].is_null() && st["method"].is_null(), "{st}");
+    assert_eq!(st["room"], "drop");
+    let page = shopper::send(
+        fa.shopper()
+            .get(fa.url("/echo"))
+            .header("accept", "text/html"),
+    )
+    .await;
+    assert_eq!(page.status, 202);
+    let retry = page.header("retry-after").expect("Retry-After");
+    let body = &page.body;
+    assert!(
+        body.contains(&format!("http-equiv=\"refresh\" content=\"{retry}\"")),
+        "the page reloads itself after Retry-After: {body}"
+    );
 }
