@@ -166,7 +166,9 @@ fn dockerfile_stages_and_commands_are_sane() {
         .expect("cargo build");
     let build_args = &words[at..];
     assert!(
-        build_args.windows(2).any(|w| w == ["--profile", "production"]),
+        build_args
+            .windows(2)
+            .any(|w| w == ["--profile", "production"]),
         "{cargo}"
     );
     assert!(
