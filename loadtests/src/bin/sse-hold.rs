@@ -218,7 +218,11 @@ fn count(bytes: &[u8], counts: &Counts, last_id: &mut Option<String>) {
     let kept = (text.matches(": keep-alive").count() + text.matches("event: renew").count()) as u64;
     counts.data.fetch_add(data, Ordering::Relaxed);
     counts.keep_alives.fetch_add(kept, Ordering::Relaxed);
-    if let Some(id) = text.lines().filter_map(|l| l.strip_prefix("id: ")).last() {
+    if let Some(id) = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+    {
         *last_id = Some(id.to_owned());
     }
 }

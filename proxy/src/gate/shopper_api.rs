@@ -289,10 +289,7 @@ impl Gate {
         let (first, renewed) = asker.status(room, clock::now());
         let out = self.renewal(ctx, room, renewed.as_ref());
         match changes {
-            Some(changes) => {
-                let live = ctx.live.clone();
-                self.events(s, room, asker, first, changes, out, live).await
-            }
+            Some(changes) => self.events(s, room, asker, first, changes, out).await,
             None => {
                 let retry = (first.poll_after_ms / 1000).max(1).to_string();
                 let headers = [("retry-after", retry)];

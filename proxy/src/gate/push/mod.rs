@@ -62,8 +62,9 @@ impl Gate {
         first: Status,
         changes: watch::Receiver<u64>,
         out: Outgoing,
-        live: Arc<Live>,
     ) -> Result<()> {
+        // The keys that sign the stream's renewals: this config's, or a newer one's.
+        let live = self.node.live();
         let h = event_stream_head(&out)?;
         let json = first.to_json();
         let open = Bytes::from(format!(
@@ -379,7 +380,7 @@ struct IdLine<'a>(Option<&'a str>);
 impl std::fmt::Display for IdLine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(token) => write!(f, "id: {token}\n"),
+            Some(token) => writeln!(f, "id: {token}"),
             None => Ok(()),
         }
     }
