@@ -73,17 +73,7 @@ wait_http http://127.0.0.1:$ORIGIN/healthz
 targets=(); admins=()
 for n in 1 2; do
   L=$(port); A=$(port)
-  cat > "$work/node$n.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$L"]
-admin_listen = "127.0.0.1:$A"
-threads = 1
-access_log = false
-[keys]
-active = 1
-[[keys.key]]
-id = 1
-secret = "rehearsal-secret-rehearsal-secret-0123456789"
+  { node_head_toml "$L" "$A"; cat <<TOML
 [store]
 kind = "redis"
 url = "$seeds"
@@ -103,6 +93,7 @@ claim_window = "10s"
 on_store_error = "queue"
 queueing_status_code = 202
 TOML
+  } > "$work/node$n.toml"
   $BIN/flashgate run -c "$work/node$n.toml" > "$work/node$n.log" 2>&1 & pids+=($!)
   wait_http "http://127.0.0.1:$A/readyz"
   targets+=(--target "http://127.0.0.1:$L"); admins+=(--admin "http://127.0.0.1:$A")

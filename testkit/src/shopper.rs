@@ -288,11 +288,7 @@ impl Events {
     pub async fn next_where(&mut self, limit: Duration, want: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let event: String = self.buf.drain(..end + 2).collect();
-                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
-                    self.last_id = Some(id.to_owned());
-                }
+            while let Some(event) = self.take_event() {
                 let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
                     continue; // a keep-alive (a comment, or a `renew` event: no data) or `retry:`
                 };
@@ -302,13 +298,7 @@ impl Events {
                     return st;
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.response.chunk())
-                .await
-                .expect("an event in time")
-                .expect("read the stream")
-                .expect("the stream still open");
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            self.read_chunk(deadline).await;
         }
     }
 }
@@ -319,21 +309,31 @@ impl Events {
     pub async fn read_until(&mut self, at: Instant, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         while Instant::now() < at {
-            while let Some(end) = self.buf.find("\n\n") {
-                let event: String = self.buf.drain(..end + 2).collect();
-                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
-                    self.last_id = Some(id.to_owned());
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.response.chunk())
-                .await
-                .expect("a keep-alive in time")
-                .expect("read the stream")
-                .expect("the stream still open");
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            while self.take_event().is_some() {}
+            self.read_chunk(deadline).await;
         }
         self.last_id.clone()
+    }
+
+    /// The next whole event in the buffer, noting its `id`.
+    fn take_event(&mut self) -> Option<String> {
+        let end = self.buf.find("\n\n")?;
+        let event: String = self.buf.drain(..end + 2).collect();
+        if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+            self.last_id = Some(id.to_owned());
+        }
+        Some(event)
+    }
+
+    /// Reads the next chunk of the stream into the buffer (by `deadline`).
+    async fn read_chunk(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, self.response.chunk())
+            .await
+            .expect("an event in time")
+            .expect("read the stream")
+            .expect("the stream still open");
+        self.buf.push_str(&String::from_utf8_lossy(&chunk));
     }
 
     /// Waits (up to `limit`) for the stream to end; `None` when it ended with no more bytes,

@@ -566,6 +566,20 @@ mod tests {
         }
     }
 
+    /// A pass for room "drop", bound to client 5 (what [`expect`] asks), valid 100..400 s.
+    fn pass() -> Pass {
+        Pass {
+            room: "drop".into(),
+            event: 0,
+            ticket: 9,
+            admitted_at: 100,
+            checkin_minute: 1,
+            expires_at: 400,
+            binding: 5,
+            fixed_session: false,
+        }
+    }
+
     fn expect(now: u64) -> Expect<'static> {
         Expect {
             room: "drop",
@@ -595,14 +609,9 @@ mod tests {
     fn pass_round_trip_and_kind_confusion() {
         let r = ring();
         let p = Pass {
-            room: "drop".into(),
-            event: 0,
-            ticket: 9,
-            admitted_at: 100,
-            checkin_minute: 1,
-            expires_at: 400,
             binding: 77,
             fixed_session: true,
+            ..pass()
         };
         let tok = r.sign_pass(&p);
         let mut e = expect(200);
@@ -617,16 +626,7 @@ mod tests {
     #[test]
     fn a_remembered_pass_is_still_checked_and_a_new_ring_forgets_it() {
         let r = ring();
-        let p = Pass {
-            room: "drop".into(),
-            event: 0,
-            ticket: 9,
-            admitted_at: 100,
-            checkin_minute: 1,
-            expires_at: 400,
-            binding: 5,
-            fixed_session: false,
-        };
+        let p = pass();
         let tok = r.sign_pass(&p);
         assert_eq!(r.verify_pass(&tok, &expect(200)), Ok(p.clone()));
         // Remembered now: room, client and expiry are checked all the same.

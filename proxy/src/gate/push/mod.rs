@@ -42,7 +42,7 @@ mod detach;
 mod schedule;
 
 use detach::{detach, detachable};
-use schedule::{Schedule, Wake};
+use schedule::{renew_every, Schedule, Wake};
 
 /// What an idle stream writes now and then so that intermediaries do not time it out, when it
 /// has no ticket to renew (see [`Watch::step`]).
@@ -366,12 +366,6 @@ impl Watch {
             }
         }
     }
-}
-
-/// How often a stream renews its ticket: three times per `abandon_after`, so that the last
-/// renewal is good for two thirds of it when the browser reconnects.
-fn renew_every(settings: &waitroom::RoomSettings) -> Duration {
-    settings.abandon_after / 3
 }
 
 /// An event's `id:` line holding a renewed ticket, or nothing.

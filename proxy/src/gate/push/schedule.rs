@@ -64,10 +64,9 @@ impl Schedule {
     ) -> Self {
         let sixty_fourths = (spread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32;
         let lifetime = LIFETIME - LIFETIME / 8 * sixty_fourths / 64;
-        // Renewed at least three times per `abandon_after`: the last renewal is still good for
-        // two thirds of it when the browser reconnects (after the stream's `retry`, 2 s).
+        // At least as often as the ticket is renewed, so that a renewal is never late.
         let keep_alive_every =
-            (settings.abandon_after / 3).clamp(Duration::from_secs(1), KEEP_ALIVE_EVERY);
+            renew_every(settings).clamp(Duration::from_secs(1), KEEP_ALIVE_EVERY);
         let gap = push_gap(first);
         Self {
             end: now + lifetime,
@@ -113,6 +112,13 @@ impl Schedule {
         self.next_push = now + self.gap;
         self.keep_alive_at = now + self.keep_alive_every;
     }
+}
+
+/// How often a stream renews its ticket: three times per `abandon_after`, so that the last
+/// renewal is still good for two thirds of it when the browser reconnects (after the stream's
+/// `retry`, 2 s).
+pub(super) fn renew_every(settings: &waitroom::RoomSettings) -> Duration {
+    settings.abandon_after / 3
 }
 
 /// The least time between two pushes for a shopper told `st`.
